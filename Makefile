@@ -1,0 +1,21 @@
+# Two entry points; everything else is set up on demand.
+#   make lab    JupyterLab on the tutorials (store: notebooks/nb_sessions.db)
+#   make test   the whole test suite (installs what it needs, chromium included)
+PYTHON ?= python3
+VENV   ?= .venv
+
+.PHONY: lab test bench lint
+lab:
+	@bash scripts/bootstrap.sh
+	cd notebooks && ../$(VENV)/bin/jupyter lab
+
+test:
+	@bash scripts/test.sh $(ARGS)
+
+bench:
+	@bash scripts/bootstrap.sh
+	$(VENV)/bin/python -m benchmarks $(ARGS)
+
+lint:
+	@bash scripts/bootstrap.sh
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy

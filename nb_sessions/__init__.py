@@ -1,0 +1,59 @@
+"""nb_sessions: checkpoint, restore, time-travel and explore AI-agent state from Jupyter.
+
+Compatible with AgentScope 1.x session files and objects. The core never
+imports IPython; ``%load_ext nb_sessions`` loads the notebook face lazily.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import (
+    CheckpointNotFoundError,
+    ConflictError,
+    InvalidIdError,
+    NbSessionsError,
+    NotSerializableError,
+    SessionNotFoundError,
+    StateError,
+    StateMismatchError,
+    StoreCorruptedError,
+    StoreError,
+)
+from .state import PydanticState, StateModule, Stateful, as_stateful
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckpointNotFoundError",
+    "ConflictError",
+    "InvalidIdError",
+    "NbSessionsError",
+    "NotSerializableError",
+    "PydanticState",
+    "SessionNotFoundError",
+    "StateError",
+    "StateMismatchError",
+    "StateModule",
+    "Stateful",
+    "StoreCorruptedError",
+    "StoreError",
+    "__version__",
+    "as_stateful",
+    "load_ipython_extension",
+    "unload_ipython_extension",
+]
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext nb_sessions``: register the magics."""
+    from .notebook import magics
+
+    magics.load_ipython_extension(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext nb_sessions``: stop autosave and drop the magics' hooks."""
+    from .notebook import magics
+
+    magics.unload_ipython_extension(ipython)

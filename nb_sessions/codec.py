@@ -1,0 +1,141 @@
+"""JSON encoding with a fast path (orjson) and an exact fallback (stdlib json).
+
+The rule: whatever AgentScope's stdlib ``json`` writes, we write and read back
+identically, and we never change data silently.
+
+orjson is several times faster but differs exactly where it matters: it
+refuses lone surrogates, integers beyond 64 bits and nesting past 254 levels,
+turns NaN and Infinity into ``null``, and quietly writes UUIDs, enums and
+dataclasses that stdlib json refuses. So every orjson result is checked: the
+output is decoded again and compared with the input (a C-level comparison),
+and anything that does not come back equal goes through the exact path. The
+exact path validates the value first, so an unwritable value is refused with
+its dotted path, then writes with ``json.dumps(ensure_ascii=False)`` encoded
+with ``surrogatepass``, byte-compatible with AgentScope's JSONSession.
+
+Decoding uses orjson unless the bytes could hold what orjson reads
+differently (digit runs long enough to overflow 64 bits) or it refuses them
+(NaN, surrogates, deep nesting); then stdlib json decodes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+import orjson
+
+from .errors import NotSerializableError, StoreCorruptedError
+
+__all__ = ["dumps", "find_unserializable", "loads"]
+
+_ORJSON_OPTS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+# orjson reads integers beyond 64 bits as floats: such digit runs take the exact path.
+_LONG_DIGITS = re.compile(rb"\d{19,}")
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+def _refuse(value: Any) -> Any:
+    raise TypeError
+
+
+def dumps(value: Any, path: str = "") -> bytes:
+    """Encode ``value`` as UTF-8 JSON bytes (non-ASCII kept, lone surrogates passed through).
+
+    Raises :class:`NotSerializableError` naming the dotted path (prefixed by
+    ``path``) of the first value that cannot be JSON.
+    """
+    try:
+        out = orjson.dumps(value, default=_refuse, option=_ORJSON_OPTS)
+    except (orjson.JSONEncodeError, TypeError):
+        return _exact_dumps(value, path)
+    # NaN -> null, UUID/enum -> str, tuple -> list: the round trip tells.
+    if orjson.loads(out) == value:
+        return out
+    return _exact_dumps(value, path)
+
+
+def dumps_str(value: Any, path: str = "") -> str:
+    """Like :func:`dumps`, as text (lone surrogates preserved)."""
+    return dumps(value, path).decode("utf-8", "surrogatepass")
+
+
+def _exact_dumps(value: Any, path: str) -> bytes:
+    bad = find_unserializable(value, path)
+    if bad is not None:
+        raise NotSerializableError(*bad)
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=True)
+    except RecursionError:
+        raise NotSerializableError(
+            path, "deeply nested data", "It is nested deeper than JSON can be written here; flatten it."
+        ) from None
+    except ValueError as exc:  # circular reference
+        raise NotSerializableError(path, "circular data", str(exc)) from None
+    return text.encode("utf-8", "surrogatepass")
+
+
+def loads(data: bytes | str, where: str = "") -> Any:
+    """Decode JSON written by :func:`dumps` or by AgentScope; ``where`` names the source in errors."""
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogatepass")
+    if not _LONG_DIGITS.search(data):
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+    try:
+        return json.loads(data.decode("utf-8", "surrogatepass"))
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise StoreCorruptedError(
+            f"{where or 'data'} is not valid JSON ({type(exc).__name__}: {exc}); "
+            "restore it from a backup or delete that checkpoint",
+            location=where,
+        ) from None
+
+
+def find_unserializable(value: Any, path: str = "") -> tuple[str, str] | None:
+    """Return ``(dotted_path, type_name)`` of the first value stdlib json cannot write, or None.
+
+    Dict keys must be strings: stdlib json would silently turn ``1`` into ``"1"``.
+    Circular references are reported too. Iterative, so deep nesting is fine.
+    """
+    stack: list[tuple[Any, str]] = [(value, path)]
+    active: set[int] = set()
+    exits: list[tuple[int, int]] = []  # (stack length when entered, id) to release cycle marks
+    while stack:
+        while exits and len(stack) <= exits[-1][0]:
+            active.discard(exits.pop()[1])
+        item, where = stack.pop()
+        if isinstance(item, _JSON_SCALARS):
+            if isinstance(item, float) and not math.isfinite(item):
+                continue  # stdlib writes NaN/Infinity, and so do we
+            continue
+        if isinstance(item, dict):
+            if id(item) in active:
+                return where, "circular reference"
+            active.add(id(item))
+            exits.append((len(stack), id(item)))
+            for key, sub in reversed(list(item.items())):
+                if not isinstance(key, str):
+                    return _key_path(where, key), f"{type(key).__name__} key (keys must be str)"
+                stack.append((sub, _key_path(where, key)))
+            continue
+        if isinstance(item, (list, tuple)):
+            if id(item) in active:
+                return where, "circular reference"
+            active.add(id(item))
+            exits.append((len(stack), id(item)))
+            for i in reversed(range(len(item))):
+                stack.append((item[i], f"{where}[{i}]"))
+            continue
+        return where, type(item).__name__
+    return None
+
+
+def _key_path(where: str, key: Any) -> str:
+    if isinstance(key, str) and key.isidentifier():
+        return f"{where}.{key}" if where else key
+    return f"{where}[{key!r}]"
