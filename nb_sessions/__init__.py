@@ -20,11 +20,32 @@ from .errors import (
     StoreCorruptedError,
     StoreError,
 )
+from .sessions import JSONSession, SQLiteSession
 from .state import PydanticState, StateModule, Stateful, as_stateful
+from .stores import (
+    DEFAULT_STORE,
+    BaseStore,
+    Checkpoint,
+    JSONStore,
+    PruneResult,
+    SessionInfo,
+    SQLiteStore,
+    open_store,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_STORE",
+    "BaseStore",
+    "Checkpoint",
+    "JSONSession",
+    "JSONStore",
+    "PruneResult",
+    "SQLiteSession",
+    "SQLiteStore",
+    "SessionInfo",
+    "open_store",
     "CheckpointNotFoundError",
     "ConflictError",
     "InvalidIdError",

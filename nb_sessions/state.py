@@ -271,7 +271,8 @@ def load_modules(
     for name, obj in modules.items():
         target = as_stateful(obj, name)
         if name not in states:
-            problems.append((name, "missing: the checkpoint holds no state for this module"))
+            if strict:
+                problems.append((name, "missing: the checkpoint holds no state for this module"))
             continue
         prepare = getattr(target, "_nbs_prepare_load", None)
         if prepare is not None:

@@ -1,0 +1,68 @@
+"""Drop-ins for AgentScope 1.x's ``SessionBase``: the same signatures, with history behind them.
+
+An AgentScope app can swap ``agentscope.session.JSONSession`` for
+:class:`JSONSession` unchanged: the same ``{session_id}.json`` /
+``{user_id}_{session_id}.json`` files come out (AgentScope reads them), and
+every save is also a checkpoint you can list, diff and go back to.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .state import load_modules
+from .stores.base import BaseStore, parse_ref
+from .stores.json_store import JSONStore
+from .stores.sqlite_store import SQLiteStore
+
+__all__ = ["JSONSession", "SQLiteSession", "StoreSession"]
+
+
+class StoreSession:
+    """``SessionBase``'s API over any nb_sessions store (``self.store``)."""
+
+    store: BaseStore
+
+    async def save_session_state(
+        self, session_id: str, user_id: str = "", **state_modules_mapping: Any
+    ) -> None:
+        """Save the modules' states as a new checkpoint of the session."""
+        await self.store.asave(session_id, user_id=user_id, **state_modules_mapping)
+
+    async def load_session_state(
+        self,
+        session_id: str,
+        user_id: str = "",
+        allow_not_exist: bool = True,
+        **state_modules_mapping: Any,
+    ) -> None:
+        """Load the latest checkpoint into the modules it holds a state for (AgentScope's rule).
+
+        Unlike AgentScope, a failure leaves every module as it was.
+        """
+        ref = parse_ref(session_id, user_id)
+        try:
+            states = await self.store.aget_state(ref)
+        except LookupError:
+            if allow_not_exist:
+                return
+            raise
+        present = {n: m for n, m in state_modules_mapping.items() if n in states}
+        load_modules(present, states, strict=True)
+
+
+class JSONSession(StoreSession):
+    """Drop-in for ``agentscope.session.JSONSession``: files in ``save_dir``, history beside them."""
+
+    def __init__(self, save_dir: str | os.PathLike[str] = "./") -> None:
+        self.save_dir = str(save_dir)
+        self.store = JSONStore(save_dir)
+
+
+class SQLiteSession(StoreSession):
+    """The same API over an SQLite file (AgentScope's ``as_session`` rows load too)."""
+
+    def __init__(self, sqlite_path: str | os.PathLike[str] = "nb_sessions.db") -> None:
+        self.sqlite_path = str(sqlite_path)
+        self.store = SQLiteStore(sqlite_path)

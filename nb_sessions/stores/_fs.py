@@ -1,0 +1,113 @@
+"""File-system helpers: atomic writes, owner-only files, leftover temp files, commit points."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+__all__ = ["Aborted", "atomic_write", "clean_temp_files", "fsync_dir", "run_blocking"]
+
+T = TypeVar("T")
+TEMP_SUFFIX = ".nbs-tmp"
+
+
+class Aborted(Exception):
+    """Raised inside a blocking job that was asked to stop before its commit point."""
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a directory entry to disk (so a rename survives a power cut)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(
+    path: Path, data: bytes, before_commit: Callable[[], None] | None = None
+) -> None:
+    """Write ``data`` to ``path`` all or nothing: temp file, fsync, ``os.replace``, fsync folder.
+
+    The temp file carries the writer's pid so :func:`clean_temp_files` can tell
+    a dead writer's leftovers from a live one's. ``before_commit`` runs just
+    before the rename and may raise :class:`Aborted`.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if before_commit is not None:
+            before_commit()
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    fsync_dir(path.parent)
+
+
+def clean_temp_files(folder: Path) -> int:
+    """Remove temp files left in ``folder`` (recursively) by writers that no longer run."""
+    removed = 0
+    if not folder.is_dir():
+        return 0
+    for tmp in folder.rglob(f"*{TEMP_SUFFIX}"):
+        parts = tmp.name[: -len(TEMP_SUFFIX)].rsplit(".", 2)
+        try:
+            pid = int(parts[-2])
+        except (ValueError, IndexError):
+            continue
+        if pid == os.getpid() or _alive(pid):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+            removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+async def run_blocking(job: Callable[[Callable[[], None]], T]) -> T:
+    """Run ``job(check_abort)`` in a thread; cancelling stops it only before its commit point.
+
+    ``job`` calls ``check_abort()`` right before committing; after a cancel it
+    raises :class:`Aborted` there and nothing is written. If the job had
+    already committed, its result is returned: the cancel came too late.
+    """
+    stop = threading.Event()
+
+    def check_abort() -> None:
+        if stop.is_set():
+            raise Aborted
+
+    future = asyncio.ensure_future(asyncio.to_thread(job, check_abort))
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        stop.set()
+        try:
+            result = await future
+        except Aborted:
+            raise asyncio.CancelledError from None
+        task = asyncio.current_task()
+        if task is not None and hasattr(task, "uncancel"):
+            task.uncancel()
+        return result

@@ -1,0 +1,627 @@
+"""What every checkpoint store shares: references, checkpoints, and the sync + async API.
+
+A backend implements a handful of async primitives on already-validated keys
+(``_write``, ``_read``, ``_history``, ``_sessions``, ``_delete``,
+``_set_label``, ``_vacuum``). Everything users call lives here, once: the
+reference grammar, id validation, turning live objects into states and back
+(all or nothing), prune policy, fork, and the sync twins that run on the
+private loop.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, NamedTuple
+
+from .. import codec
+from .._loop import run_sync
+from ..errors import (
+    CheckpointNotFoundError,
+    InvalidIdError,
+    NbSessionsError,
+    SessionNotFoundError,
+)
+from ..state import as_stateful, load_modules
+
+__all__ = [
+    "BaseStore",
+    "Checkpoint",
+    "PruneResult",
+    "Ref",
+    "SessionInfo",
+    "SessionKey",
+    "parse_ref",
+    "validate_id",
+    "validate_label",
+]
+
+MAX_ID_LENGTH = 200
+MAX_LABEL_LENGTH = 100
+_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f/\\@]")
+_FORBIDDEN_LABEL = re.compile(r"[\x00-\x1f\x7f@]")
+
+Redactor = Callable[[str, dict[str, Any]], dict[str, Any]]
+
+
+def _package_version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+class SessionKey(NamedTuple):
+    """A session's identity: AgentScope keys sessions by ``(user_id, session_id)``."""
+
+    user_id: str
+    session_id: str
+
+    def __str__(self) -> str:
+        return f"{self.user_id}/{self.session_id}" if self.user_id else self.session_id
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A parsed reference: a session and, optionally, which checkpoint of it."""
+
+    key: SessionKey
+    seq: int | None = None  # exact checkpoint number
+    label: str | None = None  # a label
+    back: int = 0  # ``~N``: N checkpoints before the latest
+
+    @property
+    def is_latest(self) -> bool:
+        """True when no particular checkpoint was named."""
+        return self.seq is None and self.label is None and self.back == 0
+
+    def __str__(self) -> str:
+        if self.seq is not None:
+            return f"{self.key}@{self.seq}"
+        if self.label is not None:
+            return f"{self.key}@{self.label}"
+        if self.back:
+            return f"{self.key}@~{self.back}"
+        return str(self.key)
+
+
+def validate_id(value: Any, what: str = "session id") -> str:
+    """Return ``value`` if it is a safe id; raise :class:`InvalidIdError` saying why otherwise."""
+    if not isinstance(value, str):
+        raise InvalidIdError(f"{what} must be a str, got {type(value).__name__}", value=value)
+    if what == "user id" and value == "":
+        return value
+    problem = None
+    if not value:
+        problem = "it is empty"
+    elif len(value) > MAX_ID_LENGTH:
+        problem = f"it is {len(value)} characters long (at most {MAX_ID_LENGTH})"
+    elif value in (".", "..") or ".." in value:
+        problem = "it contains '..'"
+    elif _FORBIDDEN.search(value):
+        problem = "it contains '/', '\\', '@' or a control character"
+    elif value != value.strip():
+        problem = "it starts or ends with white space"
+    elif value.startswith("."):
+        problem = "it starts with '.' (reserved for the store's own files)"
+    if problem:
+        raise InvalidIdError(
+            f"invalid {what} {value!r}: {problem}. Use letters, digits, '-', '_' and '.' "
+            "(no path separators, '@' or '..').",
+            value=value,
+        )
+    return value
+
+
+def validate_label(value: Any) -> str:
+    """Return ``value`` if it can be a checkpoint label; raise :class:`InvalidIdError` otherwise."""
+    if not isinstance(value, str):
+        raise InvalidIdError(f"label must be a str, got {type(value).__name__}", value=value)
+    problem = None
+    if not value.strip():
+        problem = "it is empty"
+    elif len(value) > MAX_LABEL_LENGTH:
+        problem = f"it is {len(value)} characters long (at most {MAX_LABEL_LENGTH})"
+    elif value.isdigit() or value.startswith("~") or value == "latest":
+        problem = "digits, '~N' and 'latest' are reserved for checkpoint numbers"
+    elif _FORBIDDEN_LABEL.search(value):
+        problem = "it contains '@' or a control character"
+    elif value != value.strip():
+        problem = "it starts or ends with white space"
+    if problem:
+        raise InvalidIdError(f"invalid label {value!r}: {problem}", value=value)
+    return value
+
+
+def parse_ref(ref: Any, user_id: str | None = None) -> Ref:
+    """Parse ``session``, ``session@3``, ``session@label``, ``session@~1`` or ``user/session@...``.
+
+    ``user_id`` given as an argument wins over one written in the reference.
+    """
+    if isinstance(ref, Ref):
+        if user_id is not None and user_id != ref.key.user_id:
+            return Ref(SessionKey(validate_id(user_id, "user id"), ref.key.session_id), ref.seq, ref.label, ref.back)
+        return ref
+    if isinstance(ref, Checkpoint):
+        return Ref(SessionKey(ref.user_id, ref.session_id), seq=ref.seq)
+    if not isinstance(ref, str):
+        raise InvalidIdError(
+            f"a reference must be a str like 'alice' or 'alice@3', got {type(ref).__name__}", value=ref
+        )
+    head, sep, tail = ref.partition("@")
+    uid, slash, sid = head.rpartition("/")
+    if not slash:
+        uid = ""
+    if user_id is not None:
+        if slash and uid != user_id:
+            raise InvalidIdError(
+                f"reference {ref!r} names user {uid!r} but user_id={user_id!r} was given", value=ref
+            )
+        uid = user_id
+    key = SessionKey(validate_id(uid, "user id"), validate_id(sid))
+    if not sep or tail == "latest":
+        return Ref(key)
+    if not tail:
+        raise InvalidIdError(f"reference {ref!r} ends with '@': name a checkpoint, e.g. {sid}@1", value=ref)
+    if tail.isdigit():
+        return Ref(key, seq=int(tail))
+    if tail.startswith("~") and tail[1:].isdigit():
+        return Ref(key, back=int(tail[1:]))
+    return Ref(key, label=validate_label(tail))
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One immutable saved state of a session."""
+
+    session_id: str
+    seq: int
+    created_at: datetime
+    modules: tuple[str, ...]
+    size: int
+    user_id: str = ""
+    parent: int | None = None
+    label: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    store: BaseStore | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def key(self) -> SessionKey:
+        """The session this checkpoint belongs to."""
+        return SessionKey(self.user_id, self.session_id)
+
+    @property
+    def session(self) -> str:
+        """The session as written in references (``user/session`` when there is a user)."""
+        return str(self.key)
+
+    @property
+    def ref(self) -> str:
+        """The exact reference of this checkpoint, e.g. ``alice@3``."""
+        return f"{self.key}@{self.seq}"
+
+    def state(self) -> dict[str, Any]:
+        """The saved ``{module: state_dict}`` (read from the store)."""
+        if self.store is None:
+            raise NbSessionsError(f"checkpoint {self.ref} is not attached to a store")
+        return self.store.get_state(self)
+
+    def __repr__(self) -> str:
+        label = f", label={self.label!r}" if self.label else ""
+        return f"<Checkpoint {self.ref}{label} modules={list(self.modules)} size={self.size}>"
+
+    def describe(self) -> str:
+        """One line: reference, label, modules, size, time."""
+        label = f" [{self.label}]" if self.label else ""
+        return (
+            f"{self.ref}{label}: {', '.join(self.modules) or 'no modules'}, "
+            f"{_human_size(self.size)}, {self.created_at:%Y-%m-%d %H:%M:%S} UTC"
+        )
+
+    def _repr_html_(self) -> str:
+        rows = [
+            ("checkpoint", self.ref),
+            ("label", self.label or ""),
+            ("parent", "" if self.parent is None else f"{self.key}@{self.parent}"),
+            ("created (UTC)", f"{self.created_at:%Y-%m-%d %H:%M:%S}"),
+            ("modules", ", ".join(self.modules)),
+            ("size", _human_size(self.size)),
+        ]
+        rows += [(f"metadata.{k}", str(v)) for k, v in self.metadata.items()]
+        body = "".join(
+            f"<tr><th style='text-align:left'>{html.escape(k)}</th><td style='text-align:left'>{html.escape(v)}</td></tr>"
+            for k, v in rows
+        )
+        return f"<table class='nb-sessions-checkpoint'>{body}</table>"
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """A session and a summary of its history."""
+
+    session_id: str
+    user_id: str
+    checkpoints: int
+    latest_seq: int
+    created_at: datetime
+    updated_at: datetime
+    labels: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> SessionKey:
+        """The session's ``(user_id, session_id)``."""
+        return SessionKey(self.user_id, self.session_id)
+
+    @property
+    def session(self) -> str:
+        """The session as written in references."""
+        return str(self.key)
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    """What a prune removed (or, in a dry run, would remove) and what it kept."""
+
+    removed: tuple[Checkpoint, ...]
+    kept: tuple[Checkpoint, ...]
+    dry_run: bool
+
+    def __str__(self) -> str:
+        verb = "would remove" if self.dry_run else "removed"
+        refs = ", ".join(c.ref for c in self.removed) or "nothing"
+        return f"{verb} {len(self.removed)} checkpoint(s): {refs}; kept {len(self.kept)}"
+
+
+class BaseStore:
+    """The checkpoint store API; backends fill in the async primitives.
+
+    Every public method has an async twin with an ``a`` prefix. Sync methods
+    may be called inside a running event loop (a Jupyter kernel's).
+    """
+
+    #: A function ``(module_name, state) -> state`` applied before writing (strip secrets).
+    redact: Redactor | None = None
+
+    def __init__(self, *, redact: Redactor | None = None) -> None:
+        self.redact = redact
+        # The checkpoint last loaded into live objects, per session: the parent of the next save.
+        self._parents: dict[SessionKey, int] = {}
+
+    # -- backend primitives ------------------------------------------------
+
+    async def _write(
+        self,
+        key: SessionKey,
+        states: dict[str, Any],
+        label: str | None,
+        metadata: dict[str, Any],
+        parent: int | None,
+    ) -> Checkpoint:
+        raise NotImplementedError
+
+    async def _read(self, cp: Checkpoint) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def _history(self, key: SessionKey) -> list[Checkpoint]:
+        """Checkpoints of ``key`` oldest first; raise SessionNotFoundError if none."""
+        raise NotImplementedError
+
+    async def _sessions(self) -> list[SessionInfo]:
+        raise NotImplementedError
+
+    async def _delete(self, key: SessionKey, seqs: Sequence[int] | None) -> int:
+        """Delete those checkpoints (all, and the session, when ``seqs`` is None)."""
+        raise NotImplementedError
+
+    async def _set_label(self, key: SessionKey, seq: int, label: str | None) -> None:
+        raise NotImplementedError
+
+    async def _vacuum(self) -> int:
+        """Give unused space back to the file system; return bytes reclaimed."""
+        return 0
+
+    @property
+    def location(self) -> str:
+        """Where the store lives (a path)."""
+        raise NotImplementedError
+
+    # -- async API ---------------------------------------------------------
+
+    async def asave(
+        self,
+        session: str,
+        label: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        user_id: str | None = None,
+        **modules: Any,
+    ) -> Checkpoint:
+        """Save the state of ``modules`` as a new checkpoint of ``session``."""
+        ref = parse_ref(session, user_id)
+        if not ref.is_latest:
+            raise InvalidIdError(
+                f"save() takes a session, not a checkpoint: use {str(ref.key)!r} "
+                f"(the new checkpoint gets the next number)",
+                value=session,
+            )
+        if not modules:
+            raise TypeError(
+                f"save({str(ref.key)!r}) needs at least one module, e.g. store.save({str(ref.key)!r}, agent=agent)"
+            )
+        if label is not None:
+            validate_label(label)
+        meta = {**dict(metadata or {}), "nb_sessions_version": _package_version()}
+        bad = codec.find_unserializable(meta, "metadata")
+        if bad is not None:
+            from ..errors import NotSerializableError
+
+            raise NotSerializableError(*bad)
+        states: dict[str, Any] = {}
+        for name, obj in modules.items():
+            state = as_stateful(obj, name).state_dict()
+            if self.redact is not None:
+                state = self.redact(name, state)
+            states[name] = state
+        return await self._write(ref.key, states, label, meta, self._parents.get(ref.key))
+
+    async def aload(
+        self,
+        ref: str | Checkpoint,
+        strict: bool = True,
+        allow_not_exist: bool = False,
+        *,
+        user_id: str | None = None,
+        **modules: Any,
+    ) -> Checkpoint | None:
+        """Restore ``modules`` from a checkpoint: all of them or, on any error, none.
+
+        With ``strict`` a module missing from the checkpoint, or a key missing or
+        unexpected at any depth, is an error. Returns the checkpoint loaded, or
+        None when the session does not exist and ``allow_not_exist`` is set.
+        """
+        parsed = parse_ref(ref, user_id)
+        try:
+            cp = await self._resolve(parsed)
+        except SessionNotFoundError:
+            if allow_not_exist:
+                return None
+            raise
+        states = await self._read(cp)
+        load_modules(modules, states, strict=strict)
+        self._parents[cp.key] = cp.seq
+        return cp
+
+    async def aget_state(self, ref: str | Checkpoint, *, user_id: str | None = None) -> dict[str, Any]:
+        """Return the saved ``{module: state_dict}`` of a checkpoint; no live objects needed."""
+        cp = await self._resolve(parse_ref(ref, user_id))
+        return await self._read(cp)
+
+    async def acheckpoint(self, ref: str | Checkpoint, *, user_id: str | None = None) -> Checkpoint:
+        """Return the checkpoint a reference names (without its state)."""
+        return await self._resolve(parse_ref(ref, user_id))
+
+    async def asessions(self) -> list[SessionInfo]:
+        """Every session in the store, most recently updated first."""
+        infos = await self._sessions()
+        return sorted(infos, key=lambda i: i.updated_at, reverse=True)
+
+    async def ahistory(self, session: str, *, user_id: str | None = None) -> list[Checkpoint]:
+        """The checkpoints of ``session``, oldest first."""
+        return await self._history(parse_ref(session, user_id).key)
+
+    async def afork(
+        self,
+        ref: str | Checkpoint,
+        new_session: str,
+        label: str | None = None,
+        *,
+        user_id: str | None = None,
+    ) -> Checkpoint:
+        """Start ``new_session`` from the state at ``ref``; its first checkpoint remembers the origin."""
+        source = await self._resolve(parse_ref(ref, user_id))
+        target = parse_ref(new_session, source.user_id if user_id is None else user_id)
+        if not target.is_latest:
+            raise InvalidIdError(f"fork() takes a new session name, not a checkpoint: {new_session!r}")
+        try:
+            await self._history(target.key)
+        except SessionNotFoundError:
+            pass
+        else:
+            from ..errors import ConflictError
+
+            raise ConflictError(
+                f"cannot fork into {target.key}: that session already exists. "
+                "Choose a new name, or delete it first."
+            )
+        states = await self._read(source)
+        meta = {"forked_from": source.ref, "nb_sessions_version": _package_version()}
+        return await self._write(target.key, states, label, meta, None)
+
+    async def adelete(self, ref: str | Checkpoint, *, user_id: str | None = None) -> int:
+        """Delete a whole session (``alice``) or one checkpoint (``alice@3``); return how many went."""
+        parsed = parse_ref(ref, user_id)
+        if parsed.is_latest and not isinstance(ref, Checkpoint):
+            await self._history(parsed.key)  # raises if there is no such session
+            self._parents.pop(parsed.key, None)
+            return await self._delete(parsed.key, None)
+        cp = await self._resolve(parsed)
+        if self._parents.get(cp.key) == cp.seq:
+            del self._parents[cp.key]
+        return await self._delete(cp.key, [cp.seq])
+
+    async def alabel(self, ref: str | Checkpoint, text: str | None, *, user_id: str | None = None) -> Checkpoint:
+        """Give the checkpoint a label (unique in its session); ``None`` removes it."""
+        cp = await self._resolve(parse_ref(ref, user_id))
+        if text is not None:
+            validate_label(text)
+        await self._set_label(cp.key, cp.seq, text)
+        return await self._resolve(Ref(cp.key, seq=cp.seq))
+
+    async def aprune(
+        self,
+        session: str,
+        keep_last: int | None = None,
+        keep_labeled: bool = True,
+        older_than: timedelta | datetime | None = None,
+        dry_run: bool = False,
+        *,
+        user_id: str | None = None,
+    ) -> PruneResult:
+        """Remove old checkpoints of ``session``; the latest is always kept.
+
+        A checkpoint goes when it is outside the ``keep_last`` newest (if given)
+        and older than ``older_than`` (if given), unless it is labelled and
+        ``keep_labeled`` is set.
+        """
+        key = parse_ref(session, user_id).key
+        if keep_last is None and older_than is None:
+            raise TypeError("prune() needs keep_last=N and/or older_than=... to know what to remove")
+        if keep_last is not None and keep_last < 1:
+            raise ValueError("keep_last must be at least 1: the latest checkpoint is always kept")
+        history = await self._history(key)
+        cutoff = None
+        if older_than is not None:
+            cutoff = (
+                datetime.now(timezone.utc) - older_than
+                if isinstance(older_than, timedelta)
+                else older_than.astimezone(timezone.utc)
+            )
+        newest = {c.seq for c in history[-(keep_last or 1):]}
+        removed, kept = [], []
+        for cp in history:
+            protected = (
+                cp.seq in newest
+                or (keep_labeled and cp.label is not None)
+                or (cutoff is not None and cp.created_at >= cutoff)
+                or (keep_last is None and cp is history[-1])
+            )
+            (kept if protected else removed).append(cp)
+        if removed and not dry_run:
+            await self._delete(key, [c.seq for c in removed])
+        return PruneResult(tuple(removed), tuple(kept), dry_run)
+
+    async def avacuum(self) -> int:
+        """Reclaim disk space left by deleted checkpoints; return bytes reclaimed."""
+        return await self._vacuum()
+
+    # -- sync twins ----------------------------------------------------------
+
+    def save(
+        self,
+        session: str,
+        label: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        user_id: str | None = None,
+        **modules: Any,
+    ) -> Checkpoint:
+        """Save the state of ``modules`` as a new checkpoint of ``session``."""
+        return run_sync(self.asave(session, label, metadata, user_id=user_id, **modules))
+
+    def load(
+        self,
+        ref: str | Checkpoint,
+        strict: bool = True,
+        allow_not_exist: bool = False,
+        *,
+        user_id: str | None = None,
+        **modules: Any,
+    ) -> Checkpoint | None:
+        """Restore ``modules`` from a checkpoint (all or none); see :meth:`aload`."""
+        return run_sync(self.aload(ref, strict, allow_not_exist, user_id=user_id, **modules))
+
+    def get_state(self, ref: str | Checkpoint, *, user_id: str | None = None) -> dict[str, Any]:
+        """Return the saved ``{module: state_dict}`` of a checkpoint."""
+        return run_sync(self.aget_state(ref, user_id=user_id))
+
+    def checkpoint(self, ref: str | Checkpoint, *, user_id: str | None = None) -> Checkpoint:
+        """Return the checkpoint a reference names."""
+        return run_sync(self.acheckpoint(ref, user_id=user_id))
+
+    def sessions(self) -> list[SessionInfo]:
+        """Every session in the store, most recently updated first."""
+        return run_sync(self.asessions())
+
+    def history(self, session: str, *, user_id: str | None = None) -> list[Checkpoint]:
+        """The checkpoints of ``session``, oldest first."""
+        return run_sync(self.ahistory(session, user_id=user_id))
+
+    def fork(
+        self, ref: str | Checkpoint, new_session: str, label: str | None = None, *, user_id: str | None = None
+    ) -> Checkpoint:
+        """Start ``new_session`` from the state at ``ref``."""
+        return run_sync(self.afork(ref, new_session, label, user_id=user_id))
+
+    def delete(self, ref: str | Checkpoint, *, user_id: str | None = None) -> int:
+        """Delete a session or one checkpoint; return how many checkpoints went."""
+        return run_sync(self.adelete(ref, user_id=user_id))
+
+    def label(self, ref: str | Checkpoint, text: str | None, *, user_id: str | None = None) -> Checkpoint:
+        """Label a checkpoint (``None`` removes the label)."""
+        return run_sync(self.alabel(ref, text, user_id=user_id))
+
+    def prune(
+        self,
+        session: str,
+        keep_last: int | None = None,
+        keep_labeled: bool = True,
+        older_than: timedelta | datetime | None = None,
+        dry_run: bool = False,
+        *,
+        user_id: str | None = None,
+    ) -> PruneResult:
+        """Remove old checkpoints; see :meth:`aprune`."""
+        return run_sync(
+            self.aprune(session, keep_last, keep_labeled, older_than, dry_run, user_id=user_id)
+        )
+
+    def vacuum(self) -> int:
+        """Reclaim disk space; return bytes reclaimed."""
+        return run_sync(self.avacuum())
+
+    # -- helpers -------------------------------------------------------------
+
+    async def _resolve(self, ref: Ref) -> Checkpoint:
+        history = await self._history(ref.key)
+        if ref.seq is not None:
+            found = next((c for c in history if c.seq == ref.seq), None)
+        elif ref.label is not None:
+            found = next((c for c in history if c.label == ref.label), None)
+        elif ref.back >= len(history):
+            found = None
+        else:
+            found = history[-1 - ref.back]
+        if found is None:
+            have = ", ".join(f"@{c.seq}" + (f" ({c.label})" if c.label else "") for c in history[-8:])
+            raise CheckpointNotFoundError(
+                f"session {ref.key} has no checkpoint {str(ref)!r}; it has {len(history)}: "
+                f"{have}{' …' if len(history) > 8 else ''}. See store.history({str(ref.key)!r}).",
+                ref=str(ref),
+            )
+        return found
+
+    def _not_found(self, key: SessionKey) -> SessionNotFoundError:
+        return SessionNotFoundError(
+            f"no session {str(key)!r} in {self.location}; store.sessions() lists those it has",
+            session=key.session_id,
+            user_id=key.user_id,
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.location!r})"
+
+
+def _human_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def utcnow() -> datetime:
+    """The current time in UTC, to the microsecond."""
+    return datetime.now(timezone.utc)

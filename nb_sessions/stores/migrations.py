@@ -1,0 +1,92 @@
+"""Ordered schema migrations for the SQLite store, each applied in its own transaction.
+
+A migration is a number, a name and a list of SQL statements. The table
+``nbs_migrations`` records which ran; a store opens by applying the missing
+ones in order under ``BEGIN IMMEDIATE``, so two processes opening a new file
+at once cannot both apply one. Append new migrations; never edit old ones.
+AgentScope's own ``as_session`` table, when present, is never touched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+__all__ = ["MIGRATIONS", "Migration", "apply_migrations"]
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema step."""
+
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "sessions and checkpoints",
+        (
+            """CREATE TABLE nbs_sessions (
+                id INTEGER PRIMARY KEY,
+                user_id TEXT NOT NULL,
+                session_id TEXT NOT NULL,
+                created_at TEXT NOT NULL,
+                updated_at TEXT NOT NULL,
+                next_seq INTEGER NOT NULL,
+                UNIQUE (user_id, session_id)
+            )""",
+            """CREATE TABLE nbs_checkpoints (
+                id INTEGER PRIMARY KEY,
+                session INTEGER NOT NULL REFERENCES nbs_sessions(id) ON DELETE CASCADE,
+                seq INTEGER NOT NULL,
+                parent INTEGER,
+                created_at TEXT NOT NULL,
+                label TEXT,
+                metadata TEXT NOT NULL,
+                modules TEXT NOT NULL,
+                size INTEGER NOT NULL,
+                state BLOB NOT NULL,
+                UNIQUE (session, seq),
+                UNIQUE (session, label)
+            )""",
+        ),
+    ),
+)
+
+
+async def apply_migrations(db: Any, migrations: tuple[Migration, ...] = MIGRATIONS) -> list[int]:
+    """Apply the migrations ``db`` lacks, in order; return the versions applied."""
+    await db.execute(
+        "CREATE TABLE IF NOT EXISTS nbs_migrations ("
+        "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+    )
+    applied: list[int] = []
+    for migration in migrations:
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            async with db.execute(
+                "SELECT 1 FROM nbs_migrations WHERE version = ?", (migration.version,)
+            ) as cursor:
+                done = await cursor.fetchone() is not None
+            if not done:
+                for statement in migration.statements:
+                    await db.execute(statement)
+                await db.execute(
+                    "INSERT INTO nbs_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                    (migration.version, migration.name, datetime.now(timezone.utc).isoformat()),
+                )
+                applied.append(migration.version)
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+        await db.execute("COMMIT")
+    return applied
+
+
+def latest_version(migrations: tuple[Migration, ...] = MIGRATIONS) -> int:
+    """The schema version this code writes."""
+    return migrations[-1].version

@@ -1,0 +1,443 @@
+"""SQLiteStore: checkpoints in one SQLite file through aiosqlite.
+
+WAL, a busy timeout, ``BEGIN IMMEDIATE`` for every write (in WAL a
+read-then-write transaction fails with "database is locked" whatever the
+timeout), one checkpoint per transaction, ordered migrations. Connections
+live for one operation and are always closed: aiosqlite runs a non-daemon
+thread per connection, and one left open delays kernel shutdown.
+
+A file that already holds AgentScope's example table
+``as_session(session_id, session_data, created_at, updated_at)`` opens as it
+is: each row is a session whose checkpoint @1 is that row. nb_sessions adds
+its own tables beside it and never writes to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from .. import codec
+from ..errors import ConflictError, StoreCorruptedError, StoreError
+from .base import BaseStore, Checkpoint, Redactor, SessionInfo, SessionKey, utcnow
+from .migrations import apply_migrations, latest_version
+
+__all__ = ["SQLiteStore"]
+
+LEGACY_TABLE = "as_session"
+
+
+class SQLiteStore(BaseStore):
+    """Checkpoints in a SQLite file (created on first write, owner-only)."""
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, timeout: float = 30.0, redact: Redactor | None = None
+    ) -> None:
+        super().__init__(redact=redact)
+        self.path = Path(path).expanduser().absolute()
+        self.timeout = timeout
+        self._ready = False
+        self._has_legacy: bool | None = None
+
+    @property
+    def location(self) -> str:
+        """The database file."""
+        return str(self.path)
+
+    # -- connections -----------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _connect(self) -> AsyncIterator[aiosqlite.Connection]:
+        if not self._ready:
+            await self._setup()
+        try:
+            db = await aiosqlite.connect(self.path, timeout=self.timeout, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise self._wrap(exc) from exc
+        try:
+            await db.execute("PRAGMA foreign_keys = ON")
+            yield db
+        except sqlite3.DatabaseError as exc:
+            raise self._wrap(exc) from exc
+        finally:
+            await db.close()
+
+    async def _setup(self) -> None:
+        """Create the file (mode 0600) and apply pending migrations; idempotent across processes."""
+        if not self.path.parent.is_dir():
+            raise StoreError(
+                f"cannot open {self.path}: folder {self.path.parent} does not exist; create it first"
+            )
+        if not self.path.exists():
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        try:
+            db = await aiosqlite.connect(self.path, timeout=self.timeout, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise self._wrap(exc) from exc
+        try:
+            mode = await (await db.execute("PRAGMA journal_mode = WAL")).fetchone()
+            if mode is None or str(mode[0]).lower() != "wal":
+                raise StoreError(f"{self.path}: SQLite refused WAL mode (got {mode}); use a local disk")
+            async with db.execute(
+                "SELECT max(version) FROM nbs_migrations"
+                if await _table_exists(db, "nbs_migrations")
+                else "SELECT 0"
+            ) as cursor:
+                row = await cursor.fetchone()
+            found = int(row[0] or 0) if row else 0
+            if found > latest_version():
+                raise StoreError(
+                    f"{self.path} has schema version {found}, newer than this nb_sessions "
+                    f"understands ({latest_version()}); upgrade nb_sessions to open it"
+                )
+            await apply_migrations(db)
+            self._has_legacy = await _table_exists(db, LEGACY_TABLE)
+        except sqlite3.DatabaseError as exc:
+            raise self._wrap(exc) from exc
+        finally:
+            await db.close()
+        self._ready = True
+
+    def _wrap(self, exc: sqlite3.Error) -> StoreError:
+        text = str(exc)
+        if "not a database" in text or "malformed" in text:
+            return StoreCorruptedError(
+                f"{self.path} is not a readable SQLite database ({text}); restore it from a "
+                "backup, or open a different file",
+                location=str(self.path),
+            )
+        if "locked" in text or "busy" in text:
+            return StoreError(
+                f"{self.path} stayed locked for more than {self.timeout:.0f}s ({text}): another "
+                "process holds a long write; retry, or raise SQLiteStore(timeout=...)"
+            )
+        if "readonly" in text or "read-only" in text:
+            return StoreError(f"{self.path} is read-only ({text}); earlier checkpoints stay readable")
+        if "disk is full" in text or "full" in text:
+            return StoreError(f"{self.path}: the disk is full ({text}); free space and save again")
+        return StoreError(f"{self.path}: {text}")
+
+    # -- primitives ------------------------------------------------------------
+
+    async def _write(
+        self,
+        key: SessionKey,
+        states: dict[str, Any],
+        label: str | None,
+        metadata: dict[str, Any],
+        parent: int | None,
+    ) -> Checkpoint:
+        data = codec.dumps(states)
+        meta_text = codec.dumps(metadata).decode("utf-8", "surrogatepass")
+        modules = tuple(states)
+        now = utcnow()
+        async with self._connect() as db:
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                sid, seq = await self._allocate(db, key, now)
+                if parent is not None:
+                    async with db.execute(
+                        "SELECT 1 FROM nbs_checkpoints WHERE session = ? AND seq = ?", (sid, parent)
+                    ) as cur:
+                        if await cur.fetchone() is None:
+                            parent = None
+                if parent is None:
+                    async with db.execute(
+                        "SELECT max(seq) FROM nbs_checkpoints WHERE session = ?", (sid,)
+                    ) as cur:
+                        row = await cur.fetchone()
+                    parent = row[0] if row and row[0] is not None else (1 if seq == 2 and await self._legacy_row(db, key) else None)
+                try:
+                    await db.execute(
+                        "INSERT INTO nbs_checkpoints (session, seq, parent, created_at, label, "
+                        "metadata, modules, size, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (sid, seq, parent, now.isoformat(), label, meta_text,
+                         codec.dumps(list(modules)).decode(), len(data), data),
+                    )
+                except sqlite3.IntegrityError as exc:
+                    raise ConflictError(
+                        f"label {label!r} already names another checkpoint of {key}; choose another "
+                        f"label, or move it first with store.label(ref, None)"
+                    ) from exc
+                await db.execute(
+                    "UPDATE nbs_sessions SET next_seq = ?, updated_at = ? WHERE id = ?",
+                    (seq + 1, now.isoformat(), sid),
+                )
+            except BaseException:
+                await _rollback(db)
+                raise
+            await _commit(db)
+        self._parents[key] = seq
+        return Checkpoint(
+            session_id=key.session_id, user_id=key.user_id, seq=seq, created_at=now,
+            modules=modules, size=len(data), parent=parent, label=label,
+            metadata=metadata, store=self,
+        )
+
+    async def _allocate(
+        self, db: aiosqlite.Connection, key: SessionKey, now: datetime
+    ) -> tuple[int, int]:
+        async with db.execute(
+            "SELECT id, next_seq FROM nbs_sessions WHERE user_id = ? AND session_id = ?", key
+        ) as cur:
+            row = await cur.fetchone()
+        if row is not None:
+            return int(row[0]), int(row[1])
+        first = 2 if await self._legacy_row(db, key) else 1
+        cur = await db.execute(
+            "INSERT INTO nbs_sessions (user_id, session_id, created_at, updated_at, next_seq) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (*key, now.isoformat(), now.isoformat(), first),
+        )
+        assert cur.lastrowid is not None
+        return cur.lastrowid, first
+
+    async def _legacy_row(self, db: aiosqlite.Connection, key: SessionKey) -> tuple[Any, ...] | None:
+        if not self._has_legacy or key.user_id:
+            return None
+        async with db.execute(
+            f"SELECT session_data, created_at, updated_at FROM {LEGACY_TABLE} WHERE session_id = ?",
+            (key.session_id,),
+        ) as cur:
+            row = await cur.fetchone()
+        return tuple(row) if row is not None else None
+
+    async def _read(self, cp: Checkpoint) -> dict[str, Any]:
+        where = f"checkpoint {cp.ref} in {self.path}"
+        async with self._connect() as db:
+            if cp.metadata.get("source") == LEGACY_TABLE:
+                row = await self._legacy_row(db, cp.key)
+                data = row[0] if row else None
+                where = f"{LEGACY_TABLE} row {cp.session_id!r} in {self.path}"
+            else:
+                async with db.execute(
+                    "SELECT c.state FROM nbs_checkpoints c JOIN nbs_sessions s ON c.session = s.id "
+                    "WHERE s.user_id = ? AND s.session_id = ? AND c.seq = ?",
+                    (*cp.key, cp.seq),
+                ) as cur:
+                    found = await cur.fetchone()
+                data = found[0] if found else None
+        if data is None:
+            raise self._not_found(cp.key)
+        if isinstance(data, str):
+            data = data.encode("utf-8", "surrogatepass")
+        if not isinstance(data, bytes):
+            raise StoreCorruptedError(f"{where} holds a {type(data).__name__}, not JSON", location=where)
+        state = codec.loads(data, where)
+        if not isinstance(state, dict):
+            raise StoreCorruptedError(
+                f"{where} holds {type(state).__name__} JSON, not an object of module states; "
+                "delete that checkpoint",
+                location=where,
+            )
+        return state
+
+    async def _history(self, key: SessionKey) -> list[Checkpoint]:
+        out: list[Checkpoint] = []
+        async with self._connect() as db:
+            legacy = await self._legacy_row(db, key)
+            async with db.execute(
+                "SELECT c.seq, c.parent, c.created_at, c.label, c.metadata, c.modules, c.size "
+                "FROM nbs_checkpoints c JOIN nbs_sessions s ON c.session = s.id "
+                "WHERE s.user_id = ? AND s.session_id = ? ORDER BY c.seq",
+                key,
+            ) as cur:
+                rows = await cur.fetchall()
+        if legacy is not None:
+            out.append(self._legacy_checkpoint(key, legacy))
+        for seq, parent, created, label, meta, modules, size in rows:
+            where = f"checkpoint {key}@{seq} in {self.path}"
+            try:
+                metadata = codec.loads(meta, where)
+                names = tuple(codec.loads(modules, where))
+                created_at = datetime.fromisoformat(created)
+            except (StoreCorruptedError, TypeError, ValueError):
+                metadata, names, created_at = {"corrupted": True}, (), _EPOCH
+            out.append(Checkpoint(
+                session_id=key.session_id, user_id=key.user_id, seq=seq, created_at=created_at,
+                modules=names, size=size, parent=parent, label=label,
+                metadata=metadata if isinstance(metadata, dict) else {"corrupted": True},
+                store=self,
+            ))
+        if not out:
+            raise self._not_found(key)
+        return out
+
+    def _legacy_checkpoint(self, key: SessionKey, row: tuple[Any, ...]) -> Checkpoint:
+        data, created, updated = row
+        size = len(data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data or b"")
+        modules: tuple[str, ...] = ()
+        with contextlib.suppress(Exception):
+            parsed = codec.loads(data)
+            if isinstance(parsed, dict):
+                modules = tuple(parsed)
+        return Checkpoint(
+            session_id=key.session_id, user_id="", seq=1,
+            created_at=_parse_time(updated) or _parse_time(created) or _EPOCH,
+            modules=modules, size=size, metadata={"source": LEGACY_TABLE}, store=self,
+        )
+
+    async def _sessions(self) -> list[SessionInfo]:
+        async with self._connect() as db:
+            async with db.execute(
+                "SELECT s.user_id, s.session_id, count(c.id), max(c.seq), min(c.created_at), "
+                "max(c.created_at), group_concat(c.label, char(0)) "
+                "FROM nbs_sessions s JOIN nbs_checkpoints c ON c.session = s.id GROUP BY s.id"
+            ) as cur:
+                rows = await cur.fetchall()
+            legacy: list[tuple[Any, ...]] = []
+            if self._has_legacy:
+                async with db.execute(
+                    f"SELECT session_id, created_at, updated_at FROM {LEGACY_TABLE}"
+                ) as cur:
+                    legacy = [tuple(r) for r in await cur.fetchall()]
+        infos: dict[SessionKey, SessionInfo] = {}
+        for uid, sid, count, latest, first, last, labels in rows:
+            infos[SessionKey(uid, sid)] = SessionInfo(
+                session_id=sid, user_id=uid, checkpoints=count, latest_seq=latest,
+                created_at=datetime.fromisoformat(first), updated_at=datetime.fromisoformat(last),
+                labels=tuple(labels.split("\0")) if labels else (),
+            )
+        for sid, created, updated in legacy:
+            key = SessionKey("", str(sid))
+            when = _parse_time(updated) or _parse_time(created) or _EPOCH
+            if key in infos:
+                info = infos[key]
+                infos[key] = SessionInfo(
+                    session_id=info.session_id, user_id="", checkpoints=info.checkpoints + 1,
+                    latest_seq=info.latest_seq, created_at=min(info.created_at, when),
+                    updated_at=info.updated_at, labels=info.labels,
+                )
+            else:
+                infos[key] = SessionInfo(
+                    session_id=str(sid), user_id="", checkpoints=1, latest_seq=1,
+                    created_at=_parse_time(created) or when, updated_at=when,
+                )
+        return list(infos.values())
+
+    async def _delete(self, key: SessionKey, seqs: Sequence[int] | None) -> int:
+        async with self._connect() as db:
+            if await self._legacy_row(db, key) is not None and (seqs is None or 1 in seqs):
+                raise ConflictError(
+                    f"{key}@1 is a row of AgentScope's {LEGACY_TABLE} table, which nb_sessions "
+                    "never modifies; delete that row with your own app, or fork the session"
+                )
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                async with db.execute(
+                    "SELECT id FROM nbs_sessions WHERE user_id = ? AND session_id = ?", key
+                ) as cur:
+                    row = await cur.fetchone()
+                if row is None:
+                    await db.execute("ROLLBACK")
+                    return 0
+                sid = row[0]
+                if seqs is None:
+                    cur = await db.execute("DELETE FROM nbs_checkpoints WHERE session = ?", (sid,))
+                else:
+                    marks = ",".join("?" * len(seqs))
+                    cur = await db.execute(
+                        f"DELETE FROM nbs_checkpoints WHERE session = ? AND seq IN ({marks})",
+                        (sid, *seqs),
+                    )
+                count = cur.rowcount
+                async with db.execute(
+                    "SELECT count(*) FROM nbs_checkpoints WHERE session = ?", (sid,)
+                ) as cur2:
+                    left = (await cur2.fetchone() or (0,))[0]
+                if left == 0:
+                    await db.execute("DELETE FROM nbs_sessions WHERE id = ?", (sid,))
+            except BaseException:
+                await _rollback(db)
+                raise
+            await _commit(db)
+        return int(count)
+
+    async def _set_label(self, key: SessionKey, seq: int, label: str | None) -> None:
+        async with self._connect() as db:
+            if seq == 1 and await self._legacy_row(db, key) is not None:
+                raise ConflictError(
+                    f"{key}@1 lives in AgentScope's {LEGACY_TABLE} table and cannot be labelled; "
+                    f"fork it into an nb_sessions session first"
+                )
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                await db.execute(
+                    "UPDATE nbs_checkpoints SET label = ? WHERE seq = ? AND session = "
+                    "(SELECT id FROM nbs_sessions WHERE user_id = ? AND session_id = ?)",
+                    (label, seq, *key),
+                )
+            except sqlite3.IntegrityError as exc:
+                await _rollback(db)
+                raise ConflictError(
+                    f"label {label!r} already names another checkpoint of {key}; remove it there "
+                    "first with store.label(ref, None)"
+                ) from exc
+            except BaseException:
+                await _rollback(db)
+                raise
+            await _commit(db)
+
+    async def _vacuum(self) -> int:
+        before = self._disk_size()
+        async with self._connect() as db:
+            await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            await db.execute("VACUUM")
+            await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return max(0, before - self._disk_size())
+
+    def _disk_size(self) -> int:
+        total = 0
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                total += os.path.getsize(f"{self.path}{suffix}")
+        return total
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+async def _table_exists(db: aiosqlite.Connection, name: str) -> bool:
+    async with db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+    ) as cur:
+        return await cur.fetchone() is not None
+
+
+async def _rollback(db: aiosqlite.Connection) -> None:
+    """ROLLBACK if a transaction is open; never mask the error that led here."""
+    with contextlib.suppress(sqlite3.Error):
+        await db.execute("ROLLBACK")
+
+
+async def _commit(db: aiosqlite.Connection) -> None:
+    """COMMIT; once started it finishes even if the task is cancelled meanwhile (the result stands)."""
+    commit = asyncio.ensure_future(db.execute("COMMIT"))
+    try:
+        await asyncio.shield(commit)
+    except asyncio.CancelledError:
+        await commit
+        task = asyncio.current_task()
+        if task is not None and hasattr(task, "uncancel"):
+            task.uncancel()
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return datetime.fromtimestamp(value, timezone.utc)
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
