@@ -29,6 +29,7 @@ __all__ = [
     "Stateful",
     "as_stateful",
     "load_modules",
+    "prepare_load",
 ]
 
 Commit = Callable[[], None]
@@ -137,8 +138,7 @@ class StateModule:
         problems: Problems = []
         commits = self._nbs_prepare_load(state_dict, strict, "", problems)
         _raise_problems(problems)
-        for commit in commits:
-            commit()
+        _apply(commits)
 
     # -- two-phase loading -------------------------------------------------
 
@@ -156,7 +156,7 @@ class StateModule:
                 if strict:
                     problems.append((sub, f"missing: the state of nested {type(module).__name__}"))
                 continue
-            commits += module._nbs_prepare_load(state[key], strict, sub, problems)
+            commits += prepare_load(module, state[key], strict, sub, problems)
         for key, spec in self._attribute_dict.items():
             sub = _join(path, key)
             if key not in state:
@@ -200,8 +200,7 @@ class PydanticState:
         problems: Problems = []
         commits = self._nbs_prepare_load(state_dict, strict, "", problems)
         _raise_problems(problems)
-        for commit in commits:
-            commit()
+        _apply(commits)
 
     def _nbs_prepare_load(
         self, state: Any, strict: bool, path: str, problems: Problems
@@ -264,39 +263,83 @@ def load_modules(
     Modules that support two-phase loading are validated first; other Stateful
     objects are snapshotted and restored if a later step fails. Problems are
     reported with the module name as the first part of each dotted path.
+    With ``strict``, a module the states lack is an error; otherwise it is skipped.
     """
     problems: Problems = []
     commits: list[Commit] = []
-    foreign: list[tuple[str, Stateful, Any]] = []
     for name, obj in modules.items():
         target = as_stateful(obj, name)
         if name not in states:
             if strict:
                 problems.append((name, "missing: the checkpoint holds no state for this module"))
             continue
-        prepare = getattr(target, "_nbs_prepare_load", None)
-        if prepare is not None:
-            commits += prepare(states[name], strict, name, problems)
-        elif not isinstance(states[name], Mapping):
-            problems.append((name, f"expected a dict, got {_tname(states[name])}"))
-        else:
-            foreign.append((name, target, states[name]))
+        commits += prepare_load(target, states[name], strict, name, problems)
     _raise_problems(problems)
+    _apply(commits)
 
-    done: list[tuple[Stateful, dict[str, Any]]] = []
-    for name, target, state in foreign:
-        snapshot = copy.deepcopy(target.state_dict())
+
+class _ForeignLoad:
+    """A commit that calls an object's own ``load_state_dict``: it can fail, so it runs first."""
+
+    def __init__(self, target: Stateful, state: Mapping[str, Any], strict: bool, path: str) -> None:
+        self.target, self.state, self.strict, self.path = target, state, strict, path
+        self.snapshot: dict[str, Any] | None = None
+
+    def __call__(self) -> None:
+        self.snapshot = copy.deepcopy(self.target.state_dict())
+        self.target.load_state_dict(self.state, strict=self.strict)
+
+    def undo(self) -> None:
+        if self.snapshot is not None:
+            self.target.load_state_dict(self.snapshot, strict=False)
+
+
+def prepare_load(
+    target: Any, state: Any, strict: bool, path: str, problems: Problems
+) -> list[Commit]:
+    """Validate ``state`` for ``target`` and return its commits (see :class:`StateModule`).
+
+    An object whose class overrides ``load_state_dict`` without also providing
+    ``_nbs_prepare_load`` loads through its own method, snapshotted first.
+    """
+    if _two_phase(target):
+        result: list[Commit] = target._nbs_prepare_load(state, strict, path, problems)
+        return result
+    if not isinstance(state, Mapping):
+        problems.append((path, f"expected a dict (state of {type(target).__name__}), got {_tname(state)}"))
+        return []
+    return [_ForeignLoad(target, state, strict, path)]
+
+
+def _two_phase(target: Any) -> bool:
+    mro = type(target).__mro__
+    prepare_owner = next((c for c in mro if "_nbs_prepare_load" in c.__dict__), None)
+    load_owner = next((c for c in mro if "load_state_dict" in c.__dict__), None)
+    if prepare_owner is None or load_owner is None:
+        return False
+    return mro.index(prepare_owner) <= mro.index(load_owner)
+
+
+def _apply(commits: list[Commit]) -> None:
+    """Run the fallible foreign loads first (undoing them all on failure), then the assignments."""
+    foreign = [c for c in commits if isinstance(c, _ForeignLoad)]
+    done: list[_ForeignLoad] = []
+    for load in foreign:
         try:
-            target.load_state_dict(state, strict=strict)
+            done.append(load)
+            load()
         except Exception as exc:
-            for restored, snap in [*done, (target, snapshot)]:
-                restored.load_state_dict(snap, strict=False)
+            for previous in reversed(done):
+                previous.undo()
             if isinstance(exc, StateError):
-                raise exc.with_prefix(name) from exc
-            raise StateError([(name, f"{type(exc).__name__}: {exc}")], module=name) from exc
-        done.append((target, snapshot))
+                raise exc.with_prefix(load.path) from exc
+            raise StateError(
+                [(load.path, f"{type(load.target).__name__}.load_state_dict failed: {type(exc).__name__}: {exc}")],
+                module=load.path.split(".", 1)[0],
+            ) from exc
     for commit in commits:
-        commit()
+        if not isinstance(commit, _ForeignLoad):
+            commit()
 
 
 def iter_stateful(namespace: Mapping[str, Any]) -> Iterable[tuple[str, Any]]:

@@ -16,6 +16,18 @@ if ! command -v chromium >/dev/null 2>&1; then
     fi
 fi
 
+# Real AgentScope 1.0.21 for the interop tests, in a venv of its own (its pins clash with ours).
+AS_VENV="${AS_VENV:-.venv-agentscope}"
+as_stamp="$AS_VENV/.installed-$(sha256sum tests/agentscope-requirements.txt | cut -c1-16)"
+if [[ ! -f "$as_stamp" ]]; then
+    echo "installing AgentScope 1.0.21 into $AS_VENV for the interop tests"
+    [[ -x "$AS_VENV/bin/python" ]] || python3 -m venv "$AS_VENV"
+    "$AS_VENV/bin/python" -m pip install --quiet -r tests/agentscope-requirements.txt
+    rm -f "$AS_VENV"/.installed-*
+    touch "$as_stamp"
+fi
+export NB_SESSIONS_AGENTSCOPE_PYTHON="$PWD/$AS_VENV/bin/python"
+
 "$VENV/bin/ruff" check .
 "$VENV/bin/mypy"
 

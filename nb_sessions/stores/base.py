@@ -327,6 +327,10 @@ class BaseStore:
         """Where the store lives (a path)."""
         raise NotImplementedError
 
+    def _read_only(self, cp: Checkpoint) -> bool:
+        """True for checkpoints the store may show but never change (prune skips them)."""
+        return False
+
     # -- async API ---------------------------------------------------------
 
     async def asave(
@@ -492,7 +496,8 @@ class BaseStore:
         removed, kept = [], []
         for cp in history:
             protected = (
-                cp.seq in newest
+                self._read_only(cp)
+                or cp.seq in newest
                 or (keep_labeled and cp.label is not None)
                 or (cutoff is not None and cp.created_at >= cutoff)
                 or (keep_last is None and cp is history[-1])

@@ -52,6 +52,9 @@ class SQLiteStore(BaseStore):
         """The database file."""
         return str(self.path)
 
+    def _read_only(self, cp: Checkpoint) -> bool:
+        return cp.metadata.get("source") == LEGACY_TABLE
+
     # -- connections -----------------------------------------------------------
 
     @contextlib.asynccontextmanager
@@ -390,9 +393,9 @@ class SQLiteStore(BaseStore):
     async def _vacuum(self) -> int:
         before = self._disk_size()
         async with self._connect() as db:
-            await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            await db.execute("VACUUM")
-            await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            for statement in ("PRAGMA wal_checkpoint(TRUNCATE)", "VACUUM", "PRAGMA wal_checkpoint(TRUNCATE)"):
+                async with db.execute(statement) as cur:
+                    await cur.fetchall()
         return max(0, before - self._disk_size())
 
     def _disk_size(self) -> int:

@@ -1,0 +1,39 @@
+"""Shared fixtures: stores of every kind, small Stateful objects, the AgentScope sample."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import nb_sessions as nbs
+from nb_sessions.state import StateModule
+
+SAMPLES = Path(__file__).resolve().parent / "data"
+SAMPLE_FILE = SAMPLES / "agentscope_1.0.21_u42_bob.json"
+
+
+class Box(StateModule):
+    """A tiny module: one registered attribute holding any JSON value, and an optional child."""
+
+    def __init__(self, value: Any = None, child: Box | None = None) -> None:
+        super().__init__()
+        if child is not None:
+            self.child = child
+        self.value = value
+        self.register_state("value")
+
+
+@pytest.fixture(params=["sqlite", "json"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> nbs.BaseStore:
+    """A fresh store of each kind."""
+    path = tmp_path / ("store.db" if request.param == "sqlite" else "store")
+    return nbs.open_store(path)
+
+
+@pytest.fixture
+def sample_state() -> dict[str, Any]:
+    """The real AgentScope 1.0.21 file, parsed."""
+    return json.loads(SAMPLE_FILE.read_text(encoding="utf-8"))
