@@ -21,7 +21,7 @@ from .errors import (
     StoreError,
 )
 from .sessions import JSONSession, SQLiteSession
-from .state import PydanticState, StateModule, Stateful, as_stateful
+from .state import PydanticState, Stateful, StateModule, as_stateful
 from .stores import (
     DEFAULT_STORE,
     BaseStore,
@@ -39,19 +39,18 @@ __all__ = [
     "DEFAULT_STORE",
     "BaseStore",
     "Checkpoint",
-    "JSONSession",
-    "JSONStore",
-    "PruneResult",
-    "SQLiteSession",
-    "SQLiteStore",
-    "SessionInfo",
-    "open_store",
     "CheckpointNotFoundError",
     "ConflictError",
     "InvalidIdError",
+    "JSONSession",
+    "JSONStore",
     "NbSessionsError",
     "NotSerializableError",
+    "PruneResult",
     "PydanticState",
+    "SQLiteSession",
+    "SQLiteStore",
+    "SessionInfo",
     "SessionNotFoundError",
     "StateError",
     "StateMismatchError",
@@ -62,6 +61,7 @@ __all__ = [
     "__version__",
     "as_stateful",
     "load_ipython_extension",
+    "open_store",
     "unload_ipython_extension",
 ]
 

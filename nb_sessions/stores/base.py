@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Union
 
 from .. import codec
 from .._loop import run_sync
@@ -44,6 +44,7 @@ MAX_LABEL_LENGTH = 100
 _FORBIDDEN = re.compile(r"[\x00-\x1f\x7f/\\@]")
 _FORBIDDEN_LABEL = re.compile(r"[\x00-\x1f\x7f@]")
 
+RefLike = Union[str, "Checkpoint", "Ref"]
 Redactor = Callable[[str, dict[str, Any]], dict[str, Any]]
 
 
@@ -372,7 +373,7 @@ class BaseStore:
 
     async def aload(
         self,
-        ref: str | Checkpoint,
+        ref: RefLike,
         strict: bool = True,
         allow_not_exist: bool = False,
         *,
@@ -397,12 +398,12 @@ class BaseStore:
         self._parents[cp.key] = cp.seq
         return cp
 
-    async def aget_state(self, ref: str | Checkpoint, *, user_id: str | None = None) -> dict[str, Any]:
+    async def aget_state(self, ref: RefLike, *, user_id: str | None = None) -> dict[str, Any]:
         """Return the saved ``{module: state_dict}`` of a checkpoint; no live objects needed."""
         cp = await self._resolve(parse_ref(ref, user_id))
         return await self._read(cp)
 
-    async def acheckpoint(self, ref: str | Checkpoint, *, user_id: str | None = None) -> Checkpoint:
+    async def acheckpoint(self, ref: RefLike, *, user_id: str | None = None) -> Checkpoint:
         """Return the checkpoint a reference names (without its state)."""
         return await self._resolve(parse_ref(ref, user_id))
 
@@ -417,7 +418,7 @@ class BaseStore:
 
     async def afork(
         self,
-        ref: str | Checkpoint,
+        ref: RefLike,
         new_session: str,
         label: str | None = None,
         *,
@@ -443,7 +444,7 @@ class BaseStore:
         meta = {"forked_from": source.ref, "nb_sessions_version": _package_version()}
         return await self._write(target.key, states, label, meta, None)
 
-    async def adelete(self, ref: str | Checkpoint, *, user_id: str | None = None) -> int:
+    async def adelete(self, ref: RefLike, *, user_id: str | None = None) -> int:
         """Delete a whole session (``alice``) or one checkpoint (``alice@3``); return how many went."""
         parsed = parse_ref(ref, user_id)
         if parsed.is_latest and not isinstance(ref, Checkpoint):
@@ -455,7 +456,7 @@ class BaseStore:
             del self._parents[cp.key]
         return await self._delete(cp.key, [cp.seq])
 
-    async def alabel(self, ref: str | Checkpoint, text: str | None, *, user_id: str | None = None) -> Checkpoint:
+    async def alabel(self, ref: RefLike, text: str | None, *, user_id: str | None = None) -> Checkpoint:
         """Give the checkpoint a label (unique in its session); ``None`` removes it."""
         cp = await self._resolve(parse_ref(ref, user_id))
         if text is not None:
@@ -493,7 +494,8 @@ class BaseStore:
                 else older_than.astimezone(timezone.utc)
             )
         newest = {c.seq for c in history[-(keep_last or 1):]}
-        removed, kept = [], []
+        removed: list[Checkpoint] = []
+        kept: list[Checkpoint] = []
         for cp in history:
             protected = (
                 self._read_only(cp)
@@ -527,7 +529,7 @@ class BaseStore:
 
     def load(
         self,
-        ref: str | Checkpoint,
+        ref: RefLike,
         strict: bool = True,
         allow_not_exist: bool = False,
         *,
@@ -537,11 +539,11 @@ class BaseStore:
         """Restore ``modules`` from a checkpoint (all or none); see :meth:`aload`."""
         return run_sync(self.aload(ref, strict, allow_not_exist, user_id=user_id, **modules))
 
-    def get_state(self, ref: str | Checkpoint, *, user_id: str | None = None) -> dict[str, Any]:
+    def get_state(self, ref: RefLike, *, user_id: str | None = None) -> dict[str, Any]:
         """Return the saved ``{module: state_dict}`` of a checkpoint."""
         return run_sync(self.aget_state(ref, user_id=user_id))
 
-    def checkpoint(self, ref: str | Checkpoint, *, user_id: str | None = None) -> Checkpoint:
+    def checkpoint(self, ref: RefLike, *, user_id: str | None = None) -> Checkpoint:
         """Return the checkpoint a reference names."""
         return run_sync(self.acheckpoint(ref, user_id=user_id))
 
@@ -554,16 +556,16 @@ class BaseStore:
         return run_sync(self.ahistory(session, user_id=user_id))
 
     def fork(
-        self, ref: str | Checkpoint, new_session: str, label: str | None = None, *, user_id: str | None = None
+        self, ref: RefLike, new_session: str, label: str | None = None, *, user_id: str | None = None
     ) -> Checkpoint:
         """Start ``new_session`` from the state at ``ref``."""
         return run_sync(self.afork(ref, new_session, label, user_id=user_id))
 
-    def delete(self, ref: str | Checkpoint, *, user_id: str | None = None) -> int:
+    def delete(self, ref: RefLike, *, user_id: str | None = None) -> int:
         """Delete a session or one checkpoint; return how many checkpoints went."""
         return run_sync(self.adelete(ref, user_id=user_id))
 
-    def label(self, ref: str | Checkpoint, text: str | None, *, user_id: str | None = None) -> Checkpoint:
+    def label(self, ref: RefLike, text: str | None, *, user_id: str | None = None) -> Checkpoint:
         """Label a checkpoint (``None`` removes the label)."""
         return run_sync(self.alabel(ref, text, user_id=user_id))
 

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -199,7 +200,7 @@ class JSONStore(BaseStore):
         def job(check_abort: Callable[[], None]) -> Checkpoint:
             data = codec.dumps(states)
             self._prepare_folder()
-            with self._locked(key):
+            with self._locked(key, check_abort):
                 index = self._adopt_latest_file(key)
                 seq = int(index["next_seq"])
                 entries = index["checkpoints"]
@@ -243,15 +244,21 @@ class JSONStore(BaseStore):
         os.utime(path, ns=(mtime_ns, mtime_ns))
 
     @contextlib.contextmanager
-    def _locked(self, key: SessionKey) -> Any:
+    def _locked(self, key: SessionKey, check_abort: Callable[[], None]) -> Any:
+        """Hold the session's sidecar lock; wait in short polls so a cancel stops the wait."""
         lock = self._lock(key)
-        try:
-            lock.acquire()
-        except filelock.Timeout as exc:
-            raise StoreError(
-                f"session {key} in {self.path} stayed locked for {self.timeout:.0f}s by another "
-                "writer; retry, or raise JSONStore(timeout=...)"
-            ) from exc
+        deadline = time.monotonic() + self.timeout
+        while True:
+            check_abort()
+            try:
+                lock.acquire(timeout=0.05)
+                break
+            except filelock.Timeout:
+                if time.monotonic() >= deadline:
+                    raise StoreError(
+                        f"session {key} in {self.path} stayed locked for {self.timeout:.0f}s by "
+                        "another writer; retry, or raise JSONStore(timeout=...)"
+                    ) from None
         try:
             yield
         finally:
@@ -359,7 +366,7 @@ class JSONStore(BaseStore):
 
     async def _delete(self, key: SessionKey, seqs: Sequence[int] | None) -> int:
         def job(check_abort: Callable[[], None]) -> int:
-            with self._locked(key):
+            with self._locked(key, check_abort):
                 index = self._read_index(key)
                 if index is None or seqs is None:
                     count = len(index["checkpoints"]) if index else 1
@@ -398,7 +405,7 @@ class JSONStore(BaseStore):
 
     async def _set_label(self, key: SessionKey, seq: int, label: str | None) -> None:
         def job(check_abort: Callable[[], None]) -> None:
-            with self._locked(key):
+            with self._locked(key, check_abort):
                 index = self._adopt_latest_file(key)
                 entries = index["checkpoints"]
                 if label is not None and any(e.get("label") == label and e["seq"] != seq for e in entries):

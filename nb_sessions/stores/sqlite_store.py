@@ -33,6 +33,8 @@ from .migrations import apply_migrations, latest_version
 __all__ = ["SQLiteStore"]
 
 LEGACY_TABLE = "as_session"
+# SQLite's own busy timeout per statement; BEGIN IMMEDIATE waits longer, in polls (see _begin).
+_BUSY_POLL = 1.0
 
 
 class SQLiteStore(BaseStore):
@@ -62,7 +64,7 @@ class SQLiteStore(BaseStore):
         if not self._ready:
             await self._setup()
         try:
-            db = await aiosqlite.connect(self.path, timeout=self.timeout, isolation_level=None)
+            db = await aiosqlite.connect(self.path, timeout=_BUSY_POLL, isolation_level=None)
         except sqlite3.Error as exc:
             raise self._wrap(exc) from exc
         try:
@@ -144,7 +146,7 @@ class SQLiteStore(BaseStore):
         modules = tuple(states)
         now = utcnow()
         async with self._connect() as db:
-            await db.execute("BEGIN IMMEDIATE")
+            await self._begin(db)
             try:
                 sid, seq = await self._allocate(db, key, now)
                 if parent is not None:
@@ -185,6 +187,27 @@ class SQLiteStore(BaseStore):
             modules=modules, size=len(data), parent=parent, label=label,
             metadata=metadata, store=self,
         )
+
+    async def _begin(self, db: aiosqlite.Connection) -> None:
+        """BEGIN IMMEDIATE, waiting up to ``timeout`` for other writers in short polls.
+
+        SQLite's own busy wait would block the connection's thread for the whole
+        timeout; polling from here lets a cancelled save stop waiting at once.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        delay = 0.005
+        while True:
+            try:
+                await db.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if loop.time() >= deadline:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
 
     async def _allocate(
         self, db: aiosqlite.Connection, key: SessionKey, now: datetime
@@ -334,7 +357,7 @@ class SQLiteStore(BaseStore):
                     f"{key}@1 is a row of AgentScope's {LEGACY_TABLE} table, which nb_sessions "
                     "never modifies; delete that row with your own app, or fork the session"
                 )
-            await db.execute("BEGIN IMMEDIATE")
+            await self._begin(db)
             try:
                 async with db.execute(
                     "SELECT id FROM nbs_sessions WHERE user_id = ? AND session_id = ?", key
@@ -372,7 +395,7 @@ class SQLiteStore(BaseStore):
                     f"{key}@1 lives in AgentScope's {LEGACY_TABLE} table and cannot be labelled; "
                     f"fork it into an nb_sessions session first"
                 )
-            await db.execute("BEGIN IMMEDIATE")
+            await self._begin(db)
             try:
                 await db.execute(
                     "UPDATE nbs_checkpoints SET label = ? WHERE seq = ? AND session = "

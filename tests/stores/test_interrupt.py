@@ -1,0 +1,73 @@
+"""An interrupted or cancelled save commits nothing and leaves the objects as they were."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import threading
+from pathlib import Path
+
+import filelock
+import pytest
+
+import nb_sessions as nbs
+from nb_sessions.stores.json_store import HIDDEN
+from tests.conftest import Box
+
+
+def hold_write_lock(store: nbs.BaseStore, session: str) -> tuple[object, object]:
+    """Take the store's write lock from outside, as another process would."""
+    if isinstance(store, nbs.SQLiteStore):
+        db = sqlite3.connect(store.path, isolation_level=None)
+        db.execute("BEGIN IMMEDIATE")
+        return db, lambda: (db.execute("ROLLBACK"), db.close())
+    lock = filelock.FileLock(Path(store.location) / HIDDEN / f"{session}.lock")
+    lock.acquire()
+    return lock, lock.release
+
+
+async def test_cancelled_async_save_commits_nothing(store: nbs.BaseStore) -> None:
+    box = Box("first")
+    await store.asave("s", box=box)
+    _, release = hold_write_lock(store, "s")
+    box.value = "second"
+    task = asyncio.create_task(store.asave("s", box=box))
+    await asyncio.sleep(0.3)  # the save is now waiting for the lock
+    task.cancel()
+    release()  # type: ignore[operator]
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.3)  # give a wrongly surviving write the time to land
+    assert [c.seq for c in await store.ahistory("s")] == [1]
+    assert (await store.aget_state("s")) == {"box": {"value": "first"}}
+    assert box.value == "second"
+    assert (await store.asave("s", box=box)).seq == 2  # and the store still works
+
+
+def test_keyboard_interrupt_during_sync_save_commits_nothing(store: nbs.BaseStore) -> None:
+    box = Box("first")
+    store.save("s", box=box)
+    _, release = hold_write_lock(store, "s")
+    timer = threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            store.save("s", box=Box("second"))
+    finally:
+        release()  # type: ignore[operator]
+        timer.join()
+    assert [c.seq for c in store.history("s")] == [1]
+    assert store.get_state("s") == {"box": {"value": "first"}}
+    assert store.save("s", box=box).seq == 2
+
+
+def test_sync_call_inside_the_private_loop_is_refused_with_advice(store: nbs.BaseStore) -> None:
+    from nb_sessions._loop import run_sync
+
+    async def nested() -> None:
+        store.history("s")
+
+    with pytest.raises(RuntimeError, match="use the async twin"):
+        run_sync(nested())
