@@ -1,0 +1,101 @@
+"""AgentScope 1.x state types: messages and blocks, memory, plans, toolkit, and agents.
+
+Everything here saves and loads in AgentScope 1.0.21's exact wire format, so
+states move freely between nb_sessions and AgentScope in both directions.
+"""
+
+from __future__ import annotations
+
+from .agent import (
+    Agent,
+    Handler,
+    Rule,
+    ScriptedAgent,
+    SimulatedCrash,
+    calculator,
+    crash,
+    default_rules,
+    get_weather,
+    result_text,
+    safe_eval,
+)
+from .memory import InMemoryMemory
+from .message import (
+    AudioBlock,
+    Base64Source,
+    BlockType,
+    Clock,
+    ContentBlock,
+    IdFactory,
+    ImageBlock,
+    Msg,
+    Role,
+    SeededIds,
+    StepClock,
+    TextBlock,
+    ThinkingBlock,
+    ToolResultBlock,
+    ToolUseBlock,
+    URLSource,
+    VideoBlock,
+    format_timestamp,
+    short_id,
+    timestamp_now,
+    validate_block,
+)
+from .plan import (
+    PLAN_STATES,
+    InMemoryPlanStorage,
+    Plan,
+    PlanNotebook,
+    PlanState,
+    SubTask,
+    plan_from_state,
+)
+from .toolkit import RegisteredTool, ToolGroup, Toolkit
+
+__all__ = [
+    "PLAN_STATES",
+    "Agent",
+    "AudioBlock",
+    "Base64Source",
+    "BlockType",
+    "Clock",
+    "ContentBlock",
+    "Handler",
+    "IdFactory",
+    "ImageBlock",
+    "InMemoryMemory",
+    "InMemoryPlanStorage",
+    "Msg",
+    "Plan",
+    "PlanNotebook",
+    "PlanState",
+    "RegisteredTool",
+    "Role",
+    "Rule",
+    "ScriptedAgent",
+    "SeededIds",
+    "SimulatedCrash",
+    "StepClock",
+    "SubTask",
+    "TextBlock",
+    "ThinkingBlock",
+    "ToolGroup",
+    "ToolResultBlock",
+    "ToolUseBlock",
+    "Toolkit",
+    "URLSource",
+    "VideoBlock",
+    "calculator",
+    "crash",
+    "default_rules",
+    "format_timestamp",
+    "get_weather",
+    "plan_from_state",
+    "result_text",
+    "safe_eval",
+    "short_id",
+    "timestamp_now",
+    "validate_block",
+]
