@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import views
+from .diff import SessionDiff, diff
 from .errors import (
     CheckpointNotFoundError,
     ConflictError,
@@ -50,6 +52,7 @@ __all__ = [
     "PydanticState",
     "SQLiteSession",
     "SQLiteStore",
+    "SessionDiff",
     "SessionInfo",
     "SessionNotFoundError",
     "StateError",
@@ -60,9 +63,11 @@ __all__ = [
     "StoreError",
     "__version__",
     "as_stateful",
+    "diff",
     "load_ipython_extension",
     "open_store",
     "unload_ipython_extension",
+    "views",
 ]
 
 

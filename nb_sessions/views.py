@@ -1,0 +1,771 @@
+"""pandas DataFrames (and two plots) from any source of agent state.
+
+Every view takes ``src`` and an optional ``ref``:
+
+- a live object (a StateModule, an AgentScope agent or memory, a pydantic
+  model): its ``state_dict()``, reported under the module name of its class;
+- a ``{name: live object}`` mapping: each value's state, under its name;
+- a state dict: a full ``{module: state}`` map (a checkpoint's, or an
+  AgentScope session file's), or one module's state;
+- a :class:`~nb_sessions.stores.Checkpoint`;
+- a store plus a reference: ``views.messages(store, "alice@3")``.
+
+Memories and plan notebooks are found by walking each module's state: a
+memory is a dict whose ``"content"`` is a list of ``[msg, marks]`` pairs (or
+of bare message dicts, the older layout); a plan notebook is a dict with
+``"storage": {"plans": {...}}`` and ``"current_plan"``. The ``path`` column
+names where one was found, e.g. ``agent.memory``.
+
+Frames hold only scalars, strings, timestamps and categoricals: dicts and
+lists become JSON strings, so editing a frame can never change the agent.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from .state import Stateful, as_stateful
+from .stores.base import BaseStore, Checkpoint
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+__all__ = [
+    "STATES",
+    "blocks",
+    "history",
+    "messages",
+    "plans",
+    "plot_messages",
+    "plot_plan",
+    "sessions",
+    "subtasks",
+    "tool_calls",
+]
+
+#: Plan and subtask states in their natural order (the categorical's order).
+STATES: tuple[str, ...] = ("todo", "in_progress", "done", "abandoned")
+
+_TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+_TIME_FORMAT_NO_MS = "%Y-%m-%d %H:%M:%S"
+_ERROR_OUTPUT = re.compile(r"\s*\w*Error\b")
+
+# Column kinds: "str" (pandas' default string dtype, NaN for missing), "int",
+# "Int64" (nullable), "bool", "time" (datetime64[ns], naive as AgentScope
+# writes it), "utc" (datetime64[ns, UTC]), "delta" (timedelta64[ns]),
+# "state" (ordered categorical of STATES).
+Schema = Sequence[tuple[str, str]]
+
+_SOURCE_COLUMNS: Schema = (
+    ("session", "str"),
+    ("checkpoint", "Int64"),
+    ("module", "str"),
+    ("path", "str"),
+)
+
+MESSAGE_COLUMNS: Schema = (
+    *_SOURCE_COLUMNS,
+    ("position", "int"),
+    ("id", "str"),
+    ("name", "str"),
+    ("role", "str"),
+    ("timestamp", "time"),
+    ("text", "str"),
+    ("block_types", "str"),
+    ("n_tool_calls", "int"),
+    ("marks", "str"),
+    ("metadata", "str"),
+    ("invocation_id", "str"),
+)
+
+BLOCK_COLUMNS: Schema = (
+    *_SOURCE_COLUMNS,
+    ("position", "int"),
+    ("message_id", "str"),
+    ("role", "str"),
+    ("block_index", "int"),
+    ("type", "str"),
+    ("text", "str"),
+    ("tool_id", "str"),
+    ("tool_name", "str"),
+    ("tool_input", "str"),
+    ("source_type", "str"),
+    ("url", "str"),
+    ("media_type", "str"),
+)
+
+TOOL_CALL_COLUMNS: Schema = (
+    *_SOURCE_COLUMNS,
+    ("tool_id", "str"),
+    ("tool_name", "str"),
+    ("call_message_id", "str"),
+    ("call_position", "int"),
+    ("result_message_id", "str"),
+    ("result_position", "Int64"),
+    ("input", "str"),
+    ("output", "str"),
+    ("status", "str"),
+    ("dangling", "bool"),
+    ("called_at", "time"),
+    ("returned_at", "time"),
+)
+
+SUBTASK_COLUMNS: Schema = (
+    *_SOURCE_COLUMNS,
+    ("plan_id", "str"),
+    ("plan_name", "str"),
+    ("plan_state", "state"),
+    ("is_current", "bool"),
+    ("position", "int"),
+    ("name", "str"),
+    ("description", "str"),
+    ("expected_outcome", "str"),
+    ("state", "state"),
+    ("created_at", "time"),
+    ("finished_at", "time"),
+    ("outcome", "str"),
+)
+
+PLAN_COLUMNS: Schema = (
+    *_SOURCE_COLUMNS,
+    ("plan_id", "str"),
+    ("name", "str"),
+    ("description", "str"),
+    ("state", "state"),
+    ("is_current", "bool"),
+    ("n_subtasks", "int"),
+    ("n_done", "int"),
+    ("created_at", "time"),
+    ("finished_at", "time"),
+    ("outcome", "str"),
+)
+
+SESSION_COLUMNS: Schema = (
+    ("session", "str"),
+    ("user_id", "str"),
+    ("session_id", "str"),
+    ("checkpoints", "int"),
+    ("latest", "int"),
+    ("created_at", "utc"),
+    ("updated_at", "utc"),
+    ("labels", "str"),
+)
+
+HISTORY_COLUMNS: Schema = (
+    ("session", "str"),
+    ("seq", "int"),
+    ("ref", "str"),
+    ("label", "str"),
+    ("parent", "Int64"),
+    ("created_at", "utc"),
+    ("modules", "str"),
+    ("size", "int"),
+    ("metadata", "str"),
+)
+
+
+# -- finding memories and plan notebooks in a state -------------------------
+
+
+def is_memory(node: Any) -> bool:
+    """True if ``node`` is a memory state: a dict whose ``content`` is a list of ``[msg, marks]`` or msgs."""
+    if not isinstance(node, Mapping):
+        return False
+    content = node.get("content")
+    if not isinstance(content, list):
+        return False
+    if not content:
+        return "role" not in node  # an empty memory, not a message with empty block list
+    first = content[0]
+    if isinstance(first, (list, tuple)):
+        return len(first) == 2 and isinstance(first[0], Mapping)
+    return isinstance(first, Mapping) and "role" in first
+
+
+def is_plan_notebook(node: Any) -> bool:
+    """True if ``node`` is a PlanNotebook state: ``{"storage": {"plans": {...}}, "current_plan": ...}``."""
+    if not isinstance(node, Mapping) or "current_plan" not in node:
+        return False
+    storage = node.get("storage")
+    return isinstance(storage, Mapping) and isinstance(storage.get("plans"), Mapping)
+
+
+def find_parts(state: Any, path: str) -> Iterator[tuple[str, str, Mapping[str, Any]]]:
+    """Yield ``(kind, dotted_path, node)`` for every memory and plan notebook in ``state``, depth first."""
+    # An explicit stack, not recursion: a deeply nested custom value must not hit the recursion limit.
+    stack: list[tuple[str, Any]] = [(path, state)]
+    while stack:
+        where, node = stack.pop()
+        if isinstance(node, Mapping):
+            if is_memory(node):
+                yield "memory", where, node
+                continue
+            if is_plan_notebook(node):
+                yield "notebook", where, node
+                continue
+            children = [
+                (f"{where}.{key}" if where else str(key), value) for key, value in node.items()
+            ]
+        elif isinstance(node, list):
+            children = list(zip((f"{where}[{i}]" for i in range(len(node))), node, strict=True))
+        else:
+            continue
+        stack.extend(reversed([c for c in children if isinstance(c[1], (Mapping, list))]))
+
+
+def memory_entries(memory: Mapping[str, Any]) -> Iterator[tuple[Mapping[str, Any], list[Any]]]:
+    """Yield ``(message, marks)`` for each entry of a memory state (marks ``[]`` in the older layout)."""
+    for entry in memory.get("content") or ():
+        # dict before Mapping: isinstance against an ABC is slow over 100k entries.
+        if isinstance(entry, (list, tuple)):
+            if entry and isinstance(entry[0], (dict, Mapping)):
+                marks = entry[1] if len(entry) > 1 else []
+                yield entry[0], marks if isinstance(marks, list) else [marks]
+        elif isinstance(entry, Mapping):
+            yield entry, []
+
+
+def notebook_plans(notebook: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any], bool]]:
+    """Return ``(plan_id, plan, is_current)`` for stored plans, then the current one; a current plan also stored appears once."""
+    current = notebook.get("current_plan")
+    current_id = _plan_id(current, "") if isinstance(current, Mapping) else None
+    found: list[tuple[str, Mapping[str, Any], bool]] = []
+    for key, plan in (notebook.get("storage") or {}).get("plans", {}).items():
+        if not isinstance(plan, Mapping):
+            continue
+        pid = _plan_id(plan, str(key))
+        if current_id is not None and pid == current_id:
+            assert isinstance(current, Mapping)
+            found.append((pid, current, True))  # the live version wins over the stored copy
+            current_id = None
+        else:
+            found.append((pid, plan, False))
+    if current_id is not None and isinstance(current, Mapping):
+        found.append((current_id, current, True))
+    return found
+
+
+def _plan_id(plan: Mapping[str, Any], default: str) -> str:
+    pid = plan.get("id")
+    return pid if isinstance(pid, str) else default
+
+
+def message_text(content: Any) -> str:
+    """The text of a message's content (or a tool_result's output): a str as is, else its text blocks joined by newlines."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(
+            b["text"]
+            for b in content
+            if isinstance(b, Mapping) and b.get("type") == "text" and isinstance(b.get("text"), str)
+        )
+    return "" if content is None else str(content)
+
+
+def to_json(value: Any) -> str:
+    """``value`` as a JSON string (non-JSON values through ``str``), never sharing state."""
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except (ValueError, TypeError):  # circular structures and the like
+        return f"<{type(value).__name__} that is not JSON>"
+    except RecursionError:
+        return f"<{type(value).__name__} nested too deeply to show>"
+
+
+# -- normalising sources -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Source:
+    states: dict[str, Any]
+    session: str | None
+    seq: int | None
+
+
+def _is_live(obj: Any) -> bool:
+    if isinstance(obj, Stateful):
+        return True
+    pydantic = sys.modules.get("pydantic")
+    return pydantic is not None and isinstance(obj, pydantic.BaseModel)
+
+
+def resolve(src: Any, ref: Any = None) -> tuple[dict[str, Any], str | None, int | None]:
+    """Normalise a view source to ``({module: state}, session, checkpoint seq)``; both None for live or dict sources."""
+    source = _resolve(src, ref)
+    return source.states, source.session, source.seq
+
+
+def _resolve(src: Any, ref: Any) -> _Source:
+    if isinstance(src, BaseStore):
+        if ref is None:
+            raise TypeError(
+                "a store needs a reference to read: e.g. views.messages(store, 'alice@3') "
+                "or views.messages(store, 'alice') for the latest checkpoint"
+            )
+        cp = src.checkpoint(ref)
+        return _Source(src.get_state(cp), cp.session, cp.seq)
+    if ref is not None:
+        raise TypeError(
+            f"ref={ref!r} only applies to a store source, e.g. views.messages(store, {ref!r}); "
+            f"got a {type(src).__name__}"
+        )
+    if isinstance(src, Checkpoint):
+        return _Source(src.state(), src.session, src.seq)
+    if isinstance(src, Mapping):
+        if is_memory(src) or is_plan_notebook(src):
+            return _Source({"state": src}, None, None)
+        states = {
+            str(name): as_stateful(value, str(name)).state_dict() if _is_live(value) else value
+            for name, value in src.items()
+        }
+        return _Source(states, None, None)
+    if _is_live(src):
+        return _Source({type(src).__name__: as_stateful(src).state_dict()}, None, None)
+    raise TypeError(
+        f"cannot read agent state from a {type(src).__name__}: pass a live object (agent, memory, "
+        "plan notebook), a state dict, a Checkpoint, or a store and a reference"
+    )
+
+
+def _parts(source: _Source, kind: str) -> Iterator[tuple[str, str, Mapping[str, Any]]]:
+    """Yield ``(module, path, node)`` for each part of ``kind`` in the source."""
+    for module, state in source.states.items():
+        for found_kind, path, node in find_parts(state, module):
+            if found_kind == kind:
+                yield module, path, node
+
+
+# -- building frames ---------------------------------------------------------
+
+
+def _frame(
+    columns: dict[str, list[Any]], schema: Schema, n: int, source: _Source | None = None
+) -> pd.DataFrame:
+    """Build the frame once from column lists (all ``n`` long), each with its schema dtype."""
+    if source is not None:
+        columns["session"] = [source.session] * n
+        columns["checkpoint"] = [source.seq] * n
+    frame: pd.DataFrame = pd.DataFrame(
+        {name: _series(columns[name], kind) for name, kind in schema}
+    )
+    return frame
+
+
+def _series(values: list[Any], kind: str) -> pd.Series:
+    series: pd.Series
+    if kind == "str":
+        try:
+            series = pd.Series(values, dtype="str")
+        except (UnicodeError, ValueError):  # lone surrogates under a pyarrow-backed str dtype
+            series = pd.Series([_safe_str(v) for v in values], dtype="str")
+    elif kind == "int":
+        series = pd.Series(values, dtype="int64")
+    elif kind == "Int64":
+        series = pd.Series(pd.array(values, dtype="Int64"))
+    elif kind == "bool":
+        series = pd.Series(values, dtype=bool)
+    elif kind == "time":
+        series = _parse_times(values)
+    elif kind == "utc":
+        series = pd.Series(pd.to_datetime(values, utc=True)).astype("datetime64[ns, UTC]")
+    elif kind == "state":
+        extra = sorted({v for v in values if isinstance(v, str) and v not in STATES})
+        series = pd.Series(pd.Categorical(values, categories=[*STATES, *extra], ordered=True))
+    else:
+        raise AssertionError(kind)
+    return series
+
+
+def _safe_str(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass").decode("utf-8", "backslashreplace")
+    return value
+
+
+def _parse_times(values: list[Any]) -> pd.Series:
+    """Parse AgentScope timestamps (``YYYY-MM-DD HH:MM:SS.mmm``) to datetime64[ns]; anything else is NaT."""
+    raw = pd.Series([v if isinstance(v, str) else None for v in values], dtype=object)
+    parsed = pd.to_datetime(raw, format=_TIME_FORMAT, errors="coerce")
+    retry = parsed.isna() & raw.notna()
+    if retry.any():
+        parsed[retry] = pd.to_datetime(raw[retry], format=_TIME_FORMAT_NO_MS, errors="coerce")
+    in_range = (parsed >= pd.Timestamp.min) & (parsed <= pd.Timestamp.max)
+    result: pd.Series = parsed.where(in_range).astype("datetime64[ns]")
+    return result
+
+
+def _columns(schema: Schema) -> dict[str, list[Any]]:
+    return {name: [] for name, _ in schema}
+
+
+# -- message views -----------------------------------------------------------
+
+
+def messages(src: Any, ref: Any = None) -> pd.DataFrame:
+    """One row per message of every memory in ``src``.
+
+    ``text`` joins the text blocks (a str content as is); ``block_types`` lists
+    the block types in first-seen order (``"text"`` for str content);
+    ``marks`` is the marks joined by commas (``""`` when none); ``metadata`` is
+    a JSON string; ``timestamp`` is NaT when it is not ``YYYY-MM-DD HH:MM:SS[.mmm]``.
+    """
+    source = _resolve(src, ref)
+    cols = _columns(MESSAGE_COLUMNS)
+    module_c, path_c, pos_c = cols["module"], cols["path"], cols["position"]
+    id_c, name_c, role_c, ts_c = cols["id"], cols["name"], cols["role"], cols["timestamp"]
+    text_c, types_c, ntool_c = cols["text"], cols["block_types"], cols["n_tool_calls"]
+    marks_c, meta_c, inv_c = cols["marks"], cols["metadata"], cols["invocation_id"]
+    for module, path, memory in _parts(source, "memory"):
+        for position, (msg, marks) in enumerate(memory_entries(memory)):
+            content = msg.get("content")
+            if isinstance(content, list):
+                texts: list[str] = []
+                types: list[str] = []
+                n_tools = 0
+                for block in content:
+                    if not isinstance(block, (dict, Mapping)):
+                        continue
+                    btype = block.get("type")
+                    if btype == "text":
+                        text = block.get("text")
+                        if isinstance(text, str):
+                            texts.append(text)
+                    elif btype == "tool_use":
+                        n_tools += 1
+                    if isinstance(btype, str) and btype not in types:
+                        types.append(btype)
+                text_c.append("\n".join(texts))
+                types_c.append(",".join(types))
+                ntool_c.append(n_tools)
+            else:
+                text = message_text(content)
+                text_c.append(text)
+                types_c.append("text" if text else "")
+                ntool_c.append(0)
+            module_c.append(module)
+            path_c.append(path)
+            pos_c.append(position)
+            id_c.append(msg.get("id"))
+            name_c.append(msg.get("name"))
+            role_c.append(msg.get("role"))
+            ts_c.append(msg.get("timestamp"))
+            marks_c.append(",".join(str(m) for m in marks))
+            meta = msg.get("metadata")
+            meta_c.append("{}" if meta is None or meta == {} else to_json(meta))
+            inv_c.append(msg.get("invocation_id"))
+    return _frame(cols, MESSAGE_COLUMNS, len(pos_c), source)
+
+
+def blocks(src: Any, ref: Any = None) -> pd.DataFrame:
+    """One row per content block of every message (a str content is one ``text`` block).
+
+    ``text`` holds a text block's text, a thinking block's thinking, or a
+    tool_result's output text; ``tool_input`` is a tool_use's input as JSON;
+    media blocks give ``source_type`` and ``url`` or ``media_type``.
+    """
+    source = _resolve(src, ref)
+    cols = _columns(BLOCK_COLUMNS)
+    for module, path, memory in _parts(source, "memory"):
+        for position, (msg, _marks) in enumerate(memory_entries(memory)):
+            content = msg.get("content")
+            items = (
+                content
+                if isinstance(content, list)
+                else [{"type": "text", "text": message_text(content)}]
+            )
+            for index, block in enumerate(items):
+                if not isinstance(block, (dict, Mapping)):
+                    continue
+                btype = block.get("type")
+                text: Any = None
+                if btype == "text":
+                    text = block.get("text")
+                elif btype == "thinking":
+                    text = block.get("thinking")
+                elif btype == "tool_result":
+                    text = message_text(block.get("output"))
+                tool = btype in ("tool_use", "tool_result")
+                src_info = block.get("source")
+                src_map = src_info if isinstance(src_info, Mapping) else {}
+                cols["module"].append(module)
+                cols["path"].append(path)
+                cols["position"].append(position)
+                cols["message_id"].append(msg.get("id"))
+                cols["role"].append(msg.get("role"))
+                cols["block_index"].append(index)
+                cols["type"].append(btype)
+                cols["text"].append(text)
+                cols["tool_id"].append(block.get("id") if tool else None)
+                cols["tool_name"].append(block.get("name") if tool else None)
+                cols["tool_input"].append(
+                    to_json(block.get("input")) if btype == "tool_use" else None
+                )
+                cols["source_type"].append(src_map.get("type"))
+                cols["url"].append(src_map.get("url"))
+                cols["media_type"].append(src_map.get("media_type"))
+    return _frame(cols, BLOCK_COLUMNS, len(cols["position"]), source)
+
+
+def tool_calls(src: Any, ref: Any = None) -> pd.DataFrame:
+    """One row per tool_use block, joined to the first tool_result with its id that follows it in the same memory.
+
+    ``status`` is ``"missing"`` (and ``dangling`` True) when no such result
+    follows; ``"error"`` when the result block has a truthy ``is_error`` or
+    the output text begins with a word ending in ``Error`` (``"Error: ..."``,
+    ``"ValueError: ..."``, ``"FunctionNotFoundError: ..."``, as AgentScope's
+    toolkit writes failures); ``"ok"`` otherwise.
+    """
+    source = _resolve(src, ref)
+    cols = _columns(TOOL_CALL_COLUMNS)
+    for module, path, memory in _parts(source, "memory"):
+        calls: list[tuple[int, int, Mapping[str, Any], Mapping[str, Any]]] = []
+        results: dict[Any, list[tuple[int, int, Mapping[str, Any], Mapping[str, Any]]]] = {}
+        for position, (msg, _marks) in enumerate(memory_entries(memory)):
+            content = msg.get("content")
+            if not isinstance(content, list):
+                continue
+            for index, block in enumerate(content):
+                if not isinstance(block, (dict, Mapping)):
+                    continue
+                btype = block.get("type")
+                if btype == "tool_use":
+                    calls.append((position, index, msg, block))
+                elif btype == "tool_result":
+                    key = block.get("id")
+                    if isinstance(key, (str, int)):
+                        results.setdefault(key, []).append((position, index, msg, block))
+        for position, index, msg, block in calls:
+            key = block.get("id")
+            match = None
+            if isinstance(key, (str, int)):
+                match = next(
+                    (r for r in results.get(key, ()) if (r[0], r[1]) > (position, index)), None
+                )
+            cols["module"].append(module)
+            cols["path"].append(path)
+            cols["tool_id"].append(key)
+            cols["tool_name"].append(block.get("name"))
+            cols["call_message_id"].append(msg.get("id"))
+            cols["call_position"].append(position)
+            cols["input"].append(to_json(block.get("input")))
+            cols["called_at"].append(msg.get("timestamp"))
+            if match is None:
+                cols["result_message_id"].append(None)
+                cols["result_position"].append(None)
+                cols["output"].append(None)
+                cols["status"].append("missing")
+                cols["dangling"].append(True)
+                cols["returned_at"].append(None)
+            else:
+                r_pos, _r_index, r_msg, r_block = match
+                output = message_text(r_block.get("output"))
+                failed = bool(r_block.get("is_error")) or _ERROR_OUTPUT.match(output) is not None
+                cols["result_message_id"].append(r_msg.get("id"))
+                cols["result_position"].append(r_pos)
+                cols["output"].append(output)
+                cols["status"].append("error" if failed else "ok")
+                cols["dangling"].append(False)
+                cols["returned_at"].append(r_msg.get("timestamp"))
+    return _frame(cols, TOOL_CALL_COLUMNS, len(cols["tool_id"]), source)
+
+
+# -- plan views --------------------------------------------------------------
+
+
+def subtasks(src: Any, ref: Any = None) -> pd.DataFrame:
+    """One row per subtask of every stored and current plan; ``duration`` is ``finished_at - created_at``.
+
+    ``state`` and ``plan_state`` are ordered categoricals (todo < in_progress < done < abandoned).
+    """
+    source = _resolve(src, ref)
+    cols = _columns(SUBTASK_COLUMNS)
+    for module, path, notebook in _parts(source, "notebook"):
+        for pid, plan, current in notebook_plans(notebook):
+            tasks = plan.get("subtasks")
+            for position, task in enumerate(tasks if isinstance(tasks, list) else []):
+                if not isinstance(task, Mapping):
+                    continue
+                cols["module"].append(module)
+                cols["path"].append(path)
+                cols["plan_id"].append(pid)
+                cols["plan_name"].append(plan.get("name"))
+                cols["plan_state"].append(plan.get("state"))
+                cols["is_current"].append(current)
+                cols["position"].append(position)
+                for key in (
+                    "name",
+                    "description",
+                    "expected_outcome",
+                    "state",
+                    "created_at",
+                    "finished_at",
+                ):
+                    cols[key].append(task.get(key))
+                cols["outcome"].append(_text_or_json(task.get("outcome")))
+    frame = _frame(cols, SUBTASK_COLUMNS, len(cols["position"]), source)
+    frame["duration"] = frame["finished_at"] - frame["created_at"]
+    return frame
+
+
+def plans(src: Any, ref: Any = None) -> pd.DataFrame:
+    """One row per plan (stored ones, then the current one): state, progress, times and outcome."""
+    source = _resolve(src, ref)
+    cols = _columns(PLAN_COLUMNS)
+    for module, path, notebook in _parts(source, "notebook"):
+        for pid, plan, current in notebook_plans(notebook):
+            raw = plan.get("subtasks")
+            tasks = [t for t in raw if isinstance(t, Mapping)] if isinstance(raw, list) else []
+            cols["module"].append(module)
+            cols["path"].append(path)
+            cols["plan_id"].append(pid)
+            for key in ("name", "description", "state", "created_at", "finished_at"):
+                cols[key].append(plan.get(key))
+            cols["is_current"].append(current)
+            cols["n_subtasks"].append(len(tasks))
+            cols["n_done"].append(sum(1 for t in tasks if t.get("state") == "done"))
+            cols["outcome"].append(_text_or_json(plan.get("outcome")))
+    frame = _frame(cols, PLAN_COLUMNS, len(cols["plan_id"]), source)
+    frame["duration"] = frame["finished_at"] - frame["created_at"]
+    return frame
+
+
+def _text_or_json(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return to_json(value)
+
+
+# -- store views -------------------------------------------------------------
+
+
+def sessions(store: BaseStore) -> pd.DataFrame:
+    """One row per session in ``store``, most recently updated first; times in UTC, labels comma-joined."""
+    _require_store(store, "sessions")
+    cols = _columns(SESSION_COLUMNS)
+    for info in store.sessions():
+        cols["session"].append(info.session)
+        cols["user_id"].append(info.user_id)
+        cols["session_id"].append(info.session_id)
+        cols["checkpoints"].append(info.checkpoints)
+        cols["latest"].append(info.latest_seq)
+        cols["created_at"].append(info.created_at)
+        cols["updated_at"].append(info.updated_at)
+        cols["labels"].append(",".join(info.labels))
+    return _frame(cols, SESSION_COLUMNS, len(cols["session"]))
+
+
+def history(store: BaseStore, session: str, *, user_id: str | None = None) -> pd.DataFrame:
+    """One row per checkpoint of ``session``, oldest first; modules comma-joined, metadata as JSON."""
+    _require_store(store, "history")
+    cols = _columns(HISTORY_COLUMNS)
+    for cp in store.history(session, user_id=user_id):
+        cols["session"].append(cp.session)
+        cols["seq"].append(cp.seq)
+        cols["ref"].append(cp.ref)
+        cols["label"].append(cp.label)
+        cols["parent"].append(cp.parent)
+        cols["created_at"].append(cp.created_at)
+        cols["modules"].append(",".join(cp.modules))
+        cols["size"].append(cp.size)
+        cols["metadata"].append(to_json(dict(cp.metadata)))
+    return _frame(cols, HISTORY_COLUMNS, len(cols["seq"]))
+
+
+def _require_store(store: Any, what: str) -> None:
+    if not isinstance(store, BaseStore):
+        raise TypeError(
+            f"views.{what}() takes a store (nb_sessions.open_store(path)), got {type(store).__name__}"
+        )
+
+
+# -- plots -------------------------------------------------------------------
+
+_STATE_COLOURS = {
+    "todo": "#9e9e9e",
+    "in_progress": "#1f77b4",
+    "done": "#2ca02c",
+    "abandoned": "#d62728",
+}
+
+
+def _axes(ax: Axes | None) -> Axes:
+    if ax is not None:
+        return ax
+    import matplotlib.pyplot as plt
+
+    _fig, new_ax = plt.subplots()
+    return new_ax
+
+
+def plot_messages(src: Any, ref: Any = None, ax: Axes | None = None) -> Axes:
+    """Step lines of the cumulative number of messages per role over time (over position when untimed)."""
+    frame = messages(src, ref)
+    axes = _axes(ax)
+    timed = bool(len(frame)) and bool(frame["timestamp"].notna().all())
+    x_col = "timestamp" if timed else "position"
+    if not timed:
+        frame = frame.assign(position=range(len(frame)))
+    roles = frame["role"].fillna("?")
+    for role in sorted(set(roles)):
+        sub = frame[roles == role].sort_values(x_col, kind="stable")
+        counts = range(1, len(sub) + 1)
+        axes.step(list(sub[x_col]), list(counts), where="post", label=f"{role} ({len(sub)})")
+    axes.set_xlabel("time" if timed else "message")
+    axes.set_ylabel("messages (cumulative)")
+    axes.set_title("Messages per role")
+    if len(frame):
+        axes.legend()
+    return axes
+
+
+def plot_plan(
+    src: Any, ref: Any = None, ax: Axes | None = None, plan_id: str | None = None
+) -> Axes:
+    """A timeline of one plan's subtasks: a bar from created_at to finished_at per subtask, coloured by state.
+
+    The plan is ``plan_id``, else the current plan, else the most recently
+    created one. Unfinished subtasks run to the latest time known in the plan.
+    """
+    frame = subtasks(src, ref)
+    axes = _axes(ax)
+    if plan_id is None and len(frame):
+        current = frame[frame["is_current"]]
+        if len(current):
+            plan_id = str(current["plan_id"].iloc[0])
+        else:
+            newest = frame.sort_values("created_at", kind="stable", na_position="first")
+            plan_id = str(newest["plan_id"].iloc[-1])
+    rows = frame[frame["plan_id"] == plan_id] if plan_id is not None else frame.iloc[0:0]
+    if plan_id is not None and not len(rows) and plan_id not in set(plans(src, ref)["plan_id"]):
+        raise KeyError(f"no plan with id {plan_id!r} in this state")
+    times = pd.concat([rows["created_at"], rows["finished_at"]]).dropna()
+    end = times.max() if len(times) else pd.NaT
+    minimum = pd.Timedelta(seconds=1)
+    labels: list[str] = []
+    for y, (_, row) in enumerate(rows.iterrows()):
+        labels.append(str(row["name"]))
+        start = row["created_at"]
+        if pd.isna(start):
+            continue  # nothing to place on the time axis
+        stop = row["finished_at"] if pd.notna(row["finished_at"]) else end
+        width = max(stop - start, minimum) if pd.notna(stop) else minimum
+        state = str(row["state"])
+        axes.barh(y, width, left=start, color=_STATE_COLOURS.get(state, "#8c564b"), label=state)
+    axes.set_yticks(range(len(labels)))
+    axes.set_yticklabels(labels)
+    axes.invert_yaxis()
+    name = rows["plan_name"].iloc[0] if len(rows) else "no plan"
+    axes.set_title(f"Plan: {name}")
+    handles, names = axes.get_legend_handles_labels()
+    if handles:
+        unique = dict(zip(names, handles, strict=True))
+        axes.legend(unique.values(), unique.keys())
+    return axes
