@@ -30,6 +30,7 @@ __all__ = [
     "as_stateful",
     "load_modules",
     "prepare_load",
+    "snapshot",
 ]
 
 Commit = Callable[[], None]
@@ -125,6 +126,22 @@ class StateModule:
             attr = getattr(self, key, None)
             if isinstance(attr, StateModule):
                 state[key] = attr.state_dict()
+        for key, spec in self._attribute_dict.items():
+            attr = getattr(self, key)
+            state[key] = spec.to_json(attr) if spec.to_json is not None else attr
+        return state
+
+    def _nbs_snapshot(self) -> dict[str, Any]:
+        """Like :meth:`state_dict`, but nested modules may hand long lists over as ``Entries``.
+
+        Stores call this (through :func:`snapshot`) so that a memory can say
+        which messages changed without rebuilding every message's dict.
+        """
+        state: dict[str, Any] = {}
+        for key in self._module_dict:
+            attr = getattr(self, key, None)
+            if isinstance(attr, StateModule):
+                state[key] = snapshot(attr)
         for key, spec in self._attribute_dict.items():
             attr = getattr(self, key)
             state[key] = spec.to_json(attr) if spec.to_json is not None else attr
@@ -311,13 +328,31 @@ def prepare_load(
     return [_ForeignLoad(target, state, strict, path)]
 
 
+def snapshot(obj: Any) -> dict[str, Any]:
+    """The state a store should save: ``_nbs_snapshot()`` where the class keeps it in step, else ``state_dict()``."""
+    if _overrides_in_step(obj, "_nbs_snapshot", "state_dict"):
+        result: dict[str, Any] = obj._nbs_snapshot()
+        return result
+    plain: dict[str, Any] = obj.state_dict()
+    return plain
+
+
 def _two_phase(target: Any) -> bool:
+    return _overrides_in_step(target, "_nbs_prepare_load", "load_state_dict")
+
+
+def _overrides_in_step(target: Any, fast: str, public: str) -> bool:
+    """True when ``fast`` is defined by the same class as ``public``, or a subclass of it.
+
+    A subclass that overrides the public method alone must be obeyed: its
+    override may change what the fast path would have produced.
+    """
     mro = type(target).__mro__
-    prepare_owner = next((c for c in mro if "_nbs_prepare_load" in c.__dict__), None)
-    load_owner = next((c for c in mro if "load_state_dict" in c.__dict__), None)
-    if prepare_owner is None or load_owner is None:
+    fast_owner = next((c for c in mro if fast in c.__dict__), None)
+    public_owner = next((c for c in mro if public in c.__dict__), None)
+    if fast_owner is None or public_owner is None:
         return False
-    return mro.index(prepare_owner) <= mro.index(load_owner)
+    return mro.index(fast_owner) <= mro.index(public_owner)
 
 
 def _apply(commits: list[Commit]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..chunks import Entries
 from ..errors import _join
 from ..state import Commit, StateModule
 from .message import Msg
@@ -31,6 +32,13 @@ class InMemoryMemory(StateModule):
     @staticmethod
     def _content_to_json(content: list[tuple[Msg, list[str]]]) -> list[list[Any]]:
         return [[msg.to_dict(), list(marks)] for msg, marks in content]
+
+    def _nbs_snapshot(self) -> dict[str, Any]:
+        """The state with ``content`` as :class:`~nb_sessions.chunks.Entries`: unchanged messages cost no encoding."""
+        return {
+            "_compressed_summary": self._compressed_summary,
+            "content": Entries(self.content, _entry_key, _entry_value),
+        }
 
     # -- two-phase loading ---------------------------------------------------
 
@@ -150,6 +158,17 @@ class InMemoryMemory(StateModule):
 
     def __repr__(self) -> str:
         return f"InMemoryMemory({len(self.content)} messages, summary={len(self._compressed_summary)} chars)"
+
+
+def _entry_key(entry: tuple[Msg, list[str]]) -> tuple[int, int, tuple[str, ...]]:
+    # The message's identity and change counter, and its marks, say whether its JSON changed.
+    msg, marks = entry
+    return id(msg), msg._rev, tuple(marks)
+
+
+def _entry_value(entry: tuple[Msg, list[str]]) -> list[Any]:
+    msg, marks = entry
+    return [msg.to_dict(), list(marks)]
 
 
 def _check_marks(marks: str | list[str] | None, what: str) -> list[str]:

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal, TypedDict, cast, overload
 
 from ..errors import StateError, _join
+from ._tracked import track
 
 __all__ = [
     "AudioBlock",
@@ -281,10 +282,11 @@ class SeededIds:
 class Msg:
     """A message between user, agent and system, compatible with AgentScope 1.x.
 
-    Every attribute assignment bumps the change counter ``rev`` (``_rev``), so
-    a caller can tell cheaply whether a message changed since it last looked.
-    In-place mutation of nested content lists or dicts (``msg.content.append``,
-    ``msg.metadata["k"] = v``) is *not* counted; assign a new value instead.
+    Every change bumps the counter ``rev``, so a caller (a store deciding
+    what to re-encode) can tell cheaply whether a message changed since it
+    last looked: attribute assignments, and in-place edits of the content and
+    metadata too (``msg.content[0]["text"] = ...``, ``msg.metadata["k"] = v``),
+    because those are kept in tracked copies of the lists and dicts given.
     """
 
     __slots__ = ("_extra", "_rev", "content", "id", "invocation_id", "metadata", "name", "role", "timestamp")
@@ -324,8 +326,14 @@ class Msg:
     def __setattr__(self, key: str, value: Any) -> None:
         if key == "role" and value not in ROLES:
             raise ValueError(f"Msg role must be one of {', '.join(ROLES)}; got {value!r}")
+        if key in _TRACKED:
+            value = track(value, self)
         object.__setattr__(self, key, value)
         object.__setattr__(self, "_rev", getattr(self, "_rev", 0) + 1)
+
+    def _touch(self) -> None:
+        """Count an in-place change of the content or metadata."""
+        object.__setattr__(self, "_rev", self._rev + 1)
 
     @property
     def rev(self) -> int:
@@ -397,14 +405,14 @@ class Msg:
             return None
         msg = cls(
             name=data["name"],
-            content=_clone(content),
+            content=cast("str | list[ContentBlock]", content),  # copied (tracked) by __setattr__
             role=cast(Role, role),
-            metadata=_clone(metadata) if metadata is not None else None,
+            metadata=metadata,
             timestamp=data.get("timestamp"),
             invocation_id=data.get("invocation_id"),
             id=data.get("id"),
         )
-        extra = {k: _clone(v) for k, v in data.items() if k not in _KNOWN_KEYS}
+        extra = {k: track(v, msg) for k, v in data.items() if k not in _KNOWN_KEYS}
         if extra:
             object.__setattr__(msg, "_extra", extra)
         return msg
@@ -413,14 +421,14 @@ class Msg:
         """Return an independent deep copy (same id; the copy's ``rev`` starts at 0)."""
         new = Msg(
             self.name,
-            _clone(self.content),
+            self.content,  # copied by __setattr__
             self.role,
-            _clone(self.metadata),
+            self.metadata,
             self.timestamp,
             self.invocation_id,
             self.id,
         )
-        object.__setattr__(new, "_extra", _clone(self._extra))
+        object.__setattr__(new, "_extra", {k: track(v, new) for k, v in self._extra.items()})
         object.__setattr__(new, "_rev", 0)
         return new
 
@@ -494,29 +502,8 @@ _MSG_SHAPE = (
     '{"id": str, "name": str, "role": "user"|"assistant"|"system", '
     '"content": str | [block, ...], "metadata": dict, "timestamp": str}'
 )
+_TRACKED = frozenset({"content", "metadata"})
 _KNOWN_KEYS = frozenset({"id", "name", "role", "content", "metadata", "timestamp", "invocation_id"})
-
-
-def _clone(value: Any) -> Any:
-    """Copy nested JSON containers (dicts and lists); iterative, so deep nesting is fine."""
-    if not isinstance(value, (dict, list)):
-        return value
-    root: Any = {} if isinstance(value, dict) else []
-    stack: list[tuple[Any, Any]] = [(value, root)]
-    while stack:
-        src, dst = stack.pop()
-        items = src.items() if isinstance(src, dict) else enumerate(src)
-        for key, item in items:
-            if isinstance(item, (dict, list)):
-                child: Any = {} if isinstance(item, dict) else []
-                stack.append((item, child))
-            else:
-                child = item
-            if isinstance(dst, dict):
-                dst[key] = child
-            else:
-                dst.append(child)
-    return root
 
 
 def _tname(value: Any) -> str:

@@ -19,13 +19,14 @@ from typing import Any, NamedTuple, Union
 
 from .. import codec
 from .._loop import run_sync
+from ..chunks import materialize
 from ..errors import (
     CheckpointNotFoundError,
     InvalidIdError,
     NbSessionsError,
     SessionNotFoundError,
 )
-from ..state import as_stateful, load_modules
+from ..state import as_stateful, load_modules, snapshot
 
 __all__ = [
     "BaseStore",
@@ -365,9 +366,9 @@ class BaseStore:
             raise NotSerializableError(*bad)
         states: dict[str, Any] = {}
         for name, obj in modules.items():
-            state = as_stateful(obj, name).state_dict()
+            state = snapshot(as_stateful(obj, name))
             if self.redact is not None:
-                state = self.redact(name, state)
+                state = self.redact(name, materialize({name: state})[name])
             states[name] = state
         return await self._write(ref.key, states, label, meta, self._parents.get(ref.key))
 

@@ -30,6 +30,7 @@ from typing import Any
 import filelock
 
 from .. import codec
+from ..chunks import materialize
 from ..errors import ConflictError, StoreCorruptedError, StoreError
 from ._fs import atomic_write, clean_temp_files, run_blocking
 from .base import BaseStore, Checkpoint, Redactor, SessionInfo, SessionKey, utcnow
@@ -198,7 +199,7 @@ class JSONStore(BaseStore):
         parent: int | None,
     ) -> Checkpoint:
         def job(check_abort: Callable[[], None]) -> Checkpoint:
-            data = codec.dumps(states)
+            data = codec.dumps(materialize(states))
             self._prepare_folder()
             with self._locked(key, check_abort):
                 index = self._adopt_latest_file(key)

@@ -55,6 +55,28 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        2,
+        "entries stored once, shared by checkpoints",
+        (
+            # One row per distinct list entry (a message, in practice), by content hash.
+            """CREATE TABLE nbs_blobs (
+                id INTEGER PRIMARY KEY,
+                hash BLOB NOT NULL UNIQUE,
+                data BLOB NOT NULL
+            )""",
+            # A run of up to SEGMENT blob ids (packed int64), shared while unchanged.
+            """CREATE TABLE nbs_segments (
+                id INTEGER PRIMARY KEY,
+                hash BLOB NOT NULL UNIQUE,
+                blobs BLOB NOT NULL
+            )""",
+            # JSON [[path, [segment id, ...]], ...]; NULL for checkpoints written whole.
+            "ALTER TABLE nbs_checkpoints ADD COLUMN chunks TEXT",
+            "CREATE TABLE nbs_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+            "INSERT INTO nbs_meta (key, value) VALUES ('gc_generation', 0)",
+        ),
+    ),
 )
 
 

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import os
 import sqlite3
+from array import array
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,7 +27,8 @@ from typing import Any
 import aiosqlite
 
 from .. import codec
-from ..errors import ConflictError, StoreCorruptedError, StoreError
+from ..chunks import EntryEncoder, ListChunk, NewBlob, assemble, blob_hash, path_text, split
+from ..errors import CheckpointNotFoundError, ConflictError, StoreCorruptedError, StoreError
 from .base import BaseStore, Checkpoint, Redactor, SessionInfo, SessionKey, utcnow
 from .migrations import apply_migrations, latest_version
 
@@ -48,6 +50,7 @@ class SQLiteStore(BaseStore):
         self.timeout = timeout
         self._ready = False
         self._has_legacy: bool | None = None
+        self._caches: dict[SessionKey, _SessionCache] = {}
 
     @property
     def location(self) -> str:
@@ -141,52 +144,112 @@ class SQLiteStore(BaseStore):
         metadata: dict[str, Any],
         parent: int | None,
     ) -> Checkpoint:
-        data = codec.dumps(states)
+        skeleton, chunks = split(states)
+        skeleton_data = codec.dumps(skeleton)
         meta_text = codec.dumps(metadata).decode("utf-8", "surrogatepass")
         modules = tuple(states)
-        now = utcnow()
-        async with self._connect() as db:
-            await self._begin(db)
-            try:
-                sid, seq = await self._allocate(db, key, now)
-                if parent is not None:
-                    async with db.execute(
-                        "SELECT 1 FROM nbs_checkpoints WHERE session = ? AND seq = ?", (sid, parent)
-                    ) as cur:
-                        if await cur.fetchone() is None:
-                            parent = None
-                if parent is None:
-                    async with db.execute(
-                        "SELECT max(seq) FROM nbs_checkpoints WHERE session = ?", (sid,)
-                    ) as cur:
-                        row = await cur.fetchone()
-                    parent = row[0] if row and row[0] is not None else (1 if seq == 2 and await self._legacy_row(db, key) else None)
+        for attempt in (1, 2):
+            cache = self._caches.setdefault(key, _SessionCache())
+            encoded = [cache.encoder.encode(chunk) for chunk in chunks]
+            size = len(skeleton_data) + sum(sum(sizes) for _, sizes, _, _ in encoded)
+            now = utcnow()
+            async with self._connect() as db:
+                await self._begin(db)
                 try:
+                    generation = await _gc_generation(db)
+                    if cache.generation != generation and cache.encoder.known:
+                        # Another writer collected garbage: cached blob ids may be gone.
+                        await _rollback(db)
+                        self._caches.pop(key, None)
+                        if attempt == 1:
+                            continue
+                    cache.generation = generation
+                    chunk_rows = await self._store_chunks(db, cache, chunks, encoded)
+                    sid, seq = await self._allocate(db, key, now)
+                    parent = await self._choose_parent(db, key, sid, seq, parent)
+                    try:
+                        await db.execute(
+                            "INSERT INTO nbs_checkpoints (session, seq, parent, created_at, label, "
+                            "metadata, modules, size, state, chunks) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            (sid, seq, parent, now.isoformat(), label, meta_text,
+                             codec.dumps(list(modules)).decode(), size, skeleton_data,
+                             codec.dumps(chunk_rows).decode() if chunk_rows else None),
+                        )
+                    except sqlite3.IntegrityError as exc:
+                        raise ConflictError(
+                            f"label {label!r} already names another checkpoint of {key}; choose another "
+                            f"label, or move it first with store.label(ref, None)"
+                        ) from exc
                     await db.execute(
-                        "INSERT INTO nbs_checkpoints (session, seq, parent, created_at, label, "
-                        "metadata, modules, size, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (sid, seq, parent, now.isoformat(), label, meta_text,
-                         codec.dumps(list(modules)).decode(), len(data), data),
+                        "UPDATE nbs_sessions SET next_seq = ?, updated_at = ? WHERE id = ?",
+                        (seq + 1, now.isoformat(), sid),
                     )
-                except sqlite3.IntegrityError as exc:
-                    raise ConflictError(
-                        f"label {label!r} already names another checkpoint of {key}; choose another "
-                        f"label, or move it first with store.label(ref, None)"
-                    ) from exc
-                await db.execute(
-                    "UPDATE nbs_sessions SET next_seq = ?, updated_at = ? WHERE id = ?",
-                    (seq + 1, now.isoformat(), sid),
-                )
-            except BaseException:
-                await _rollback(db)
-                raise
-            await _commit(db)
+                except BaseException:
+                    await _rollback(db)
+                    self._caches.pop(key, None)
+                    raise
+                await _commit(db)
+            cache.encoder.known = {k: v for _, _, _, seen in encoded for k, v in seen.items()}
+            break
         self._parents[key] = seq
         return Checkpoint(
             session_id=key.session_id, user_id=key.user_id, seq=seq, created_at=now,
-            modules=modules, size=len(data), parent=parent, label=label,
+            modules=modules, size=size, parent=parent, label=label,
             metadata=metadata, store=self,
         )
+
+    async def _store_chunks(
+        self,
+        db: aiosqlite.Connection,
+        cache: _SessionCache,
+        chunks: list[ListChunk],
+        encoded: list[tuple[list[bytes], list[int], list[NewBlob], Any]],
+    ) -> list[list[Any]]:
+        """Insert the new entries and segments; return ``[[path, [segment ids]], ...]``."""
+        new = {b.hash: b.data for _, _, blobs, _ in encoded for b in blobs}
+        if new:
+            await db.executemany(
+                "INSERT OR IGNORE INTO nbs_blobs (hash, data) VALUES (?, ?)", list(new.items())
+            )
+        wanted = {h for hashes, _, _, _ in encoded for h in hashes}
+        missing = [h for h in wanted if h not in cache.blob_ids]
+        cache.blob_ids = {h: cache.blob_ids[h] for h in wanted if h in cache.blob_ids}
+        cache.blob_ids.update(await _ids_by_hash(db, "nbs_blobs", missing))
+        rows: list[list[Any]] = []
+        segments: dict[bytes, bytes] = {}
+        for chunk, (hashes, _, _, _) in zip(chunks, encoded, strict=True):
+            ids = [cache.blob_ids[h] for h in hashes]
+            seg_hashes = []
+            for start in range(0, len(ids), SEGMENT):
+                packed = array("q", ids[start:start + SEGMENT]).tobytes()
+                h = blob_hash(packed)
+                segments[h] = packed
+                seg_hashes.append(h)
+            rows.append([list(chunk.path), seg_hashes])
+        fresh = [h for h in segments if h not in cache.segment_ids]
+        if fresh:
+            await db.executemany(
+                "INSERT OR IGNORE INTO nbs_segments (hash, blobs) VALUES (?, ?)",
+                [(h, segments[h]) for h in fresh],
+            )
+            cache.segment_ids.update(await _ids_by_hash(db, "nbs_segments", fresh))
+        cache.segment_ids = {h: cache.segment_ids[h] for h in segments}
+        return [[path, [cache.segment_ids[h] for h in seg_hashes]] for path, seg_hashes in rows]
+
+    async def _choose_parent(
+        self, db: aiosqlite.Connection, key: SessionKey, sid: int, seq: int, parent: int | None
+    ) -> int | None:
+        if parent is not None:
+            async with db.execute(
+                "SELECT 1 FROM nbs_checkpoints WHERE session = ? AND seq = ?", (sid, parent)
+            ) as cur:
+                if await cur.fetchone() is not None:
+                    return parent
+        async with db.execute("SELECT max(seq) FROM nbs_checkpoints WHERE session = ?", (sid,)) as cur:
+            row = await cur.fetchone()
+        if row and row[0] is not None:
+            return int(row[0])
+        return 1 if seq == 2 and await self._legacy_row(db, key) else None
 
     async def _begin(self, db: aiosqlite.Connection) -> None:
         """BEGIN IMMEDIATE, waiting up to ``timeout`` for other writers in short polls.
@@ -239,6 +302,7 @@ class SQLiteStore(BaseStore):
 
     async def _read(self, cp: Checkpoint) -> dict[str, Any]:
         where = f"checkpoint {cp.ref} in {self.path}"
+        lists: list[tuple[tuple[str | int, ...], list[Any]]] = []
         async with self._connect() as db:
             if cp.metadata.get("source") == LEGACY_TABLE:
                 row = await self._legacy_row(db, cp.key)
@@ -246,14 +310,17 @@ class SQLiteStore(BaseStore):
                 where = f"{LEGACY_TABLE} row {cp.session_id!r} in {self.path}"
             else:
                 async with db.execute(
-                    "SELECT c.state FROM nbs_checkpoints c JOIN nbs_sessions s ON c.session = s.id "
+                    "SELECT c.state, c.chunks FROM nbs_checkpoints c JOIN nbs_sessions s ON c.session = s.id "
                     "WHERE s.user_id = ? AND s.session_id = ? AND c.seq = ?",
                     (*cp.key, cp.seq),
                 ) as cur:
                     found = await cur.fetchone()
                 data = found[0] if found else None
+                lists = await self._read_chunks(db, found[1], where) if found and found[1] else []
         if data is None:
-            raise self._not_found(cp.key)
+            raise CheckpointNotFoundError(
+                f"checkpoint {cp.ref} is no longer in {self.path} (deleted meanwhile?)", ref=cp.ref
+            )
         if isinstance(data, str):
             data = data.encode("utf-8", "surrogatepass")
         if not isinstance(data, bytes):
@@ -265,7 +332,44 @@ class SQLiteStore(BaseStore):
                 "delete that checkpoint",
                 location=where,
             )
-        return state
+        try:
+            return assemble(state, lists) if lists else state
+        except (KeyError, IndexError, TypeError) as exc:
+            raise StoreCorruptedError(
+                f"{where}: a stored list does not fit its place ({exc}); delete that checkpoint",
+                location=where,
+            ) from None
+
+    async def _read_chunks(
+        self, db: aiosqlite.Connection, chunks_text: str, where: str
+    ) -> list[tuple[tuple[str | int, ...], list[Any]]]:
+        """Load the long lists of a checkpoint from their segments and entries."""
+        rows = codec.loads(chunks_text, where)
+        out: list[tuple[tuple[str | int, ...], list[Any]]] = []
+        for path, seg_ids in rows:
+            segs = await _fetch_by_ids(db, "nbs_segments", "blobs", seg_ids)
+            blob_ids: list[int] = []
+            for seg_id in seg_ids:
+                packed = segs.get(seg_id)
+                if packed is None:
+                    raise StoreCorruptedError(
+                        f"{where}: segment {seg_id} of {path_text(tuple(path))} is missing; delete "
+                        "that checkpoint, the others are intact",
+                        location=where,
+                    )
+                blob_ids.extend(array("q", packed))
+            blobs = await _fetch_by_ids(db, "nbs_blobs", "data", blob_ids)
+            try:
+                parts = [blobs[i] for i in blob_ids]
+            except KeyError as exc:
+                raise StoreCorruptedError(
+                    f"{where}: entry {exc} of {path_text(tuple(path))} is missing; delete that "
+                    "checkpoint, the others are intact",
+                    location=where,
+                ) from None
+            items = codec.loads(b"[" + b",".join(parts) + b"]", f"{where} ({path_text(tuple(path))})")
+            out.append((tuple(path), items))
+        return out
 
     async def _history(self, key: SessionKey) -> list[Checkpoint]:
         out: list[Checkpoint] = []
@@ -382,6 +486,8 @@ class SQLiteStore(BaseStore):
                     left = (await cur2.fetchone() or (0,))[0]
                 if left == 0:
                     await db.execute("DELETE FROM nbs_sessions WHERE id = ?", (sid,))
+                if count:
+                    await _collect_garbage(db)
             except BaseException:
                 await _rollback(db)
                 raise
@@ -430,6 +536,81 @@ class SQLiteStore(BaseStore):
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+#: Blob ids per segment: appending to a long list rewrites only its last segment.
+SEGMENT = 512
+_BATCH = 500  # parameters per IN (...) query
+
+
+class _SessionCache:
+    """What this process knows of a session's stored entries, valid for one GC generation."""
+
+    def __init__(self) -> None:
+        self.generation = -1
+        self.encoder = EntryEncoder()
+        self.blob_ids: dict[bytes, int] = {}
+        self.segment_ids: dict[bytes, int] = {}
+
+
+async def _gc_generation(db: aiosqlite.Connection) -> int:
+    async with db.execute("SELECT value FROM nbs_meta WHERE key = 'gc_generation'") as cur:
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def _ids_by_hash(db: aiosqlite.Connection, table: str, hashes: Sequence[bytes]) -> dict[bytes, int]:
+    found: dict[bytes, int] = {}
+    for start in range(0, len(hashes), _BATCH):
+        batch = list(hashes[start:start + _BATCH])
+        marks = ",".join("?" * len(batch))
+        async with db.execute(f"SELECT hash, id FROM {table} WHERE hash IN ({marks})", batch) as cur:
+            found.update({bytes(h): int(i) for h, i in await cur.fetchall()})
+    return found
+
+
+async def _fetch_by_ids(
+    db: aiosqlite.Connection, table: str, column: str, ids: Sequence[int]
+) -> dict[int, bytes]:
+    """Rows by id; runs of consecutive ids (the usual case: appended messages) are one range query."""
+    unique = sorted(set(ids))
+    ranges: list[tuple[int, int]] = []
+    for i in unique:
+        if ranges and i == ranges[-1][1] + 1:
+            ranges[-1] = (ranges[-1][0], i)
+        else:
+            ranges.append((i, i))
+    out: dict[int, bytes] = {}
+    singles = [lo for lo, hi in ranges if lo == hi]
+    for lo, hi in ranges:
+        if lo != hi:
+            async with db.execute(
+                f"SELECT id, {column} FROM {table} WHERE id BETWEEN ? AND ?", (lo, hi)
+            ) as cur:
+                out.update(await cur.fetchall())  # type: ignore[arg-type]
+    for start in range(0, len(singles), _BATCH):
+        batch = singles[start:start + _BATCH]
+        marks = ",".join("?" * len(batch))
+        async with db.execute(f"SELECT id, {column} FROM {table} WHERE id IN ({marks})", batch) as cur:
+            out.update(await cur.fetchall())  # type: ignore[arg-type]
+    return out
+
+
+async def _collect_garbage(db: aiosqlite.Connection) -> None:
+    """Delete segments and entries no checkpoint refers to any more (inside the caller's transaction)."""
+    live_segments: set[int] = set()
+    async with db.execute("SELECT chunks FROM nbs_checkpoints WHERE chunks IS NOT NULL") as cur:
+        async for (text,) in cur:
+            for _, seg_ids in codec.loads(text):
+                live_segments.update(seg_ids)
+    live_blobs: set[int] = set()
+    segments = await _fetch_by_ids(db, "nbs_segments", "blobs", sorted(live_segments))
+    for packed in segments.values():
+        live_blobs.update(array("q", packed))
+    for table, live in (("nbs_segments", live_segments), ("nbs_blobs", live_blobs)):
+        await db.execute("CREATE TEMP TABLE IF NOT EXISTS nbs_live (id INTEGER PRIMARY KEY)")
+        await db.execute("DELETE FROM nbs_live")
+        await db.executemany("INSERT INTO nbs_live (id) VALUES (?)", ((i,) for i in live))
+        await db.execute(f"DELETE FROM {table} WHERE id NOT IN (SELECT id FROM nbs_live)")
+    await db.execute("UPDATE nbs_meta SET value = value + 1 WHERE key = 'gc_generation'")
 
 
 async def _table_exists(db: aiosqlite.Connection, name: str) -> bool:

@@ -185,15 +185,46 @@ def test_equality_is_by_dict() -> None:
     assert a != "not a msg"
 
 
-def test_rev_counts_attribute_assignments_only() -> None:
-    msg = Msg("a", [{"type": "text", "text": "x"}], "user")
+def test_rev_counts_assignments_and_in_place_edits() -> None:
+    blocks = [{"type": "text", "text": "x"}]
+    msg = Msg("a", blocks, "user", metadata={"tags": ["t"]})
     assert msg.rev == 0
     msg.name = "b"
     msg.content = [{"type": "text", "text": "y"}]
     assert msg.rev == 2
     assert isinstance(msg.content, list)
-    msg.content.append({"type": "text", "text": "z"})  # in place: documented as not counted
-    assert msg.rev == 2
+    edits = [
+        lambda: msg.content.append({"type": "text", "text": "z"}),
+        lambda: msg.content[0].__setitem__("text", "edited"),
+        lambda: msg.content[-1].update(text="again"),
+        lambda: msg.metadata["tags"].append("u"),
+        lambda: msg.metadata.setdefault("new", {}),
+        lambda: msg.metadata["new"].__setitem__("deep", [1]),
+        lambda: msg.metadata["new"]["deep"].extend([2, 3]),
+        lambda: msg.content.pop(),
+        lambda: msg.metadata.pop("new"),
+        lambda: msg.content.sort(key=str),
+    ]
+    for i, edit in enumerate(edits, start=3):
+        edit()
+        assert msg.rev == i
+    blocks.append({"type": "text", "text": "outside"})  # the caller's list was copied
+    assert len(msg.content) == 1 and msg.rev == 12
+
+
+def test_tracked_content_serialises_and_copies_as_plain_json() -> None:
+    import copy
+    import json
+
+    import orjson
+
+    msg = Msg("a", [{"type": "tool_use", "id": "1", "name": "f", "input": {"x": [1, 2]}}], "assistant")
+    d = msg.to_dict()
+    assert json.loads(json.dumps(d)) == orjson.loads(orjson.dumps(d)) == d
+    deep = copy.deepcopy(d["content"])
+    assert type(deep) is list and type(deep[0]) is dict and type(deep[0]["input"]["x"]) is list
+    deep[0]["input"]["x"].append(3)
+    assert msg.content[0]["input"]["x"] == [1, 2] and msg.rev == 0
 
 
 def test_copy_is_independent() -> None:

@@ -1,0 +1,319 @@
+"""Close tool calls that never got a result, so an agent that crashed mid-call resumes cleanly.
+
+An agent killed (or interrupted) while a tool ran leaves in its memory an
+assistant message holding a ``tool_use`` block and no ``tool_result`` with
+the same id. Model APIs refuse such a history, so the agent never resumes.
+
+:func:`find_dangling_tool_calls` finds those calls in saved states and
+:func:`repair_states` returns *new* states (the input is never changed) in
+which each one is closed by an AgentScope-shaped system message::
+
+    {"id": <fresh>, "name": "system", "role": "system",
+     "content": [{"type": "tool_result", "id": <tool_use id>, "name": <tool name>,
+                  "output": [{"type": "text", "text": "Error: the tool call was interrupted ..."}]}],
+     "metadata": {}, "timestamp": "YYYY-MM-DD HH:MM:SS.mmm"}
+
+inserted right after the message holding the call, after the results that
+already answer that message (the rest of that turn), so results stay next to
+their call. Pure functions over ``{module_name: state}`` dicts: no store, no
+live object, no I/O.
+
+A memory is any dict (at any depth of a module's state) whose ``content`` is
+a list of ``[message, marks]`` pairs (AgentScope 1.x ``InMemoryMemory``) or
+of bare message dicts (the older layout).
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from .agent.message import short_id, timestamp_now
+from .errors import _join
+
+__all__ = [
+    "REPAIR_TEXT",
+    "DanglingCall",
+    "RepairReport",
+    "find_dangling_tool_calls",
+    "repair_states",
+]
+
+#: The text of the error result that closes a dangling call.
+REPAIR_TEXT = "Error: the tool call was interrupted before it returned (closed by nb_sessions repair)"
+
+
+@dataclass(frozen=True)
+class DanglingCall:
+    """A ``tool_use`` block with no ``tool_result`` after it in its memory."""
+
+    module: str
+    """The module (top-level key of the states) holding the memory, e.g. ``agent``."""
+    path: str
+    """Dotted path of the memory, e.g. ``agent.memory``."""
+    index: int
+    """Index in the memory's ``content`` of the message holding the call."""
+    message_id: str | None
+    """That message's id."""
+    tool_use_id: str
+    """The ``tool_use`` block's id (the result must carry the same)."""
+    tool_name: str
+    """The tool called."""
+    inserted_at: int | None = None
+    """Index of the closing result in the repaired ``content`` (set by :func:`repair_states`)."""
+
+    @property
+    def where(self) -> str:
+        """``agent.memory.content[5]``: the message holding the call."""
+        return f"{_join(self.path, 'content')}[{self.index}]"
+
+
+@dataclass(frozen=True)
+class RepairReport:
+    """What :func:`repair_states` closed (or, in a dry run, would close)."""
+
+    calls: tuple[DanglingCall, ...] = ()
+    dry_run: bool = False
+
+    def __len__(self) -> int:
+        return len(self.calls)
+
+    @property
+    def changed(self) -> bool:
+        """True when at least one call was (or would be) closed."""
+        return bool(self.calls)
+
+    def __str__(self) -> str:
+        if not self.calls:
+            return "nothing to repair: every tool call has its result"
+        verb = "would close" if self.dry_run else "closed"
+        lines = [f"{verb} {len(self.calls)} dangling tool call(s) with an error result:"]
+        for call in self.calls:
+            msg = f", message {call.message_id!r}" if call.message_id is not None else ""
+            at = f" -> result at {call.path}.content[{call.inserted_at}]" if call.inserted_at is not None else ""
+            lines.append(f"  {call.where}: {call.tool_name!r} (tool_use id {call.tool_use_id!r}{msg}){at}")
+        if self.dry_run:
+            lines.append("dry run: nothing was changed")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        esc = html.escape
+        if not self.calls:
+            return f"<p class='nb-sessions-repair'>{esc(str(self))}</p>"
+        verb = "would close" if self.dry_run else "closed"
+        head = "".join(
+            f"<th style='text-align:left'>{h}</th>"
+            for h in ("message", "tool", "tool_use id", "message id", "result at")
+        )
+        rows = "".join(
+            "<tr>"
+            + "".join(
+                f"<td style='text-align:left'>{esc(v)}</td>"
+                for v in (
+                    call.where,
+                    call.tool_name,
+                    call.tool_use_id,
+                    call.message_id or "",
+                    "" if call.inserted_at is None else f"{call.path}.content[{call.inserted_at}]",
+                )
+            )
+            + "</tr>"
+            for call in self.calls
+        )
+        note = "<p>dry run: nothing was changed</p>" if self.dry_run else ""
+        return (
+            f"<div class='nb-sessions-repair'><p>{verb} {len(self.calls)} dangling tool call(s) "
+            f"with an error result</p><table><tr>{head}</tr>{rows}</table>{note}</div>"
+        )
+
+
+# -- finding ----------------------------------------------------------------------
+
+
+def _is_msg(value: Any) -> bool:
+    return isinstance(value, Mapping) and "role" in value and "content" in value
+
+
+def _msg_of(item: Any) -> Mapping[str, Any] | None:
+    """The message of a content item: a ``[msg, marks]`` pair or a bare message dict."""
+    if _is_msg(item):
+        return item  # type: ignore[no-any-return]
+    if isinstance(item, (list, tuple)) and len(item) == 2 and _is_msg(item[0]):
+        return item[0]  # type: ignore[no-any-return]
+    return None
+
+
+def _is_memory(value: Any) -> bool:
+    if not isinstance(value, Mapping) or "role" in value:
+        return False
+    content = value.get("content")
+    return isinstance(content, (list, tuple)) and all(_msg_of(item) is not None for item in content)
+
+
+def _blocks(msg: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    content = msg.get("content")
+    if not isinstance(content, (list, tuple)):
+        return []
+    return [b for b in content if isinstance(b, Mapping)]
+
+
+def _memories(states: Mapping[str, Any]) -> list[tuple[str, str, Mapping[str, Any]]]:
+    """Every memory in ``states`` as ``(module, dotted path, memory dict)``, in state order."""
+    found: list[tuple[str, str, Mapping[str, Any]]] = []
+    for module, state in states.items():
+        stack: list[tuple[Any, str]] = [(state, str(module))]
+        while stack:
+            value, path = stack.pop()
+            if _is_memory(value):
+                found.append((str(module), path, value))
+                continue
+            if isinstance(value, Mapping):
+                if _is_msg(value):
+                    continue
+                children = [(v, _join(path, str(k))) for k, v in value.items()]
+            elif isinstance(value, (list, tuple)):
+                children = [(v, f"{path}[{i}]") for i, v in enumerate(value)]
+            else:
+                continue
+            stack.extend(reversed(children))
+    return found
+
+
+def _dangling_in(module: str, path: str, memory: Mapping[str, Any]) -> list[DanglingCall]:
+    pending: dict[str, list[DanglingCall]] = {}
+    order: list[DanglingCall] = []
+    for index, item in enumerate(memory["content"]):
+        msg = _msg_of(item)
+        assert msg is not None
+        msg_id = msg.get("id")
+        for block in _blocks(msg):
+            kind, call_id = block.get("type"), block.get("id")
+            if not isinstance(call_id, str):
+                continue
+            if kind == "tool_use":
+                name = block.get("name")
+                call = DanglingCall(
+                    module, path, index, msg_id if isinstance(msg_id, str) else None, call_id,
+                    name if isinstance(name, str) else "",
+                )
+                pending.setdefault(call_id, []).append(call)
+                order.append(call)
+            elif kind == "tool_result" and pending.get(call_id):
+                pending[call_id].pop(0)
+    left = {id(c) for calls in pending.values() for c in calls}
+    return [c for c in order if id(c) in left]
+
+
+def find_dangling_tool_calls(states: Mapping[str, Any]) -> list[DanglingCall]:
+    """Every ``tool_use`` in the memories of ``states`` that no later ``tool_result`` answers.
+
+    A result answers the earliest open call with its id; calls are listed in
+    memory order. Malformed items (no id, not a dict) are skipped, never raised on.
+    """
+    out: list[DanglingCall] = []
+    for module, path, memory in _memories(states):
+        out += _dangling_in(module, path, memory)
+    return out
+
+
+# -- repairing --------------------------------------------------------------------
+
+
+def _copy(value: Any) -> Any:
+    """Deep-copy JSON containers (mappings become dicts, tuples lists); iterative, so depth is no limit."""
+    if not isinstance(value, (Mapping, list, tuple)):
+        return value
+    root: Any = {} if isinstance(value, Mapping) else []
+    stack: list[tuple[Any, Any]] = [(value, root)]
+    while stack:
+        src, dst = stack.pop()
+        items = src.items() if isinstance(src, Mapping) else enumerate(src)
+        for key, item in items:
+            child = item
+            if isinstance(item, (Mapping, list, tuple)):
+                child = {} if isinstance(item, Mapping) else []
+                stack.append((item, child))
+            if isinstance(dst, dict):
+                dst[key] = child
+            else:
+                dst.append(child)
+    return root
+
+
+def _only_results(msg: Mapping[str, Any] | None) -> bool:
+    if msg is None:
+        return False
+    blocks = _blocks(msg)
+    content = msg.get("content")
+    return bool(blocks) and isinstance(content, (list, tuple)) and len(blocks) == len(content) and all(
+        b.get("type") == "tool_result" for b in blocks
+    )
+
+
+def closing_message(
+    call: DanglingCall, *, clock: Callable[[], str] = timestamp_now, id_factory: Callable[[], str] = short_id
+) -> dict[str, Any]:
+    """The AgentScope-shaped system message whose ``tool_result`` closes ``call``."""
+    return {
+        "id": id_factory(),
+        "name": "system",
+        "role": "system",
+        "content": [
+            {
+                "type": "tool_result",
+                "id": call.tool_use_id,
+                "name": call.tool_name,
+                "output": [{"type": "text", "text": REPAIR_TEXT}],
+            }
+        ],
+        "metadata": {},
+        "timestamp": clock(),
+    }
+
+
+def repair_states(
+    states: Mapping[str, Any],
+    *,
+    dry_run: bool = False,
+    clock: Callable[[], str] | None = None,
+    id_factory: Callable[[], str] | None = None,
+) -> tuple[dict[str, Any], RepairReport]:
+    """Return ``(new_states, report)``: a copy of ``states`` with every dangling tool call closed.
+
+    ``states`` is never modified; ``new_states`` shares nothing with it. Each
+    dangling call gets a system message holding an error ``tool_result`` with
+    its id, inserted after the message holding the call and after the results
+    already answering that message. ``dry_run`` only changes the report's
+    wording ("would close"): the returned states show what a repair produces.
+    ``clock`` and ``id_factory`` make the new messages' timestamps and ids
+    reproducible (defaults: now, random ids as AgentScope makes them).
+    """
+    new_states: dict[str, Any] = {str(k): _copy(v) for k, v in states.items()}
+    make_time = clock or timestamp_now
+    make_id = id_factory or short_id
+    closed: list[DanglingCall] = []
+    for module, path, memory in _memories(new_states):
+        calls = _dangling_in(module, path, memory)
+        if not calls:
+            continue
+        content: list[Any] = memory["content"]  # a list: _copy turned every tuple into one
+        # Where each closing result goes: after its message and the results answering it.
+        slots: list[tuple[int, DanglingCall]] = []
+        for call in calls:
+            pos = call.index + 1
+            while pos < len(content) and _only_results(_msg_of(content[pos])):
+                pos += 1
+            slots.append((pos, call))
+        merged: list[Any] = []
+        cursor = 0
+        for pos, call in slots:
+            merged.extend(content[cursor:pos])
+            cursor = pos
+            msg = closing_message(call, clock=make_time, id_factory=make_id)
+            closed.append(replace(call, inserted_at=len(merged)))
+            merged.append(msg if _is_msg(content[call.index]) else [msg, []])
+        merged.extend(content[cursor:])
+        content[:] = merged
+    return new_states, RepairReport(tuple(closed), dry_run=dry_run)

@@ -1,0 +1,141 @@
+"""Deduplicated checkpoints lose nothing: every checkpoint loads equal to what was saved."""
+
+from __future__ import annotations
+
+import copy
+import math
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import nb_sessions as nbs
+from nb_sessions.agent import InMemoryMemory, Msg, ScriptedAgent
+from tests.conftest import Box
+
+
+def blob_count(path: Path) -> int:
+    with sqlite3.connect(path) as db:
+        return int(db.execute("SELECT count(*) FROM nbs_blobs").fetchone()[0])
+
+
+async def talk(agent: ScriptedAgent, turns: int, start: int = 0) -> None:
+    prompts = ["hello", "what is 6*7", "weather in Paris", "plan ship it: build, test, release", "next"]
+    for i in range(start, start + turns):
+        await agent(Msg("user", f"{prompts[i % len(prompts)]} #{i}", "user"))
+
+
+async def test_every_checkpoint_of_a_growing_conversation_loads_as_saved(store: nbs.BaseStore) -> None:
+    agent = ScriptedAgent("Friday", seed=7)
+    expected: dict[int, dict[str, Any]] = {}
+    for round_ in range(12):
+        await talk(agent, 3, start=round_ * 3)
+        cp = await store.asave("chat", agent=agent)
+        expected[cp.seq] = copy.deepcopy(agent.state_dict())
+    for seq, state in expected.items():
+        assert await store.aget_state(f"chat@{seq}") == {"agent": state}, seq
+    fresh = ScriptedAgent("Friday")
+    await store.aload("chat@5", agent=fresh)
+    assert fresh.state_dict() == expected[5]
+
+
+async def test_in_place_edits_of_stored_messages_reach_the_next_checkpoint(store: nbs.BaseStore) -> None:
+    agent = ScriptedAgent("Friday", seed=1)
+    await talk(agent, 12)  # long enough for the memory to be stored entry by entry
+    first = await store.asave("s", agent=agent)
+    before = copy.deepcopy(agent.state_dict())
+    msgs = await agent.memory.get_memory()
+    _, block = next(
+        (m, b) for m in msgs if isinstance(m.content, list) for b in m.content if b.get("type") == "text"
+    )
+    block["text"] = "edited in place"
+    msgs[1].metadata["note"] = {"deep": [1]}
+    msgs[2].metadata.setdefault("tags", []).append("x")
+    await agent.memory.update_messages_mark("important", msg_ids=[msgs[3].id])
+    msgs[4].content = "reassigned"
+    second = await store.asave("s", agent=agent)
+    assert await store.aget_state(second.ref) == {"agent": agent.state_dict()}
+    assert await store.aget_state(first.ref) == {"agent": before}
+    saved = (await store.aget_state(second.ref))["agent"]["memory"]["content"]
+    assert "edited in place" in str(saved)
+    assert saved[1][0]["metadata"] == {"note": {"deep": [1]}}
+    assert saved[3][1] == ["important"]
+
+
+class PlainMemory:
+    """A memory nb_sessions did not write: state_dict() rebuilds every message dict."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"content": [[dict(m), []] for m in self.messages]}
+
+    def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
+        self.messages = [dict(entry[0]) for entry in state["content"]]
+
+
+async def test_foreign_objects_are_deduplicated_and_changes_detected(store: nbs.BaseStore) -> None:
+    mem = PlainMemory()
+    mem.messages = [{"id": str(i), "text": f"m{i}", "score": None, "n": i} for i in range(100)]
+    a = await store.asave("f", memory=mem)
+    mem.messages[10]["text"] = "changed"
+    mem.messages[20]["score"] = math.nan  # orjson would write null for NaN, as for the None before
+    mem.messages[30]["n"] = 2**70
+    mem.messages.append({"id": "new", "text": "new", "score": 1.5, "n": 0})
+    b = await store.asave("f", memory=mem)
+    got = (await store.aget_state(b.ref))["memory"]["content"]
+    assert got[10][0]["text"] == "changed"
+    assert math.isnan(got[20][0]["score"])
+    assert got[30][0]["n"] == 2**70 and got[100][0]["id"] == "new"
+    old = (await store.aget_state(a.ref))["memory"]["content"]
+    assert old[10][0]["text"] == "m10" and old[20][0]["score"] is None and len(old) == 100
+
+
+async def test_entries_are_stored_once_and_garbage_is_collected(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = nbs.SQLiteStore(path)
+    box = Box([{"i": i} for i in range(100)])
+    for i in range(5):
+        box.value.append({"i": 100 + i})
+        await store.asave("s", box=box)
+    assert blob_count(path) == 105  # not 5 x ~100
+    await store.afork("s@2", "t")
+    assert blob_count(path) == 105
+    await store.adelete("s")
+    assert blob_count(path) == 102  # what the fork (s@2) still uses
+    assert (await store.aget_state("t"))["box"]["value"] == [{"i": i} for i in range(102)]
+    await store.adelete("t")
+    assert blob_count(path) == 0
+
+
+async def test_a_stale_cache_after_another_writer_collected_garbage(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    writer, cleaner = nbs.SQLiteStore(path), nbs.SQLiteStore(path)
+    box = Box([{"i": i} for i in range(50)])
+    await writer.asave("s", box=box)
+    await cleaner.adelete("s")  # removes the entries the writer remembers
+    box.value.append({"i": 50})
+    cp = await writer.asave("s", box=box)
+    assert (await cleaner.aget_state(cp.ref))["box"]["value"] == box.value
+
+
+@pytest.mark.parametrize("n", [0, 1, 31, 32, 511, 512, 513, 1100])
+async def test_list_lengths_around_the_chunk_and_segment_sizes(store: nbs.BaseStore, n: int) -> None:
+    box = Box([[i, {"x": "é" * (i % 3)}] for i in range(n)])
+    await store.asave("s", box=box)
+    box.value = box.value[: n // 2]
+    await store.asave("s", box=box)
+    assert (await store.aget_state("s@1"))["box"]["value"] == [[i, {"x": "é" * (i % 3)}] for i in range(n)]
+    assert (await store.aget_state("s@2"))["box"]["value"] == box.value
+
+
+async def test_memory_snapshot_matches_state_dict() -> None:
+    from nb_sessions.chunks import materialize
+    from nb_sessions.state import snapshot
+
+    agent = ScriptedAgent("Friday", seed=3)
+    await talk(agent, 5)
+    assert materialize({"a": snapshot(agent)}) == {"a": agent.state_dict()}
+    assert isinstance(snapshot(agent.memory)["content"], type(snapshot(InMemoryMemory())["content"]))
