@@ -419,6 +419,20 @@ class SessionMagics(Magics):
 
     @line_magic
     @magic_arguments()
+    @argument("text", nargs="+", help="the words to look for (case-insensitive; Chinese works too)")
+    @argument("--session", default=None, help="search only this session, e.g. alice")
+    @argument("-s", "--store", default=None, help=_STORE_HELP)
+    def session_search(self, line: str) -> Any:
+        """Find messages containing TEXT across sessions and checkpoints, as a DataFrame."""
+        args = parse_argstring(self.session_search, line)
+        text = " ".join(args.text)
+        action = f"cannot search for {text!r}"
+        store = self._existing_store(args.store, action)
+        with _user_errors(action):
+            return store.search(text, session=args.session)
+
+    @line_magic
+    @magic_arguments()
     @argument("ref_a", help="the checkpoint before, e.g. alice@2")
     @argument(
         "ref_b",

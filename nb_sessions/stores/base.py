@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, NamedTuple, Union
+from typing import TYPE_CHECKING, Any, NamedTuple, Union
 
 from .. import codec
 from .._loop import run_sync
@@ -25,8 +25,14 @@ from ..errors import (
     InvalidIdError,
     NbSessionsError,
     SessionNotFoundError,
+    StoreCorruptedError,
 )
 from ..state import as_stateful, load_modules, snapshot
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..search import Hit
 
 __all__ = [
     "BaseStore",
@@ -510,6 +516,40 @@ class BaseStore:
             await self._delete(key, [c.seq for c in removed])
         return PruneResult(tuple(removed), tuple(kept), dry_run)
 
+    async def asearch(
+        self, text: str, session: str | None = None, *, user_id: str | None = None
+    ) -> pd.DataFrame:
+        """Messages containing ``text`` (case-insensitive) across sessions and checkpoints.
+
+        One row per distinct message: session, the checkpoints holding it,
+        message id, role, name and a snippet. ``session`` limits the search.
+        """
+        from .. import search
+
+        if not isinstance(text, str) or not text.strip():
+            raise InvalidIdError("search() needs some text to look for", value=text)
+        if session is not None:
+            keys = [parse_ref(session, user_id).key]
+            await self._history(keys[0])  # raises SessionNotFoundError with advice
+        else:
+            keys = [info.key for info in await self.asessions()]
+        return search.frame(await self._search(text.strip(), keys), text.strip())
+
+    async def _search(self, text: str, keys: list[SessionKey]) -> list[Hit]:
+        """Find matching messages by reading every checkpoint (stores may do better)."""
+        from ..search import Hit, scan_state
+
+        hits: list[Hit] = []
+        for key in keys:
+            for cp in await self._history(key):
+                try:
+                    state = await self._read(cp)
+                except StoreCorruptedError:
+                    continue  # `check` reports it; a search still answers from the rest
+                for path, msg in scan_state(state, text):
+                    hits.append(Hit(key.session_id, key.user_id, cp.seq, path, msg))
+        return hits
+
     async def avacuum(self) -> int:
         """Reclaim disk space left by deleted checkpoints; return bytes reclaimed."""
         return await self._vacuum()
@@ -588,6 +628,10 @@ class BaseStore:
     def vacuum(self) -> int:
         """Reclaim disk space; return bytes reclaimed."""
         return run_sync(self.avacuum())
+
+    def search(self, text: str, session: str | None = None, *, user_id: str | None = None) -> pd.DataFrame:
+        """Messages containing ``text`` across sessions and checkpoints; see :meth:`asearch`."""
+        return run_sync(self.asearch(text, session, user_id=user_id))
 
     # -- helpers -------------------------------------------------------------
 

@@ -77,6 +77,16 @@ MIGRATIONS: tuple[Migration, ...] = (
             "INSERT INTO nbs_meta (key, value) VALUES ('gc_generation', 0)",
         ),
     ),
+    Migration(
+        3,
+        "full-text search index (filled on first search)",
+        (
+            # Trigram: substrings of 3+ characters, Chinese included. Contentless: the
+            # text lives in nbs_blobs; rows are removed with FTS5's 'delete' command.
+            "CREATE VIRTUAL TABLE nbs_fts USING fts5(text, tokenize = 'trigram', content = '')",
+            "INSERT INTO nbs_meta (key, value) VALUES ('fts_indexed_upto', 0)",
+        ),
+    ),
 )
 
 

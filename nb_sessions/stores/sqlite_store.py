@@ -19,10 +19,10 @@ import contextlib
 import os
 import sqlite3
 from array import array
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiosqlite
 
@@ -31,6 +31,9 @@ from ..chunks import EntryEncoder, ListChunk, NewBlob, assemble, blob_hash, path
 from ..errors import CheckpointNotFoundError, ConflictError, StoreCorruptedError, StoreError
 from .base import BaseStore, Checkpoint, Redactor, SessionInfo, SessionKey, utcnow
 from .migrations import apply_migrations, latest_version
+
+if TYPE_CHECKING:
+    from ..search import Hit
 
 __all__ = ["SQLiteStore"]
 
@@ -519,6 +522,101 @@ class SQLiteStore(BaseStore):
                 raise
             await _commit(db)
 
+    async def _search(self, text: str, keys: list[SessionKey]) -> list[Hit]:
+        """Entries through the FTS index (or a scan for queries under 3 characters), skeletons by scanning."""
+        from ..search import Hit, scan_state  # search builds on views, which import the stores
+
+        hits: list[Hit] = []
+        async with self._connect() as db:
+            found = await self._matching_entries(db, text)
+            segment_cache: dict[int, array[int]] = {}
+            for key in keys:
+                legacy = await self._legacy_row(db, key)
+                if legacy is not None:
+                    with contextlib.suppress(StoreCorruptedError):
+                        state = codec.loads(legacy[0])
+                        if isinstance(state, dict):
+                            hits += [Hit(key.session_id, "", 1, p, m) for p, m in scan_state(state, text)]
+                async with db.execute(
+                    "SELECT c.seq, c.state, c.chunks FROM nbs_checkpoints c JOIN nbs_sessions s "
+                    "ON c.session = s.id WHERE s.user_id = ? AND s.session_id = ? ORDER BY c.seq",
+                    key,
+                ) as cur:
+                    rows = await cur.fetchall()
+                for seq, skeleton, chunks in rows:
+                    with contextlib.suppress(StoreCorruptedError):
+                        state = codec.loads(skeleton)
+                        if isinstance(state, dict):
+                            hits += [Hit(key.session_id, key.user_id, seq, p, m) for p, m in scan_state(state, text)]
+                    if not chunks or not found:
+                        continue
+                    for path, seg_ids in codec.loads(chunks):
+                        missing = [i for i in seg_ids if i not in segment_cache]
+                        if missing:
+                            fetched = await _fetch_by_ids(db, "nbs_segments", "blobs", missing)
+                            segment_cache.update({i: array("q", b) for i, b in fetched.items()})
+                        where = path_text(tuple(path[:-1]) if path and path[-1] == "content" else tuple(path))
+                        for seg_id in seg_ids:
+                            for blob_id in segment_cache.get(seg_id, ()):
+                                msg = found.get(blob_id)
+                                if msg is not None:
+                                    hits.append(Hit(key.session_id, key.user_id, seq, where, msg))
+        return hits
+
+    async def _matching_entries(self, db: aiosqlite.Connection, text: str) -> dict[int, Mapping[str, Any]]:
+        """Blob id -> message for the stored entries whose searchable text contains ``text``."""
+        from ..search import entry_message, matches, searchable_text
+
+        if len(text) >= 3:
+            await self._update_index(db)
+            phrase = '"' + text.replace('"', '""') + '"'
+            async with db.execute(
+                "SELECT b.id, b.data FROM nbs_fts f JOIN nbs_blobs b ON b.id = f.rowid "
+                "WHERE nbs_fts MATCH ?",
+                (phrase,),
+            ) as cur:
+                rows = await cur.fetchall()
+        else:
+            # Too short for trigrams: a scan, narrowed by SQL first and confirmed below.
+            pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            async with db.execute(
+                "SELECT id, data FROM nbs_blobs WHERE CAST(data AS TEXT) LIKE ? ESCAPE '\\'", (pattern,)
+            ) as cur:
+                rows = await cur.fetchall()
+        found: dict[int, Mapping[str, Any]] = {}
+        for blob_id, data in rows:
+            with contextlib.suppress(StoreCorruptedError):
+                msg = entry_message(codec.loads(data))
+                if msg is not None and matches(searchable_text(msg), text):
+                    found[int(blob_id)] = msg
+        return found
+
+    async def _update_index(self, db: aiosqlite.Connection) -> None:
+        """Index the entries stored since the last search (the index is built on first use)."""
+        async with db.execute("SELECT value FROM nbs_meta WHERE key = 'fts_indexed_upto'") as cur:
+            row = await cur.fetchone()
+        upto = int(row[0]) if row else 0
+        async with db.execute("SELECT max(id) FROM nbs_blobs") as cur:
+            top = (await cur.fetchone() or (None,))[0]
+        if top is None or top <= upto:
+            return
+        await self._begin(db)
+        try:
+            async with db.execute("SELECT value FROM nbs_meta WHERE key = 'fts_indexed_upto'") as cur:
+                upto = int((await cur.fetchone() or (0,))[0])  # another process may have done it
+            async with db.execute("SELECT id, data FROM nbs_blobs WHERE id > ? ORDER BY id", (upto,)) as cur:
+                rows = list(await cur.fetchall())
+            texts = [(i, t) for i, t in ((i, _index_text(d)) for i, d in rows) if t]
+            await db.executemany("INSERT INTO nbs_fts (rowid, text) VALUES (?, ?)", texts)
+            if rows:
+                await db.execute(
+                    "UPDATE nbs_meta SET value = ? WHERE key = 'fts_indexed_upto'", (rows[-1][0],)
+                )
+        except BaseException:
+            await _rollback(db)
+            raise
+        await _commit(db)
+
     async def _vacuum(self) -> int:
         before = self._disk_size()
         async with self._connect() as db:
@@ -605,6 +703,16 @@ async def _collect_garbage(db: aiosqlite.Connection) -> None:
     segments = await _fetch_by_ids(db, "nbs_segments", "blobs", sorted(live_segments))
     for packed in segments.values():
         live_blobs.update(array("q", packed))
+    async with db.execute("SELECT value FROM nbs_meta WHERE key = 'fts_indexed_upto'") as cur:
+        indexed = int((await cur.fetchone() or (0,))[0])
+    if indexed:
+        # Contentless FTS rows go by FTS5's 'delete' command, which wants the indexed text back.
+        async with db.execute("SELECT id, data FROM nbs_blobs WHERE id <= ?", (indexed,)) as cur:
+            dead = [(i, d) async for i, d in cur if i not in live_blobs]
+        await db.executemany(
+            "INSERT INTO nbs_fts (nbs_fts, rowid, text) VALUES ('delete', ?, ?)",
+            [(i, t) for i, t in ((i, _index_text(d)) for i, d in dead) if t],
+        )
     for table, live in (("nbs_segments", live_segments), ("nbs_blobs", live_blobs)):
         await db.execute("CREATE TEMP TABLE IF NOT EXISTS nbs_live (id INTEGER PRIMARY KEY)")
         await db.execute("DELETE FROM nbs_live")
@@ -636,6 +744,17 @@ async def _commit(db: aiosqlite.Connection) -> None:
         task = asyncio.current_task()
         if task is not None and hasattr(task, "uncancel"):
             task.uncancel()
+
+
+def _index_text(data: bytes) -> str:
+    """What the search index holds for an entry: its message's searchable text, else nothing."""
+    from ..search import entry_message, searchable_text
+
+    try:
+        msg = entry_message(codec.loads(data))
+    except StoreCorruptedError:
+        return ""
+    return searchable_text(msg) if msg is not None else ""
 
 
 def _parse_time(value: Any) -> datetime | None:

@@ -62,6 +62,7 @@ async def test_every_magic_is_registered_with_argparse_help(shell: InteractiveSh
         "session_history",
         "session_diff",
         "session_panel",
+        "session_search",
         "autosave_session",
     ):
         assert name in line
@@ -651,3 +652,14 @@ async def test_agent_autosave_each_turn(shell: InteractiveShell) -> None:
     ok(shell, f"%load_session alice@cell-{turns[0].execution_count}")
     texts = [m.get_text_content() for m, _ in shell.user_ns["agent"].memory.content]
     assert not any("42" in (t or "") for t in texts)
+
+
+async def test_session_search_finds_messages(shell: InteractiveShell) -> None:
+    ok(shell, "from nb_sessions.agent import InMemoryMemory, Msg")
+    ok(shell, "memory = InMemoryMemory()")
+    ok(shell, "memory.content.append((Msg('user', 'where is the 季度报告 draft?', 'user', id='q1'), []))")
+    ok(shell, "%save_session alice memory")
+    df = ok(shell, "%session_search 季度报告")
+    assert df["message_id"].tolist() == ["q1"] and df["checkpoints"].tolist() == ["1"]
+    assert ok(shell, "%session_search nothing like this --session alice").empty
+    assert "no session 'ghost'" in usage_error(shell, "%session_search draft --session ghost")

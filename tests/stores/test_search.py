@@ -1,0 +1,58 @@
+"""Full-text search across sessions and checkpoints, Chinese and short queries included."""
+
+from __future__ import annotations
+
+import nb_sessions as nbs
+from nb_sessions.agent import InMemoryMemory, Msg
+from nb_sessions.search import SEARCH_COLUMNS
+from tests.conftest import Box
+
+
+async def memory_with(texts: list[str]) -> InMemoryMemory:
+    mem = InMemoryMemory()
+    for i, text in enumerate(texts):
+        await mem.add(Msg("user" if i % 2 else "Friday", text, "user" if i % 2 else "assistant", id=f"m{i}"))
+    return mem
+
+
+async def test_search_finds_messages_across_sessions_and_checkpoints(store: nbs.BaseStore) -> None:
+    filler = [f"filler message {i}" for i in range(40)]  # long enough to be stored entry by entry
+    mem = await memory_with([*filler, "The Q2 report shows revenue +12%", "请用用户的语言回答"])
+    await store.asave("alice", memory=mem)
+    await mem.add(Msg("user", "another REPORT, later", "user", id="late"))
+    await store.asave("alice", memory=mem)
+    await store.asave("bob", memory=await memory_with(["short chat about the report"]))
+
+    df = await store.asearch("report")
+    assert set(df["message_id"]) == {"m40", "late", "m0"}
+    row = df[df["message_id"] == "m40"].iloc[0]
+    assert (row["session"], row["checkpoints"], row["first_seq"], row["last_seq"]) == ("alice", "1-2", 1, 2)
+    assert row["path"] == "memory" and "Q2 report" in row["snippet"]
+    assert df[df["message_id"] == "late"].iloc[0]["checkpoints"] == "2"
+    assert list(df.columns) == list(SEARCH_COLUMNS)
+
+    assert list((await store.asearch("用户的"))["message_id"]) == ["m41"]  # trigram, Chinese
+    assert list((await store.asearch("用户"))["message_id"]) == ["m41"]  # two characters: scanned
+    assert list((await store.asearch("Q2"))["message_id"]) == ["m40"]
+    assert set((await store.asearch("report", session="bob"))["session"]) == {"bob"}
+    assert (await store.asearch("nowhere to be found")).empty
+
+
+async def test_search_sees_in_place_edits_and_forgets_deleted_checkpoints(store: nbs.BaseStore) -> None:
+    mem = await memory_with([f"line {i}" for i in range(40)])
+    await store.asave("s", memory=mem)
+    assert len(await store.asearch("line 7")) == 1
+    (await mem.get_memory())[7].content = "rewritten text"
+    await store.asave("s", memory=mem)
+    assert (await store.asearch("rewritten"))["checkpoints"].tolist() == ["2"]
+    assert (await store.asearch("line 7"))["checkpoints"].tolist() == ["1"]
+    await store.adelete("s@1")
+    assert (await store.asearch("line 7")).empty
+    assert len(await store.asearch("rewritten")) == 1
+
+
+def test_sync_search_and_plain_states(store: nbs.BaseStore) -> None:
+    box = Box({"memory": {"content": [[{"id": "x", "name": "n", "role": "user", "content": "needle here"}, []]]}})
+    store.save("s", box=box)
+    df = store.search("NEEDLE")
+    assert df["path"].tolist() == ["box.value.memory"] and df["role"].tolist() == ["user"]
