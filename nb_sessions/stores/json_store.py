@@ -3,11 +3,13 @@
 ``<folder>/<name>.json`` is always the latest state in AgentScope's exact
 format (``name`` is ``session`` or ``user_session``), so AgentScope's own
 JSONSession reads what nb_sessions writes and the other way round. History
-lives in ``<folder>/.nb_sessions/<name>/``: ``index.json`` (the checkpoints)
-and one ``<seq>.json`` per checkpoint.
+lives in ``<folder>/.nb_sessions/<name>/``: ``index.json`` (the checkpoints),
+one small ``<seq>.json`` per checkpoint (its skeleton: the state with its
+long lists left empty), and the entry pack (``entries-<gen>.jsonl``), where
+each distinct message is stored once and checkpoints refer to runs of it.
 
-A save writes the checkpoint file, then the index (the commit point), then
-the latest file; every write is atomic (temp file, fsync, ``os.replace``,
+A save appends new entries to the pack, writes the checkpoint file, then
+the index (the commit point), then the latest file; every write is atomic (temp file, fsync, ``os.replace``,
 fsync the folder) and a sidecar lock file serialises writers across
 processes: a lock on the data file itself protects nothing once
 ``os.replace`` swaps the inode. A latest file that AgentScope (or anyone)
@@ -20,25 +22,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import shutil
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import filelock
 
 from .. import codec
-from ..chunks import materialize
-from ..errors import ConflictError, StoreCorruptedError, StoreError
+from ..chunks import EntryEncoder, assemble, path_text, split
+from ..errors import CheckpointNotFoundError, ConflictError, StoreCorruptedError, StoreError
 from ._fs import atomic_write, clean_temp_files, run_blocking
+from ._pack import EntryPack, PackState, from_ranges, to_ranges
 from .base import BaseStore, Checkpoint, Redactor, SessionInfo, SessionKey, utcnow
+
+if TYPE_CHECKING:
+    from ..search import Hit
 
 __all__ = ["JSONStore"]
 
 HIDDEN = ".nb_sessions"
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2
 SOURCE_FILE = "json-file"  # a checkpoint that is the latest file itself (not yet in history)
 
 
@@ -58,6 +65,7 @@ class JSONStore(BaseStore):
         self.timeout = timeout
         self._cleaned = False
         self._modules_cache: dict[tuple[str, int, int], tuple[str, ...]] = {}
+        self._caches: dict[SessionKey, _PackCache] = {}
 
     @property
     def location(self) -> str:
@@ -150,23 +158,26 @@ class JSONStore(BaseStore):
 
     def _latest_changed(self, key: SessionKey, index: dict[str, Any]) -> bool:
         """True when the latest file is not the one our last save wrote."""
-        path = self._latest_file(key)
         try:
-            st = path.stat()
+            st = self._latest_file(key).stat()
         except FileNotFoundError:
             return False
-        expected = index.get("latest_file") or {}
-        if [st.st_size, st.st_mtime_ns] == [expected.get("size"), expected.get("mtime_ns")]:
-            return False
-        # A save interrupted between its index and its latest file leaves the
-        # previous checkpoint's bytes there: stale, not a foreign write.
-        entries = index["checkpoints"]
-        if len(entries) >= 2 and entries[-2].get("size") == st.st_size:
-            with contextlib.suppress(OSError):
-                previous = self._history_dir(key) / f"{entries[-2]['seq']}.json"
-                if previous.read_bytes() == path.read_bytes():
-                    return False
+        stamp = [st.st_size, st.st_mtime_ns]
+        for recorded in (index.get("latest_file"), index.get("stale_latest_file")):
+            # The second: a save interrupted between its index and its latest file left
+            # the previous latest file in place: stale, not a foreign write.
+            if isinstance(recorded, dict) and stamp == [recorded.get("size"), recorded.get("mtime_ns")]:
+                return False
         return True
+
+    def _latest_is_current(self, key: SessionKey, index: dict[str, Any]) -> bool:
+        """True when the latest file holds exactly the last checkpoint of the index."""
+        try:
+            st = self._latest_file(key).stat()
+        except FileNotFoundError:
+            return False
+        recorded = index.get("latest_file") or {}
+        return [st.st_size, st.st_mtime_ns] == [recorded.get("size"), recorded.get("mtime_ns")]
 
     def _history_sync(self, key: SessionKey) -> list[Checkpoint]:
         index = self._read_index(key)
@@ -199,7 +210,8 @@ class JSONStore(BaseStore):
         parent: int | None,
     ) -> Checkpoint:
         def job(check_abort: Callable[[], None]) -> Checkpoint:
-            data = codec.dumps(materialize(states))
+            skeleton, chunks = split(states)
+            skeleton_data = codec.dumps(skeleton)
             self._prepare_folder()
             with self._locked(key, check_abort):
                 index = self._adopt_latest_file(key)
@@ -212,19 +224,47 @@ class JSONStore(BaseStore):
                     )
                 known = {e["seq"] for e in entries}
                 chosen = parent if parent in known else (entries[-1]["seq"] if entries else None)
+                hdir = self._history_dir(key)
+                hdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+                pack = EntryPack(hdir, PackState.from_json(index.get("pack")))
+                cache = self._caches.get(key)
+                if cache is None or cache.pack != pack.state:
+                    cache = _PackCache(pack.state, pack.hashes(), cache.encoder if cache else None)
+                    self._caches[key] = cache
+                encoded = [cache.encoder.encode(chunk) for chunk in chunks]
+                fresh: dict[bytes, bytes] = {}
+                for _, _, blobs, _ in encoded:
+                    for blob in blobs:
+                        if blob.hash not in cache.ordinals:
+                            fresh.setdefault(blob.hash, blob.data)
+                try:
+                    new_state = pack.append(list(fresh.items()))
+                except BaseException:
+                    self._caches.pop(key, None)
+                    raise
+                ordinals = dict(cache.ordinals)
+                ordinals.update({h: pack.state.count + i for i, h in enumerate(fresh)})
+                written = EntryPack(hdir, new_state)
+                lists = [
+                    (chunk.path, [ordinals[h] for h in hashes])
+                    for chunk, (hashes, _, _, _) in zip(chunks, encoded, strict=True)
+                ]
+                chunk_rows = [[list(path), to_ranges(ns)] for path, ns in lists]
+                data = self._splice(skeleton, lists, written, f"checkpoint {key}@{seq}")
                 now = utcnow()
-                entry = {
+                entry: dict[str, Any] = {
                     "seq": seq, "parent": chosen, "created_at": now.isoformat(), "label": label,
                     "modules": list(states), "size": len(data), "metadata": metadata,
                 }
-                hdir = self._history_dir(key)
-                hdir.mkdir(mode=0o700, parents=True, exist_ok=True)
-                atomic_write(hdir / f"{seq}.json", data)
-                stamp = now.timestamp()
-                ns = int(stamp * 1e9)
+                if chunk_rows:
+                    entry["chunks"] = chunk_rows
+                atomic_write(hdir / f"{seq}.json", skeleton_data)
+                ns = int(now.timestamp() * 1e9)
                 new_index = {
-                    **index, "next_seq": seq + 1, "checkpoints": [*entries, entry],
+                    **index, "format": INDEX_FORMAT, "next_seq": seq + 1,
+                    "checkpoints": [*entries, entry], "pack": new_state.to_json(),
                     "latest_file": {"size": len(data), "mtime_ns": ns},
+                    "stale_latest_file": index.get("latest_file"),
                 }
                 try:
                     self._write_index(key, new_index, check_abort)  # the commit point
@@ -232,12 +272,47 @@ class JSONStore(BaseStore):
                     with contextlib.suppress(FileNotFoundError):
                         (hdir / f"{seq}.json").unlink()
                     raise
+                cache.pack = new_state
+                cache.ordinals = ordinals
+                cache.encoder.known = {k: v for _, _, _, seen in encoded for k, v in seen.items()}
                 self._write_latest(key, data, ns)
             return self._cp_from_entry(key, entry)
 
         cp = await run_blocking(job)
         self._parents[key] = cp.seq
         return cp
+
+    @staticmethod
+    def _splice(
+        skeleton: dict[str, Any],
+        rows: Sequence[tuple[tuple[str | int, ...], list[int]]],
+        pack: EntryPack,
+        where: str,
+    ) -> bytes:
+        """The full state's JSON: the skeleton (modified here) with each list's entries from the pack.
+
+        Entries are copied as the bytes they were stored as, never decoded and re-encoded.
+        """
+        if not rows:
+            return codec.dumps(skeleton)
+        token = secrets.token_hex(8)
+        marks = [f"\x00nbs:{token}:{i}" for i in range(len(rows))]
+        out = codec.dumps(assemble(skeleton, [(path, mark) for (path, _), mark in zip(rows, marks, strict=True)]))  # type: ignore[misc]
+        for mark, (_, ordinals) in zip(marks, rows, strict=True):
+            body = b"[" + b",".join(pack.read(ordinals, where)) + b"]"
+            out = out.replace(codec.dumps(mark), body, 1)
+        return out
+
+    def _full_bytes(self, key: SessionKey, index: dict[str, Any], entry: dict[str, Any]) -> bytes:
+        """The JSON of a checkpoint's whole state, as AgentScope's file holds it."""
+        hdir = self._history_dir(key)
+        data = (hdir / f"{entry['seq']}.json").read_bytes()
+        if not entry.get("chunks"):
+            return data
+        skeleton = codec.loads(data, f"checkpoint {key}@{entry['seq']}")
+        pack = EntryPack(hdir, PackState.from_json(index.get("pack")))
+        rows = [(tuple(p), from_ranges(r)) for p, r in entry["chunks"]]
+        return self._splice(skeleton, rows, pack, f"checkpoint {key}@{entry['seq']}")
 
     def _write_latest(self, key: SessionKey, data: bytes, mtime_ns: int) -> None:
         path = self._latest_file(key)
@@ -306,10 +381,21 @@ class JSONStore(BaseStore):
 
     async def _read(self, cp: Checkpoint) -> dict[str, Any]:
         def job() -> dict[str, Any]:
+            entry: dict[str, Any] | None = None
+            index: dict[str, Any] | None = None
             if cp.metadata.get("source") == SOURCE_FILE:
                 path = self._latest_file(cp.key)
             else:
                 path = self._history_dir(cp.key) / f"{cp.seq}.json"
+                index = self._read_index(cp.key)
+                entries = index["checkpoints"] if index else []
+                entry = next((e for e in entries if e["seq"] == cp.seq), None)
+                if entry is None:
+                    raise CheckpointNotFoundError(
+                        f"checkpoint {cp.ref} is no longer in {self.path} (deleted meanwhile?)", ref=cp.ref
+                    )
+                if entry.get("chunks") and entries[-1] is entry and index and self._latest_is_current(cp.key, index):
+                    path, entry = self._latest_file(cp.key), None  # the same state, in one file
             try:
                 data = path.read_bytes()
             except FileNotFoundError:
@@ -327,6 +413,19 @@ class JSONStore(BaseStore):
                     "of module states",
                     location=str(path),
                 )
+            if entry is not None and entry.get("chunks") and index is not None:
+                pack = EntryPack(self._history_dir(cp.key), PackState.from_json(index.get("pack")))
+                where = f"checkpoint {cp.ref}"
+                lists = []
+                for p, ranges in entry["chunks"]:
+                    body = b"[" + b",".join(pack.read(from_ranges(ranges), where)) + b"]"
+                    lists.append((tuple(p), codec.loads(body, f"{where} ({path_text(tuple(p))})")))
+                try:
+                    assemble(state, lists)
+                except (KeyError, IndexError, TypeError) as exc:
+                    raise StoreCorruptedError(
+                        f"{where}: a stored list does not fit its place ({exc})", location=str(path)
+                    ) from None
             return state
 
         return await asyncio.to_thread(job)
@@ -390,7 +489,7 @@ class JSONStore(BaseStore):
                 latest_moved = entries[-1] in gone
                 hdir = self._history_dir(key)
                 if latest_moved:
-                    data = (hdir / f"{left[-1]['seq']}.json").read_bytes()
+                    data = self._full_bytes(key, index, left[-1])
                     ns = utcnow().timestamp()
                     stamp = int(ns * 1e9)
                     new_index["latest_file"] = {"size": len(data), "mtime_ns": stamp}
@@ -420,4 +519,91 @@ class JSONStore(BaseStore):
         await run_blocking(job)
 
     async def _vacuum(self) -> int:
-        return 0  # deleted files give their space back at once
+        """Rewrite each session's entry pack without the entries no checkpoint uses any more."""
+
+        def job(check_abort: Callable[[], None]) -> int:
+            reclaimed = 0
+            for info in self._sessions_sync():
+                key = info.key
+                with self._locked(key, check_abort):
+                    index = self._read_index(key)
+                    if index is None or "pack" not in index:
+                        continue
+                    hdir = self._history_dir(key)
+                    pack = EntryPack(hdir, PackState.from_json(index["pack"]))
+                    live = sorted({n for e in index["checkpoints"] for _, r in e.get("chunks", ()) for n in from_ranges(r)})
+                    if len(live) == pack.state.count:
+                        continue
+                    before = _size(pack.data_path) + _size(pack.index_path)
+                    fresh, remap = pack.compact(live)
+                    checkpoints = [
+                        {**e, "chunks": [[p, to_ranges([remap[n] for n in from_ranges(r)])] for p, r in e["chunks"]]}
+                        if e.get("chunks") else e
+                        for e in index["checkpoints"]
+                    ]
+                    self._write_index(key, {**index, "checkpoints": checkpoints, "pack": fresh.state.to_json()}, check_abort)
+                    pack.remove_files()
+                    self._caches.pop(key, None)
+                    reclaimed += before - _size(fresh.data_path) - _size(fresh.index_path)
+            return reclaimed
+
+        return await run_blocking(job)
+
+    async def _search(self, text: str, keys: list[SessionKey]) -> list[Hit]:
+        """Scan each session's entry pack once, then map matches to the checkpoints using them."""
+        from ..search import Hit, entry_message, matches, scan_state, searchable_text
+
+        def job() -> list[Hit]:
+            hits: list[Hit] = []
+            needle = text.lower().encode()
+            # A raw-bytes prefilter is exact only where JSON writes the text unescaped.
+            prefilter = text.isascii() and not any(c in text for c in '"\\') and text.isprintable()
+            for key in keys:
+                index = self._read_index(key)
+                if index is None:
+                    for cp in self._history_sync(key):
+                        with contextlib.suppress(StoreCorruptedError, OSError):
+                            state = codec.loads(self._latest_file(key).read_bytes())
+                            hits += [Hit(key.session_id, key.user_id, cp.seq, p, m) for p, m in scan_state(state, text)]
+                    continue
+                found: dict[int, Any] = {}
+                if "pack" in index:
+                    pack = EntryPack(self._history_dir(key), PackState.from_json(index["pack"]))
+                    with contextlib.suppress(StoreCorruptedError):
+                        for n, data in pack.iter_entries():
+                            if prefilter and needle not in data.lower():
+                                continue
+                            with contextlib.suppress(StoreCorruptedError):
+                                msg = entry_message(codec.loads(data))
+                                if msg is not None and matches(searchable_text(msg), text):
+                                    found[n] = msg
+                for entry in index["checkpoints"]:
+                    seq = entry["seq"]
+                    with contextlib.suppress(StoreCorruptedError, OSError):
+                        skeleton = codec.loads((self._history_dir(key) / f"{seq}.json").read_bytes())
+                        hits += [Hit(key.session_id, key.user_id, seq, p, m) for p, m in scan_state(skeleton, text)]
+                    for p, ranges in entry.get("chunks", ()):
+                        where = path_text(tuple(p[:-1]) if p and p[-1] == "content" else tuple(p))
+                        hits += [
+                            Hit(key.session_id, key.user_id, seq, where, found[n])
+                            for n in from_ranges(ranges) if n in found
+                        ]
+            return hits
+
+        return await asyncio.to_thread(job)
+
+
+class _PackCache:
+    """What this process knows of a session's pack: valid while the pack state is unchanged."""
+
+    def __init__(self, pack: PackState, ordinals: dict[bytes, int], encoder: EntryEncoder | None) -> None:
+        self.pack = pack
+        self.ordinals = ordinals
+        self.encoder = encoder or EntryEncoder()
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0

@@ -139,3 +139,45 @@ async def test_memory_snapshot_matches_state_dict() -> None:
     await talk(agent, 5)
     assert materialize({"a": snapshot(agent)}) == {"a": agent.state_dict()}
     assert isinstance(snapshot(agent.memory)["content"], type(snapshot(InMemoryMemory())["content"]))
+
+
+def pack_lines(folder: Path, stem: str) -> int:
+    packs = sorted((folder / ".nb_sessions" / stem).glob("entries-*.jsonl"))
+    return sum(len(p.read_bytes().splitlines()) for p in packs)
+
+
+async def test_json_store_keeps_each_entry_once_and_the_latest_file_whole(tmp_path: Path) -> None:
+    import json
+
+    store = nbs.JSONStore(tmp_path)
+    box = Box([{"i": i, "t": "é"} for i in range(100)])
+    for i in range(5):
+        box.value.append({"i": 100 + i})
+        await store.asave("s", box=box)
+    assert pack_lines(tmp_path, "s") == 105
+    assert json.loads((tmp_path / "s.json").read_text(encoding="utf-8")) == {"box": {"value": box.value}}
+    assert (await store.aget_state("s@2"))["box"]["value"] == box.value[:102]
+    await store.adelete("s@5")  # the latest file is rebuilt from the history
+    assert json.loads((tmp_path / "s.json").read_text(encoding="utf-8"))["box"]["value"] == box.value[:104]
+    assert await store.aprune("s", keep_last=1, keep_labeled=False)
+    assert pack_lines(tmp_path, "s") == 105  # entries stay until vacuum
+    assert await store.avacuum() > 0
+    assert pack_lines(tmp_path, "s") == 104
+    assert (await store.aget_state("s"))["box"]["value"] == box.value[:104]
+    box.value.append({"i": "after vacuum"})
+    await nbs.JSONStore(tmp_path).asave("s", box=box)  # a fresh process sees the new generation
+    assert (await store.aget_state("s"))["box"]["value"] == box.value
+
+
+async def test_json_store_cuts_off_what_a_killed_save_appended(tmp_path: Path) -> None:
+    store = nbs.JSONStore(tmp_path)
+    box = Box([{"i": i} for i in range(40)])
+    await store.asave("s", box=box)
+    [pack] = (tmp_path / ".nb_sessions" / "s").glob("entries-*.jsonl")
+    with open(pack, "ab") as fh:
+        fh.write(b'{"half written')  # as if killed mid-append, before the index was committed
+    box.value.append({"i": 40})
+    cp = await nbs.JSONStore(tmp_path).asave("s", box=box)
+    assert (await store.aget_state(cp.ref))["box"]["value"] == box.value
+    assert (await store.aget_state("s@1"))["box"]["value"] == box.value[:40]
+    assert b"half written" not in pack.read_bytes()
