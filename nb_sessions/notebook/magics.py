@@ -315,6 +315,11 @@ class SessionMagics(Magics):
         action="store_true",
         help="change nothing; show what a restore would change",
     )
+    @argument(
+        "--repair",
+        action="store_true",
+        help="close tool calls left without a result with an error result (report them)",
+    )
     @argument("-s", "--store", default=None, help=_STORE_HELP)
     def load_session(self, line: str) -> SessionDiff | None:
         """Restore live objects from a checkpoint, all or nothing; --dry-run shows the changes instead."""
@@ -343,14 +348,18 @@ class SessionMagics(Magics):
             )
         notes = plan.notes(cp.ref)
         if args.dry_run:
-            return self._dry_run(store, cp, plan.modules, strict, notes)
+            return self._dry_run(store, cp, plan.modules, strict, notes, args.repair)
         with _user_errors(action):
-            store.load(cp, strict=strict, **plan.modules)
+            loaded = store.load(cp, strict=strict, repair=args.repair, **plan.modules)
         label = f" [{cp.label}]" if cp.label else ""
         print(
             f"restored {', '.join(plan.modules)} from {cp.ref}{label} "
             f"(saved {cp.created_at:%Y-%m-%d %H:%M:%S} UTC)"
         )
+        if loaded is not None and loaded.repair is not None:
+            print(loaded.repair)
+            if loaded.repair.changed:
+                print(f"the checkpoint itself is unchanged: %save_session {cp.session} keeps the repair")
         for note in notes:
             print(note)
         return None
@@ -362,6 +371,7 @@ class SessionMagics(Magics):
         modules: Mapping[str, Any],
         strict: bool,
         notes: list[str],
+        repair: bool = False,
     ) -> SessionDiff:
         from ..diff import diff_states
 
@@ -369,6 +379,11 @@ class SessionMagics(Magics):
         with _user_errors(action):
             saved = store.get_state(cp)
             live = live_states(modules)
+        if repair:
+            from ..repair import repair_states
+
+            saved, report = repair_states(saved, dry_run=True)
+            print(report)
         chosen = {n: saved[n] for n in modules}
         result = diff_states(live, chosen, label_a="live", label_b=cp.ref)
         print(

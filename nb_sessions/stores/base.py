@@ -10,6 +10,7 @@ private loop.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -31,6 +32,8 @@ from ..state import as_stateful, load_modules, snapshot
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from ..repair import RepairReport
 
     from ..search import Hit
 
@@ -194,6 +197,8 @@ class Checkpoint:
     label: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
     store: BaseStore | None = field(default=None, compare=False, repr=False)
+    #: After ``load(..., repair=True)``: what was closed (the stored checkpoint is unchanged).
+    repair: RepairReport | None = field(default=None, compare=False, repr=False)
 
     @property
     def key(self) -> SessionKey:
@@ -385,6 +390,7 @@ class BaseStore:
         allow_not_exist: bool = False,
         *,
         user_id: str | None = None,
+        repair: bool = False,
         **modules: Any,
     ) -> Checkpoint | None:
         """Restore ``modules`` from a checkpoint: all of them or, on any error, none.
@@ -392,6 +398,10 @@ class BaseStore:
         With ``strict`` a module missing from the checkpoint, or a key missing or
         unexpected at any depth, is an error. Returns the checkpoint loaded, or
         None when the session does not exist and ``allow_not_exist`` is set.
+        With ``repair``, tool calls left without a result (an agent stopped
+        between a call and its result never resumes cleanly) are closed with an
+        error result in what is loaded; ``checkpoint.repair`` reports them. The
+        stored checkpoint is not changed: save again to keep the repair.
         """
         parsed = parse_ref(ref, user_id)
         try:
@@ -401,9 +411,14 @@ class BaseStore:
                 return None
             raise
         states = await self._read(cp)
+        report = None
+        if repair:
+            from ..repair import repair_states
+
+            states, report = repair_states(states)
         load_modules(modules, states, strict=strict)
         self._parents[cp.key] = cp.seq
-        return cp
+        return dataclasses.replace(cp, repair=report) if report is not None else cp
 
     async def aget_state(self, ref: RefLike, *, user_id: str | None = None) -> dict[str, Any]:
         """Return the saved ``{module: state_dict}`` of a checkpoint; no live objects needed."""
@@ -575,10 +590,13 @@ class BaseStore:
         allow_not_exist: bool = False,
         *,
         user_id: str | None = None,
+        repair: bool = False,
         **modules: Any,
     ) -> Checkpoint | None:
         """Restore ``modules`` from a checkpoint (all or none); see :meth:`aload`."""
-        return run_sync(self.aload(ref, strict, allow_not_exist, user_id=user_id, **modules))
+        return run_sync(
+            self.aload(ref, strict, allow_not_exist, user_id=user_id, repair=repair, **modules)
+        )
 
     def get_state(self, ref: RefLike, *, user_id: str | None = None) -> dict[str, Any]:
         """Return the saved ``{module: state_dict}`` of a checkpoint."""

@@ -663,3 +663,22 @@ async def test_session_search_finds_messages(shell: InteractiveShell) -> None:
     assert df["message_id"].tolist() == ["q1"] and df["checkpoints"].tolist() == ["1"]
     assert ok(shell, "%session_search nothing like this --session alice").empty
     assert "no session 'ghost'" in usage_error(shell, "%session_search draft --session ghost")
+
+
+async def test_load_session_repair_closes_dangling_tool_calls(shell: InteractiveShell) -> None:
+    ok(shell, "from nb_sessions.agent import InMemoryMemory, Msg")
+    ok(shell, "memory = InMemoryMemory()")
+    ok(
+        shell,
+        "memory.content.append((Msg('Friday', [{'type': 'tool_use', 'id': 'call-1', 'name': 'crash', 'input': {}}],"
+        " 'assistant', id='a1'), []))",
+    )
+    ok(shell, "%save_session broken memory")
+    ok(shell, "%load_session broken memory --repair --dry-run")
+    assert ok(shell, "len(memory.content)") == 1  # the dry run changed nothing
+    ok(shell, "%load_session broken memory --repair")
+    content = ok(shell, "[m.to_dict() for m, _ in memory.content]")
+    assert len(content) == 2
+    result = content[1]["content"][0]
+    assert (result["type"], result["id"]) == ("tool_result", "call-1")
+    assert len(store(shell).get_state("broken")["memory"]["content"]) == 1  # the checkpoint is unchanged

@@ -299,3 +299,25 @@ def test_redact_hook_strips_secrets_before_writing(tmp_path: Any) -> None:
 def test_unsafe_user_ids_are_refused(store: nbs.BaseStore, bad: str) -> None:
     with pytest.raises(InvalidIdError):
         store.save("s", user_id=bad, box=Box(1))
+
+
+async def test_load_with_repair_closes_dangling_tool_calls(store: nbs.BaseStore) -> None:
+    from nb_sessions.agent import Msg, ScriptedAgent
+
+    agent = ScriptedAgent("Friday", seed=2)
+    await agent(Msg("user", "what is 2+3", "user"))
+    with pytest.raises(BaseException, match="crash"):
+        await agent(Msg("user", "crash", "user"))
+    saved = await store.asave("broken", agent=agent)
+    fresh = ScriptedAgent("Friday")
+    cp = await store.aload("broken", repair=True, agent=fresh)
+    assert cp is not None and cp.repair is not None and len(cp.repair.calls) == 1
+    call = cp.repair.calls[0]
+    results = [
+        b for m, _ in fresh.memory.content if isinstance(m.content, list)
+        for b in m.content if b.get("type") == "tool_result" and b.get("id") == call.tool_use_id
+    ]
+    assert len(results) == 1 and "interrupted" in str(results[0]["output"])
+    assert await store.aget_state(saved.ref) == {"agent": agent.state_dict()}  # stored checkpoint unchanged
+    plain = await store.aload("broken", agent=ScriptedAgent("Friday"))
+    assert plain is not None and plain.repair is None
