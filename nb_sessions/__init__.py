@@ -55,6 +55,7 @@ __all__ = [
     "SessionDiff",
     "SessionInfo",
     "SessionNotFoundError",
+    "SessionPanel",
     "StateError",
     "StateMismatchError",
     "StateModule",
@@ -69,6 +70,22 @@ __all__ = [
     "unload_ipython_extension",
     "views",
 ]
+
+
+_LAZY_MODULES = ("redact", "repair", "search", "chunks", "codec")
+
+
+def __getattr__(name: str) -> Any:
+    # The panel needs ipywidgets (and so IPython): imported only when asked for.
+    if name == "SessionPanel":
+        from .notebook.widgets import SessionPanel
+
+        return SessionPanel
+    if name in _LAZY_MODULES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_ipython_extension(ipython: Any) -> None:
