@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 from .state import load_modules
-from .stores.base import BaseStore, parse_ref
+from .stores.base import BaseStore, SessionKey, validate_id
 from .stores.json_store import JSONStore
 from .stores.sqlite_store import SQLiteStore
 
@@ -28,28 +28,33 @@ class StoreSession:
         self, session_id: str, user_id: str = "", **state_modules_mapping: Any
     ) -> None:
         """Save the modules' states as a new checkpoint of the session."""
-        await self.store.asave(session_id, user_id=user_id, **state_modules_mapping)
+        await self.store.asave(_key(session_id, user_id), **state_modules_mapping)
 
     async def load_session_state(
         self,
         session_id: str,
         user_id: str = "",
         allow_not_exist: bool = True,
+        *,
+        strict: bool = True,
         **state_modules_mapping: Any,
     ) -> None:
         """Load the latest checkpoint into the modules it holds a state for (AgentScope's rule).
 
-        Unlike AgentScope, a failure leaves every module as it was.
+        Ids are taken literally, as AgentScope does (``team@example.com`` is a
+        session id, not a reference). Unlike AgentScope, a failure leaves every
+        module as it was, and ``strict`` (an nb_sessions keyword) also refuses
+        keys the objects do not know; pass ``strict=False`` to ignore them.
         """
-        ref = parse_ref(session_id, user_id)
+        key = _key(session_id, user_id)  # an invalid id raises, whatever allow_not_exist says
         try:
-            states = await self.store.aget_state(ref)
+            states = await self.store.aget_state(key)
         except LookupError:
             if allow_not_exist:
                 return
             raise
         present = {n: m for n, m in state_modules_mapping.items() if n in states}
-        load_modules(present, states, strict=True)
+        load_modules(present, states, strict=strict)
 
 
 class JSONSession(StoreSession):
@@ -66,3 +71,9 @@ class SQLiteSession(StoreSession):
     def __init__(self, sqlite_path: str | os.PathLike[str] = "nb_sessions.db") -> None:
         self.sqlite_path = str(sqlite_path)
         self.store = SQLiteStore(sqlite_path)
+
+
+def _key(session_id: str, user_id: str) -> SessionKey:
+    return SessionKey(
+        validate_id(user_id, "user id", literal=True), validate_id(session_id, literal=True)
+    )

@@ -34,7 +34,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from ..repair import RepairReport
-
     from ..search import Hit
 
 __all__ = [
@@ -51,10 +50,10 @@ __all__ = [
 
 MAX_ID_LENGTH = 200
 MAX_LABEL_LENGTH = 100
-_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f/\\@]")
+_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f/\\]")
 _FORBIDDEN_LABEL = re.compile(r"[\x00-\x1f\x7f@]")
 
-RefLike = Union[str, "Checkpoint", "Ref"]
+RefLike = Union[str, "Checkpoint", "Ref", "SessionKey"]
 Redactor = Callable[[str, dict[str, Any]], dict[str, Any]]
 
 
@@ -98,8 +97,13 @@ class Ref:
         return str(self.key)
 
 
-def validate_id(value: Any, what: str = "session id") -> str:
-    """Return ``value`` if it is a safe id; raise :class:`InvalidIdError` saying why otherwise."""
+def validate_id(value: Any, what: str = "session id", *, literal: bool = False) -> str:
+    """Return ``value`` if it is a safe id; raise :class:`InvalidIdError` saying why otherwise.
+
+    ``@`` separates a session from a checkpoint in references, so ids parsed
+    from a reference cannot hold one; ``literal`` ids (AgentScope's session
+    and user ids, e.g. an e-mail address) may.
+    """
     if not isinstance(value, str):
         raise InvalidIdError(f"{what} must be a str, got {type(value).__name__}", value=value)
     if what == "user id" and value == "":
@@ -109,10 +113,12 @@ def validate_id(value: Any, what: str = "session id") -> str:
         problem = "it is empty"
     elif len(value) > MAX_ID_LENGTH:
         problem = f"it is {len(value)} characters long (at most {MAX_ID_LENGTH})"
-    elif value in (".", "..") or ".." in value:
-        problem = "it contains '..'"
+    elif value in (".", ".."):
+        problem = "it is a path component ('.' or '..')"
     elif _FORBIDDEN.search(value):
-        problem = "it contains '/', '\\', '@' or a control character"
+        problem = "it contains '/', '\\' or a control character"
+    elif "@" in value and not literal:
+        problem = "'@' separates a session from a checkpoint in references (pass a SessionKey for such ids)"
     elif value != value.strip():
         problem = "it starts or ends with white space"
     elif value.startswith("."):
@@ -120,7 +126,7 @@ def validate_id(value: Any, what: str = "session id") -> str:
     if problem:
         raise InvalidIdError(
             f"invalid {what} {value!r}: {problem}. Use letters, digits, '-', '_' and '.' "
-            "(no path separators, '@' or '..').",
+            "(no path separators or control characters).",
             value=value,
         )
     return value
@@ -157,6 +163,12 @@ def parse_ref(ref: Any, user_id: str | None = None) -> Ref:
         return ref
     if isinstance(ref, Checkpoint):
         return Ref(SessionKey(ref.user_id, ref.session_id), seq=ref.seq)
+    if isinstance(ref, SessionKey):
+        key = SessionKey(
+            validate_id(ref.user_id if user_id is None else user_id, "user id", literal=True),
+            validate_id(ref.session_id, literal=True),
+        )
+        return Ref(key)
     if not isinstance(ref, str):
         raise InvalidIdError(
             f"a reference must be a str like 'alice' or 'alice@3', got {type(ref).__name__}", value=ref
@@ -348,7 +360,7 @@ class BaseStore:
 
     async def asave(
         self,
-        session: str,
+        session: str | SessionKey,
         label: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         *,
@@ -573,7 +585,7 @@ class BaseStore:
 
     def save(
         self,
-        session: str,
+        session: str | SessionKey,
         label: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         *,

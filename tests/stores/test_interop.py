@@ -136,3 +136,21 @@ def test_an_as_session_database_opens_as_it_is(tmp_path: Path, sample_state: dic
     assert store.prune("carol", keep_last=1, keep_labeled=False).removed == ()
     after = sqlite3.connect(path).execute("SELECT * FROM as_session ORDER BY session_id").fetchall()
     assert after == before
+
+
+async def test_drop_in_ids_are_literal_like_agentscope(tmp_path: Path) -> None:
+    session = nbs.JSONSession(tmp_path)
+    await session.save_session_state("chat@work", user_id="bob@example.com", box=Box("hi"))
+    assert (tmp_path / "bob@example.com_chat@work.json").exists()
+    restored = Box()
+    await session.load_session_state("chat@work", user_id="bob@example.com", box=restored)
+    assert restored.value == "hi"
+    with pytest.raises(nbs.InvalidIdError):
+        await session.load_session_state("../escape", box=restored)  # even with allow_not_exist
+    loose = Box()
+    await session.save_session_state("extra", box=Box("x"), other=Box("y"))
+    (tmp_path / "extra.json").write_text('{"box": {"value": "x", "unknown": 1}}', encoding="utf-8")
+    with pytest.raises(nbs.StateMismatchError):
+        await session.load_session_state("extra", box=loose)
+    await session.load_session_state("extra", box=loose, strict=False)
+    assert loose.value == "x"
