@@ -246,7 +246,7 @@ def test_errors_show_in_the_status_line(store: nbs.BaseStore) -> None:
     loose._confirm.click()
     assert ns["box"].value == "saved"
     assert ns["box"].child.value == "kid"
-    panel._save_as.value = "bad..name"
+    panel._save_as.value = "../evil"
     panel._save.click()
     assert "invalid" in panel._status.value
     nothing = SessionPanel(store, {"other": Box(1)})

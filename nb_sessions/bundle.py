@@ -1,0 +1,566 @@
+"""Bundles and copies: whole session histories moved between stores and files.
+
+A bundle is one JSON object holding every checkpoint of one or more sessions::
+
+    {"format": "nb_sessions-bundle", "version": 1,
+     "created_at": "...", "nb_sessions_version": "0.1.0",
+     "sessions": [{"user_id": "", "session_id": "alice", "checkpoints": [
+         {"seq": 1, "parent": null, "created_at": "...", "label": "planned",
+          "metadata": {...}, "modules": ["agent"], "sha256": "...", "state": {...}}]}]}
+
+It is written with :mod:`nb_sessions.codec`, so NaN, integers beyond 64 bits
+and lone surrogates come back exactly, one checkpoint per line, streamed (a
+checkpoint's state is in memory only while it is written). ``sha256`` is the
+hex digest of the state's canonical JSON (:func:`canonical_json`); every
+digest is checked before an import writes anything.
+
+The store API writes checkpoints only through ``save()``, which numbers and
+stamps them itself. So :func:`copy_sessions` and :func:`import_bundle`
+replay each session oldest first through ``store.save()`` with holder
+objects: the copy gets numbers 1..n (the same numbers when the source had no
+gaps) and the time of the copy, while ``metadata`` keeps ``original_seq``,
+``original_created_at`` (the first origin's, across chains of copies) and
+``copied_from`` (the source reference). Labels, module order, states and
+branches are kept: before replaying a checkpoint whose parent is not the one
+just written, the parent's copy is loaded (``store.load``), which makes it the
+parent of the next save, exactly as in a notebook that went back in time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import os
+import secrets
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any
+
+from . import codec
+from .errors import ConflictError, NbSessionsError, SessionNotFoundError, StoreCorruptedError
+from .stores.base import BaseStore, Checkpoint, SessionKey, parse_ref, validate_id
+
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "Bundle",
+    "BundleCheckpoint",
+    "BundleSession",
+    "Copied",
+    "ProgressCallback",
+    "canonical_json",
+    "copy_sessions",
+    "import_bundle",
+    "import_state_file",
+    "is_bundle",
+    "read_bundle",
+    "state_digest",
+    "write_bundle",
+    "write_state",
+]
+
+#: The ``format`` marker of a bundle file.
+FORMAT = "nb_sessions-bundle"
+#: The bundle schema version this nb_sessions writes and the newest it reads.
+VERSION = 1
+
+#: ``progress(done, total, note)``: called after each checkpoint is handled.
+ProgressCallback = Callable[[int, int, str], None]
+
+# store.save(session, label, metadata, *, user_id, **modules): these names cannot be modules.
+_RESERVED_MODULES = frozenset({"session", "label", "metadata", "user_id"})
+
+
+def canonical_json(value: Any) -> bytes:
+    """The canonical bytes behind a checksum: keys sorted, no spaces, UTF-8 with lone surrogates passed through.
+
+    Exactly ``json.dumps(value, sort_keys=True, ensure_ascii=False,
+    separators=(",", ":"), allow_nan=True).encode("utf-8", "surrogatepass")``.
+    """
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=True)
+    return text.encode("utf-8", "surrogatepass")
+
+
+def state_digest(state: Mapping[str, Any]) -> str:
+    """The hex SHA-256 of a state's :func:`canonical_json` (equal states, equal digests; NaN equals NaN)."""
+    return hashlib.sha256(canonical_json(state)).hexdigest()
+
+
+# -- the bundle model ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BundleCheckpoint:
+    """One checkpoint as a bundle holds it: its place in the history, and its state."""
+
+    seq: int
+    parent: int | None
+    created_at: str
+    label: str | None
+    metadata: Mapping[str, Any]
+    modules: tuple[str, ...]
+    sha256: str
+    state: Mapping[str, Any] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class BundleSession:
+    """A session and its checkpoints, oldest first."""
+
+    user_id: str
+    session_id: str
+    checkpoints: tuple[BundleCheckpoint, ...]
+
+    @property
+    def key(self) -> SessionKey:
+        """The session's ``(user_id, session_id)``."""
+        return SessionKey(self.user_id, self.session_id)
+
+    @property
+    def session(self) -> str:
+        """The session as written in references (``user/session`` or ``session``)."""
+        return str(self.key)
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A bundle read (and verified) from a file."""
+
+    sessions: tuple[BundleSession, ...]
+    version: int = VERSION
+    path: str = ""
+    created_at: str | None = None
+
+    @property
+    def checkpoints(self) -> int:
+        """How many checkpoints the bundle holds in all."""
+        return sum(len(s.checkpoints) for s in self.sessions)
+
+
+@dataclass(frozen=True)
+class Copied:
+    """One session replayed into a store: where it came from and the checkpoints written."""
+
+    source: str
+    target: str
+    checkpoints: tuple[Checkpoint, ...]
+    #: Original seq -> seq in the destination.
+    seq_map: Mapping[int, int]
+
+
+# -- writing ----------------------------------------------------------------------
+
+
+def write_state(store: BaseStore, ref: str, path: str | os.PathLike[str] | IO[bytes]) -> Checkpoint:
+    """Write one checkpoint's state as an AgentScope JSONSession file (``{module: state}``, codec bytes)."""
+    cp = store.checkpoint(ref)
+    data = codec.dumps(store.get_state(cp))
+    with _output(path) as out:
+        out.write(data)
+    return cp
+
+
+def write_bundle(
+    store: BaseStore,
+    sessions: Sequence[str] | None,
+    path: str | os.PathLike[str] | IO[bytes],
+    *,
+    progress: ProgressCallback | None = None,
+) -> tuple[int, int]:
+    """Write whole sessions (all of the store's when ``sessions`` is None) as a bundle; return ``(sessions, checkpoints)``.
+
+    A file is replaced atomically: an interrupted export leaves no half bundle.
+    """
+    from . import __version__
+
+    histories = _histories(store, sessions)
+    total = sum(len(h) for _, h in histories)
+    header = codec.dumps({
+        "format": FORMAT,
+        "version": VERSION,
+        "created_at": datetime.now(timezone.utc).isoformat(),
+        "nb_sessions_version": __version__,
+    })
+    done = 0
+    with _output(path) as out:
+        out.write(header[:-1] + b',"sessions":[\n')
+        for i, (key, history) in enumerate(histories):
+            head = codec.dumps({"user_id": key.user_id, "session_id": key.session_id})
+            out.write((b",\n" if i else b"") + head[:-1] + b',"checkpoints":[\n')
+            for j, cp in enumerate(history):
+                state = store.get_state(cp)
+                record = {
+                    "seq": cp.seq,
+                    "parent": cp.parent,
+                    "created_at": cp.created_at.isoformat(),
+                    "label": cp.label,
+                    "metadata": dict(cp.metadata),
+                    "modules": list(state),
+                    "sha256": state_digest(state),
+                    "state": state,
+                }
+                out.write((b",\n" if j else b"") + codec.dumps(record, cp.ref))
+                done += 1
+                if progress is not None:
+                    progress(done, total, cp.ref)
+            out.write(b"]}")
+        out.write(b"\n]}\n")
+    return len(histories), total
+
+
+@contextlib.contextmanager
+def _output(target: str | os.PathLike[str] | IO[bytes]) -> Iterator[IO[bytes]]:
+    """A binary stream to write to: a given stream as is, or a temp file renamed over ``target`` on success."""
+    if not isinstance(target, (str, os.PathLike)):
+        yield target
+        target.flush()
+        return
+    path = Path(target)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def _histories(store: BaseStore, sessions: Sequence[str] | None) -> list[tuple[SessionKey, list[Checkpoint]]]:
+    """``(key, history)`` for the named sessions (each once, in order), or every session of the store."""
+    if sessions is None:
+        keys = [info.key for info in sorted(store.sessions(), key=lambda i: (i.user_id, i.session_id))]
+    else:
+        keys = list(dict.fromkeys(_session_key(s) for s in sessions))
+    return [(key, store.history(str(key))) for key in keys]
+
+
+def _session_key(session: str) -> SessionKey:
+    ref = parse_ref(session)
+    if not ref.is_latest:
+        from .errors import InvalidIdError
+
+        raise InvalidIdError(
+            f"{session!r} names a checkpoint; bundles and copies take whole sessions: use {str(ref.key)!r}",
+            value=session,
+        )
+    return ref.key
+
+
+# -- reading ----------------------------------------------------------------------
+
+
+def is_bundle(data: Any) -> bool:
+    """True when parsed JSON is a bundle (has the bundle ``format`` marker)."""
+    return isinstance(data, dict) and data.get("format") == FORMAT
+
+
+def read_bundle(path: str | os.PathLike[str], data: Any = None) -> Bundle:
+    """Read a bundle file and verify its version and every checksum.
+
+    Raises :class:`StoreCorruptedError` naming the file and checkpoint when a
+    record is malformed or a state does not match its ``sha256``, and
+    :class:`NbSessionsError` when the bundle is newer than this nb_sessions.
+    ``data`` is the already parsed file, if the caller has it.
+    """
+    where = str(path)
+    if data is None:
+        data = codec.loads(Path(path).read_bytes(), where)
+    if not is_bundle(data):
+        raise StoreCorruptedError(
+            f"{where} is not an nb_sessions bundle (no \"format\": {FORMAT!r}); "
+            "export one with: nb-sessions export SESSION --bundle -o FILE",
+            location=where,
+        )
+    version = data.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise StoreCorruptedError(f"{where}: bundle version {version!r} is not a positive integer", location=where)
+    if version > VERSION:
+        raise NbSessionsError(
+            f"{where} is a version {version} bundle; this nb_sessions reads up to version {VERSION}. "
+            "Upgrade nb_sessions to import it."
+        )
+    raw_sessions = data.get("sessions")
+    if not isinstance(raw_sessions, list):
+        raise StoreCorruptedError(f"{where}: \"sessions\" is not a list", location=where)
+    sessions = [_read_session(raw, f"{where}: sessions[{i}]") for i, raw in enumerate(raw_sessions)]
+    keys = [s.key for s in sessions]
+    if len(set(keys)) != len(keys):
+        dup = next(k for k in keys if keys.count(k) > 1)
+        raise StoreCorruptedError(f"{where}: session {dup} appears twice", location=where)
+    created = data.get("created_at")
+    return Bundle(tuple(sessions), version, where, created if isinstance(created, str) else None)
+
+
+def _read_session(raw: Any, where: str) -> BundleSession:
+    if not isinstance(raw, dict) or not isinstance(raw.get("checkpoints"), list):
+        raise StoreCorruptedError(f"{where} is not a session record", location=where)
+    user_id, session_id = raw.get("user_id", ""), raw.get("session_id")
+    try:
+        key = SessionKey(validate_id(user_id, "user id"), validate_id(session_id))
+    except NbSessionsError as exc:
+        raise StoreCorruptedError(f"{where}: {exc}", location=where) from None
+    checkpoints: list[BundleCheckpoint] = []
+    seen: set[int] = set()
+    for j, item in enumerate(raw["checkpoints"]):
+        cp = _read_checkpoint(item, key, f"{where}.checkpoints[{j}]")
+        if cp.seq in seen or (checkpoints and cp.seq < checkpoints[-1].seq):
+            raise StoreCorruptedError(
+                f"{where}: checkpoint {key}@{cp.seq} is out of order or repeated", location=where
+            )
+        seen.add(cp.seq)
+        checkpoints.append(cp)
+    if not checkpoints:
+        raise StoreCorruptedError(f"{where}: session {key} has no checkpoints", location=where)
+    return BundleSession(key.user_id, key.session_id, tuple(checkpoints))
+
+
+def _read_checkpoint(item: Any, key: SessionKey, where: str) -> BundleCheckpoint:
+    def bad(what: str) -> StoreCorruptedError:
+        ref = f"{key}@{item.get('seq')}" if isinstance(item, dict) else str(key)
+        return StoreCorruptedError(f"checkpoint {ref} ({where}): {what}", location=f"{where} ({ref})")
+
+    if not isinstance(item, dict):
+        raise bad("not a checkpoint record")
+    seq, parent, state = item.get("seq"), item.get("parent"), item.get("state")
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
+        raise bad(f"seq {seq!r} is not a positive integer")
+    if parent is not None and not _is_int(parent):
+        raise bad(f"parent {parent!r} is not an integer")
+    if not isinstance(state, dict):
+        raise bad("its state is not an object of module states")
+    label, metadata, created = item.get("label"), item.get("metadata", {}), item.get("created_at")
+    if label is not None and not isinstance(label, str):
+        raise bad("label is not a string")
+    if not isinstance(metadata, dict):
+        raise bad("metadata is not an object")
+    if not isinstance(created, str):
+        raise bad("created_at is not a string")
+    expected = item.get("sha256")
+    actual = state_digest(state)
+    if expected != actual:
+        raise bad(
+            f"checksum mismatch (sha256 {actual[:12]}…, expected {str(expected)[:12]}…): the state "
+            "was changed or damaged after export; export it again"
+        )
+    return BundleCheckpoint(
+        seq=seq, parent=parent, created_at=created, label=label, metadata=metadata,
+        modules=tuple(state), sha256=actual, state=state,
+    )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# -- replaying history into a store -----------------------------------------------
+
+
+class _Holder:
+    """A stand-in module: hands a stored state to ``store.save`` and takes one from ``store.load``."""
+
+    def __init__(self, state: Any = None) -> None:
+        self.state = state
+
+    def state_dict(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.state
+        return result
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> None:
+        self.state = state_dict
+
+
+def _holders(states: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: _Holder(state) for name, state in states.items()}
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """A checkpoint to replay; ``read()`` returns its state (lazily, for copies)."""
+
+    seq: int
+    parent: int | None
+    created_at: str
+    label: str | None
+    metadata: Mapping[str, Any]
+    ref: str
+    read: Callable[[], Mapping[str, Any]]
+
+
+def _replay(
+    dst: BaseStore,
+    key: SessionKey,
+    entries: Sequence[_Entry],
+    source: str,
+    note: Mapping[str, Any],
+    tick: Callable[[str], None],
+) -> Copied:
+    """Write ``entries`` oldest first as a new session ``key`` of ``dst``; delete the partial session on failure."""
+    session = str(key)
+    written: list[Checkpoint] = []
+    seq_map: dict[int, int] = {}
+    modules_of: dict[int, tuple[str, ...]] = {}
+    try:
+        for entry in entries:
+            state = entry.read()
+            if not state:
+                raise NbSessionsError(
+                    f"{entry.ref} holds no modules; a store cannot keep an empty checkpoint"
+                )
+            reserved = _RESERVED_MODULES.intersection(state)
+            if reserved:
+                raise NbSessionsError(
+                    f"{entry.ref} has a module named {sorted(reserved)[0]!r}, which store.save() "
+                    "takes as an argument; it cannot be copied through the store API"
+                )
+            meta = dict(entry.metadata)  # save() stamps its own nb_sessions_version
+            meta.setdefault("original_seq", entry.seq)
+            meta.setdefault("original_created_at", entry.created_at)
+            meta["copied_from"] = entry.ref
+            meta.update(note)
+            parent = seq_map.get(entry.parent) if entry.parent is not None else None
+            if entry.parent is not None and parent is None:
+                meta["original_parent"] = entry.parent  # pruned in the source: the copy follows on
+            if parent is not None and written and parent != written[-1].seq:
+                # Go back to the parent's copy, as a notebook would: the next save branches from it.
+                dst.load(f"{session}@{parent}", strict=False, **_holders(dict.fromkeys(modules_of[parent])))
+            cp = dst.save(session, entry.label, meta, **_holders(state))
+            seq_map[entry.seq] = cp.seq
+            modules_of[cp.seq] = tuple(state)
+            written.append(cp)
+            tick(entry.ref)
+    except BaseException:
+        if written:
+            with contextlib.suppress(NbSessionsError):
+                dst.delete(session)
+        raise
+    return Copied(source, session, tuple(written), seq_map)
+
+
+def _given(state: Mapping[str, Any]) -> Mapping[str, Any]:
+    return state
+
+
+def _refuse_existing(dst: BaseStore, keys: Sequence[SessionKey]) -> None:
+    """Raise ConflictError naming the sessions ``dst`` already has, before anything is written."""
+    clash = []
+    for key in keys:
+        try:
+            dst.history(str(key))
+        except SessionNotFoundError:
+            continue
+        clash.append(str(key))
+    if clash:
+        raise ConflictError(
+            f"{dst.location} already has session(s) {', '.join(clash)}; copies never merge "
+            "histories. Delete them there first, or copy into another store."
+        )
+
+
+def _counter(total: int, progress: ProgressCallback | None) -> Callable[[str], None]:
+    done = 0
+
+    def tick(note: str) -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total, note)
+
+    return tick
+
+
+def copy_sessions(
+    src: BaseStore,
+    dst: BaseStore,
+    sessions: Sequence[str] | None = None,
+    *,
+    progress: ProgressCallback | None = None,
+) -> list[Copied]:
+    """Copy whole sessions (every one of ``src`` when ``sessions`` is None), history and labels kept.
+
+    Sessions that already exist in ``dst`` are refused before anything is
+    written; a session that fails midway is removed from ``dst`` again.
+    """
+    if Path(src.location).resolve() == Path(dst.location).resolve():
+        from .errors import InvalidIdError
+
+        raise InvalidIdError(f"source and destination are the same store ({src.location})")
+    histories = _histories(src, sessions)
+    _refuse_existing(dst, [key for key, _ in histories])
+    tick = _counter(sum(len(h) for _, h in histories), progress)
+    out = []
+    for key, history in histories:
+        entries = [
+            _Entry(cp.seq, cp.parent, cp.created_at.isoformat(), cp.label, cp.metadata, cp.ref,
+                   functools.partial(src.get_state, cp))
+            for cp in history
+        ]
+        out.append(_replay(dst, key, entries, f"{src.location}#{key}", {}, tick))
+    return out
+
+
+def import_bundle(
+    dst: BaseStore,
+    bundle: Bundle,
+    sessions: Sequence[str] | None = None,
+    *,
+    progress: ProgressCallback | None = None,
+) -> list[Copied]:
+    """Replay a verified bundle's sessions (or only ``sessions``) into ``dst``, history kept."""
+    chosen = list(bundle.sessions)
+    if sessions is not None:
+        wanted = list(dict.fromkeys(_session_key(s) for s in sessions))
+        have = {s.key: s for s in bundle.sessions}
+        missing = [str(k) for k in wanted if k not in have]
+        if missing:
+            raise SessionNotFoundError(
+                f"{bundle.path} holds no session {', '.join(missing)}; it has "
+                f"{', '.join(s.session for s in bundle.sessions) or 'none'}",
+                session=missing[0],
+            )
+        chosen = [have[k] for k in wanted]
+    _refuse_existing(dst, [s.key for s in chosen])
+    tick = _counter(sum(len(s.checkpoints) for s in chosen), progress)
+    note = {"bundle": Path(bundle.path).name} if bundle.path else {}
+    out = []
+    for s in chosen:
+        entries = [
+            _Entry(c.seq, c.parent, c.created_at, c.label, c.metadata, f"{s.key}@{c.seq}",
+                   functools.partial(_given, c.state))
+            for c in s.checkpoints
+        ]
+        out.append(_replay(dst, s.key, entries, f"{bundle.path}#{s.key}", note, tick))
+    return out
+
+
+def import_state_file(
+    dst: BaseStore, path: str | os.PathLike[str], session: str, data: Any = None, *, label: str | None = None
+) -> Checkpoint:
+    """Save an AgentScope JSONSession file (``{module: state}``) as a new checkpoint of ``session``.
+
+    The session may already exist: the file becomes its next checkpoint.
+    ``data`` is the already parsed file, if the caller has it.
+    """
+    where = str(path)
+    if data is None:
+        data = codec.loads(Path(path).read_bytes(), where)
+    if not isinstance(data, dict) or not data:
+        raise StoreCorruptedError(
+            f"{where} is neither a bundle nor an AgentScope session file (a JSON object of module states)",
+            location=where,
+        )
+    reserved = _RESERVED_MODULES.intersection(data)
+    if reserved:
+        raise NbSessionsError(
+            f"{where} has a module named {sorted(reserved)[0]!r}, which store.save() takes as an argument"
+        )
+    meta = {"imported_from": Path(path).name}
+    return dst.save(session, label, meta, **_holders(data))
