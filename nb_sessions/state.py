@@ -152,10 +152,13 @@ class StateModule:
 
         With ``strict`` every missing or unexpected key, at any depth, is an error.
         """
+        from .codec import paused_gc
+
         problems: Problems = []
-        commits = self._nbs_prepare_load(state_dict, strict, "", problems)
-        _raise_problems(problems)
-        _apply(commits)
+        with paused_gc():
+            commits = self._nbs_prepare_load(state_dict, strict, "", problems)
+            _raise_problems(problems)
+            _apply(commits)
 
     # -- two-phase loading -------------------------------------------------
 
@@ -282,17 +285,20 @@ def load_modules(
     reported with the module name as the first part of each dotted path.
     With ``strict``, a module the states lack is an error; otherwise it is skipped.
     """
+    from .codec import paused_gc
+
     problems: Problems = []
     commits: list[Commit] = []
-    for name, obj in modules.items():
-        target = as_stateful(obj, name)
-        if name not in states:
-            if strict:
-                problems.append((name, "missing: the checkpoint holds no state for this module"))
-            continue
-        commits += prepare_load(target, states[name], strict, name, problems)
-    _raise_problems(problems)
-    _apply(commits)
+    with paused_gc():  # building many message objects: no cycles to find meanwhile
+        for name, obj in modules.items():
+            target = as_stateful(obj, name)
+            if name not in states:
+                if strict:
+                    problems.append((name, "missing: the checkpoint holds no state for this module"))
+                continue
+            commits += prepare_load(target, states[name], strict, name, problems)
+        _raise_problems(problems)
+        _apply(commits)
 
 
 class _ForeignLoad:

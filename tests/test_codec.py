@@ -113,3 +113,30 @@ def test_shared_but_not_circular_data_is_fine() -> None:
 def test_garbage_raises_store_corrupted_naming_the_source(garbage: bytes) -> None:
     with pytest.raises(StoreCorruptedError, match="checkpoint x@1"):
         codec.loads(garbage, "checkpoint x@1")
+
+
+def test_paused_gc_nests_and_restores_the_collector() -> None:
+    import gc
+
+    assert gc.isenabled()
+    with codec.paused_gc():
+        assert not gc.isenabled()
+        with codec.paused_gc():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with codec.paused_gc():
+            pass
+        assert not gc.isenabled()  # it was off before: it stays off
+    finally:
+        gc.enable()
+
+
+def test_long_digit_runs_inside_strings_are_still_decoded_exactly() -> None:
+    data = codec.dumps({"phone": "12345678901234567890123", "n": 2**65, "small": 123})
+    assert codec.loads(data) == {"phone": "12345678901234567890123", "n": 2**65, "small": 123}
+    assert codec.loads(b'{"a": 18446744073709551615, "b": -9223372036854775808}') == {
+        "a": 2**64 - 1, "b": -(2**63),
+    }

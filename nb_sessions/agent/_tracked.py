@@ -41,9 +41,42 @@ def _new(like: Any, owner: Owner | None) -> Any:
     return out
 
 
+_MAX_RECURSION = 64
+
+
 def _copy(value: Any, owner: Owner | None) -> Any:
     if not isinstance(value, (dict, list, tuple)):
         return value
+    try:
+        return _copy_shallow_nesting(value, owner, 0)
+    except _TooDeep:
+        return _copy_any_nesting(value, owner)
+
+
+class _TooDeep(Exception):
+    pass
+
+
+def _copy_shallow_nesting(value: Any, owner: Owner | None, depth: int) -> Any:
+    """Recursive copy: the fast way for what messages hold (a few levels)."""
+    if depth > _MAX_RECURSION:
+        raise _TooDeep
+    out = _new(value, owner)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(item, (dict, list, tuple)):
+                item = _copy_shallow_nesting(item, owner, depth + 1)
+            dict.__setitem__(out, key, item)
+    else:
+        list.extend(out, [
+            _copy_shallow_nesting(item, owner, depth + 1) if isinstance(item, (dict, list, tuple)) else item
+            for item in value
+        ])
+    return out
+
+
+def _copy_any_nesting(value: Any, owner: Owner | None) -> Any:
+    """Iterative copy, for data nested deeper than recursion should go."""
     root = _new(value, owner)
     stack: list[tuple[Any, Any]] = [(value, root)]
     while stack:

@@ -289,13 +289,13 @@ class Msg:
     because those are kept in tracked copies of the lists and dicts given.
     """
 
-    __slots__ = ("_extra", "_rev", "content", "id", "invocation_id", "metadata", "name", "role", "timestamp")
+    __slots__ = ("_content", "_extra", "_metadata", "_rev", "id", "invocation_id", "name", "role", "timestamp")
 
     id: str
     name: str
     role: Role
-    content: str | list[ContentBlock]
-    metadata: dict[str, Any]
+    _content: str | list[Any]
+    _metadata: dict[str, Any]
     timestamp: str
     invocation_id: str | None
     _extra: dict[str, Any]
@@ -334,6 +334,36 @@ class Msg:
     def _touch(self) -> None:
         """Count an in-place change of the content or metadata."""
         object.__setattr__(self, "_rev", self._rev + 1)
+
+    # A loaded message keeps the plain lists and dicts it was loaded from (nobody else
+    # holds them) and copies them into tracked ones only when they are first handed out:
+    # loading a long memory costs no copying, and every edit is still counted.
+
+    @property
+    def content(self) -> str | list[ContentBlock]:
+        """The text, or the list of content blocks."""
+        value = self._content
+        if type(value) is list:
+            value = track(value, self)
+            object.__setattr__(self, "_content", value)
+        return value
+
+    @content.setter
+    def content(self, value: str | list[ContentBlock]) -> None:
+        object.__setattr__(self, "_content", value)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """Free-form metadata."""
+        value = self._metadata
+        if type(value) is dict:
+            value = track(value, self)
+            object.__setattr__(self, "_metadata", value)
+        return value
+
+    @metadata.setter
+    def metadata(self, value: dict[str, Any]) -> None:
+        object.__setattr__(self, "_metadata", value)
 
     @property
     def rev(self) -> int:
@@ -403,18 +433,20 @@ class Msg:
                 problems.append((_join(path, key), f"expected str or null, got {_tname(value)}"))
         if len(problems) > before:
             return None
-        msg = cls(
-            name=data["name"],
-            content=cast("str | list[ContentBlock]", content),  # copied (tracked) by __setattr__
-            role=cast(Role, role),
-            metadata=metadata,
-            timestamp=data.get("timestamp"),
-            invocation_id=data.get("invocation_id"),
-            id=data.get("id"),
-        )
+        # Built without __init__: the loaded lists and dicts are kept as they are and
+        # copied into tracked ones on first access (see the content property).
+        msg = cls.__new__(cls)
+        put = object.__setattr__
+        put(msg, "name", data["name"])
+        put(msg, "role", role)
+        put(msg, "_content", content)
+        put(msg, "_metadata", metadata if metadata is not None else {})
+        put(msg, "timestamp", data.get("timestamp") or timestamp_now())
+        put(msg, "invocation_id", data.get("invocation_id"))
+        put(msg, "id", data.get("id") or short_id())
         extra = {k: track(v, msg) for k, v in data.items() if k not in _KNOWN_KEYS}
-        if extra:
-            object.__setattr__(msg, "_extra", extra)
+        put(msg, "_extra", extra)
+        put(msg, "_rev", 0)
         return msg
 
     def copy(self) -> Msg:
@@ -502,7 +534,7 @@ _MSG_SHAPE = (
     '{"id": str, "name": str, "role": "user"|"assistant"|"system", '
     '"content": str | [block, ...], "metadata": dict, "timestamp": str}'
 )
-_TRACKED = frozenset({"content", "metadata"})
+_TRACKED = frozenset({"content", "metadata"})  # assigned values are copied into tracked containers
 _KNOWN_KEYS = frozenset({"id", "name", "role", "content", "metadata", "timestamp", "invocation_id"})
 
 

@@ -181,3 +181,21 @@ async def test_json_store_cuts_off_what_a_killed_save_appended(tmp_path: Path) -
     assert (await store.aget_state(cp.ref))["box"]["value"] == box.value
     assert (await store.aget_state("s@1"))["box"]["value"] == box.value[:40]
     assert b"half written" not in pack.read_bytes()
+
+
+async def test_in_place_edits_of_loaded_messages_reach_the_next_checkpoint(store: nbs.BaseStore) -> None:
+    agent = ScriptedAgent("Friday", seed=4)
+    await talk(agent, 12)
+    await store.asave("s", agent=agent)
+    fresh = ScriptedAgent("Friday")
+    await store.aload("s", agent=fresh)  # messages built straight from the stored JSON
+    await store.asave("s", agent=fresh)
+    msgs = await fresh.memory.get_memory()
+    msgs[0].content = [{"type": "text", "text": "assigned"}] if isinstance(msgs[0].content, str) else msgs[0].content
+    msgs[0].content[0]["text"] = "edited after a load"
+    msgs[5].metadata["k"] = "v"
+    cp = await store.asave("s", agent=fresh)
+    saved = (await store.aget_state(cp.ref))["agent"]["memory"]["content"]
+    assert saved[0][0]["content"][0]["text"] == "edited after a load"
+    assert saved[5][0]["metadata"] == {"k": "v"}
+    assert saved == fresh.state_dict()["memory"]["content"]
