@@ -195,12 +195,22 @@ def _state(value: Any) -> str:
 # -- comparing states ----------------------------------------------------------
 
 
+def _kind(value: Any) -> type:
+    """The JSON kind of a value: subclasses of dict and list (a live Msg's tracked content) count as such."""
+    kind = type(value)
+    if kind is not dict and isinstance(value, dict):
+        return dict
+    if kind is not list and isinstance(value, list):
+        return list
+    return kind
+
+
 def _same(a: Any, b: Any) -> bool:
     """Deep equality that tells 1 from True and 1.0, and treats NaN as equal to NaN."""
     if a is b:
         return True
-    kind = type(a)
-    if kind is not type(b):
+    kind = _kind(a)
+    if kind is not _kind(b):
         return False
     if kind is str or kind is int:
         return bool(a == b)

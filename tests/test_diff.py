@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -467,3 +468,15 @@ def test_a_memory_or_notebook_that_appears_is_reported_by_its_messages_and_plans
     ]
     assert d.subtasks[["path", "plan_id", "change"]].values.tolist() == [["team.nb", "p", "added"]]
     assert d.keys[["path", "change", "after"]].values.tolist() == [["team.note", "added", '"new"']]
+
+
+def test_live_tracked_content_equals_its_stored_copy() -> None:
+    from nb_sessions.agent import InMemoryMemory, Msg
+
+    mem = InMemoryMemory()
+    mem.content.append((Msg("Friday", [{"type": "text", "text": "hi"}], "assistant", metadata={"k": [1]}), []))
+    live = {"memory": mem.state_dict()}
+    stored = json.loads(json.dumps(live))
+    result = diff_states(stored, live)
+    assert result.empty, result.summary()
+    assert nbs.diff(stored, memory=mem).empty

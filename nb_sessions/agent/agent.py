@@ -245,11 +245,20 @@ class ScriptedAgent(Agent):
         self, name: str, content: str | list[ContentBlock], role: Role, metadata: dict[str, Any] | None = None
     ) -> Msg:
         """Create a message with this agent's id factory and clock."""
-        return Msg(name, content, role, metadata, timestamp=self._clock(), id=self._new_id())
+        return Msg(name, content, role, metadata, timestamp=self._clock(), id=self._fresh_id())
+
+    def _fresh_id(self) -> str:
+        # A seeded agent restored from a checkpoint replays its id sequence from the
+        # start: skip ids its memory already holds, so ids stay unique and deterministic.
+        taken = {m.id for m, _ in self.memory.content}
+        new = self._new_id()
+        while new in taken:
+            new = self._new_id()
+        return new
 
     async def act(self, tool_name: str, tool_input: dict[str, Any], thinking: str | None = None) -> ToolResultBlock:
         """Record ``[thinking, tool_use]``, run the tool, record its ``[tool_result]``; return the result."""
-        call = ToolUseBlock(type="tool_use", id=self._new_id(), name=tool_name, input=dict(tool_input))
+        call = ToolUseBlock(type="tool_use", id=self._fresh_id(), name=tool_name, input=dict(tool_input))
         content: list[ContentBlock] = [ThinkingBlock(type="thinking", thinking=thinking)] if thinking else []
         content.append(call)
         await self.memory.add(self.new_msg(self.name, content, "assistant"))
@@ -308,13 +317,13 @@ async def _plan(agent: ScriptedAgent, match: re.Match[str], msg: Msg | None) -> 
         steps = [f"Gather what is needed to {goal}", f"{goal[:1].upper()}{goal[1:]}", f"Check the result of: {goal}"]
     subtasks = [
         {
-            "name": step[:1].upper() + step[1:60],
+            "name": _short(step[:1].upper() + step[1:]),
             "description": f"{step[:1].upper()}{step[1:]}.",
             "expected_outcome": f"{step[:1].upper()}{step[1:]} is done.",
         }
         for step in steps
     ]
-    name = goal[:1].upper() + goal[1:60]
+    name = _short(goal[:1].upper() + goal[1:])
     await agent.act(
         "create_plan",
         {"name": name, "description": f"Plan to {goal}.", "expected_outcome": f"{name} is done.", "subtasks": subtasks},
@@ -384,7 +393,18 @@ async def _calculate(agent: ScriptedAgent, match: re.Match[str], msg: Msg | None
 async def _weather(agent: ScriptedAgent, match: re.Match[str], msg: Msg | None) -> Msg:
     city = " ".join(match["city"].split())
     result = await agent.act("get_weather", {"city": city}, thinking=f"Look up the weather in {city}.")
-    return await agent.respond(f"The weather in {result_text(result)}", thinking="Relay the forecast.")
+    text = result_text(result)
+    if text.startswith("Error"):
+        return await agent.respond(f"I couldn't get the weather: {text}", thinking="The tool failed; say so.")
+    return await agent.respond(f"The weather in {text}", thinking="Relay the forecast.")
+
+
+def _short(text: str, limit: int = 60) -> str:
+    """``text`` cut at a word boundary to at most ``limit`` characters, with an ellipsis if cut."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1].rsplit(" ", 1)[0] or text[: limit - 1]
+    return cut.rstrip(" ,;:") + "…"
 
 
 async def _greet(agent: ScriptedAgent, match: re.Match[str], msg: Msg | None) -> Msg:

@@ -9,13 +9,12 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import pandas as pd
 
 from ..stores import Checkpoint
 from ._helpers import human_size
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 __all__ = ["checkpoint_header_html", "esc", "frame_html", "preview_html", "status_html"]
 
@@ -27,9 +26,12 @@ _STATUS_COLORS = {"ok": "#1a7f37", "error": "#cf222e", "info": "#57606a", "worki
 
 def esc(value: Any, limit: int | None = None) -> str:
     """``value`` as escaped text; None and NaN become empty; long text is cut to ``limit`` characters."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NaT:
         return ""
-    text = str(value)
+    if isinstance(value, pd.Timestamp):
+        text = value.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]  # milliseconds, as messages keep them
+    else:
+        text = str(value)
     if limit is not None and len(text) > limit:
         text = text[: limit - 1] + "…"
     return html.escape(text, quote=True)

@@ -269,7 +269,7 @@ class SessionMagics(Magics):
         label = f" [{cp.label}]" if cp.label else ""
         print(
             f"saved {cp.ref}{label}: {', '.join(cp.modules)} ({human_size(cp.size)}) "
-            f"in {took:.2f} s to {store.location}"
+            f"in {took:.2f} s to {_shown(store)}"
         )
         auto = self._autosave
         if (
@@ -519,7 +519,7 @@ class SessionMagics(Magics):
             print(
                 "autosave is off; start it with %autosave_session SESSION"
                 if auto is None
-                else f"autosave on: {auto.session} in {auto.store.location} "
+                else f"autosave on: {auto.session} in {_shown(auto.store)} "
                 f"({', '.join(auto.names) or 'every Stateful object'}); {auto.saved} saved so far"
             )
             return
@@ -548,7 +548,7 @@ class SessionMagics(Magics):
         )
         print(
             f"autosave on: after each cell that changes {watched}, a checkpoint of "
-            f"{auto.session} labelled {self.autosave_label_prefix}N in {store.location}. "
+            f"{auto.session} labelled {self.autosave_label_prefix}N in {_shown(store)}. "
             "Stop with %autosave_session --off"
         )
 
@@ -637,3 +637,12 @@ def unload_ipython_extension(ipython: InteractiveShell) -> None:
     if isinstance(magics, SessionMagics):
         magics._autosave = None
         magics._unhook()
+
+
+def _shown(store: BaseStore) -> str:
+    """The store's path as a person would write it: relative to the working folder when inside it."""
+    path = Path(store.location)
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
