@@ -5,8 +5,10 @@ are immutable once written, so a store keeps each list entry once (keyed by
 the hash of its JSON) and a checkpoint references them. :func:`split` finds
 the long lists of containers in ``{module: state}`` (memory contents, in
 practice) and returns a skeleton with each replaced by ``[]`` plus the lists'
-entries; :func:`EntryEncoder` turns entries into blobs, encoding only those it
-has not seen since the last save; :func:`assemble` puts loaded lists back.
+entries; a :class:`ChunkCache` plans a save in runs of :data:`SEGMENT`
+entries, recognising the runs unchanged since the session's last save with
+one lookup and encoding only the entries of the others; :func:`assemble`
+puts loaded lists back.
 
 Objects can make saving cheaper still by returning :class:`Entries` from
 ``_nbs_snapshot()``: then an entry that has not changed is recognised by a
@@ -24,7 +26,10 @@ import orjson
 
 from . import codec
 
-__all__ = ["CHUNK_MIN", "Entries", "EntryEncoder", "ListChunk", "assemble", "blob_hash", "split"]
+__all__ = [
+    "CHUNK_MIN", "SEGMENT", "ChunkCache", "ChunkPlan", "Entries", "ListChunk", "Segment",
+    "assemble", "blob_hash", "split",
+]
 
 #: Lists at least this long whose items are all containers are stored entry by entry.
 CHUNK_MIN = 32
@@ -42,14 +47,19 @@ class Entries:
     builds the item's JSON value. ``list(entries)`` gives the plain values.
     """
 
-    __slots__ = ("items", "key", "value")
+    __slots__ = ("items", "key", "keys", "value")
 
     def __init__(
-        self, items: Sequence[Any], key: Callable[[Any], Hashable], value: Callable[[Any], Any]
+        self,
+        items: Sequence[Any],
+        key: Callable[[Any], Hashable],
+        value: Callable[[Any], Any],
+        keys: Callable[[], list[Hashable]] | None = None,
     ) -> None:
         self.items = items
         self.key = key
         self.value = value
+        self.keys = keys  # all keys at once (faster than calling key() per item)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -66,7 +76,7 @@ class ListChunk:
     items: Sequence[Any]
     key: Callable[[Any], Hashable] | None = None
     value: Callable[[Any], Any] | None = None
-    blob_ids: list[int] = field(default_factory=list)
+    keys: Callable[[], list[Hashable]] | None = None
 
 
 def split(states: dict[str, Any], *, threshold: int = CHUNK_MIN) -> tuple[dict[str, Any], list[ListChunk]]:
@@ -75,7 +85,7 @@ def split(states: dict[str, Any], *, threshold: int = CHUNK_MIN) -> tuple[dict[s
 
     def walk(value: Any, path: Path) -> Any:
         if isinstance(value, Entries):
-            chunks.append(ListChunk(path, value.items, value.key, value.value))
+            chunks.append(ListChunk(path, value.items, value.key, value.value, value.keys))
             return []
         if len(path) > MAX_DEPTH:
             return value  # long lists live near the top; deeper data is written as it is
@@ -122,64 +132,124 @@ def blob_hash(data: bytes) -> bytes:
     return hashlib.blake2b(data, digest_size=16).digest()
 
 
-@dataclass
-class NewBlob:
-    """An entry encoded in this save, not known to be stored yet."""
-
-    hash: bytes
-    data: bytes
+#: Entries per segment: a run of a long list that later checkpoints share while unchanged.
+SEGMENT = 512
 
 
 @dataclass
-class EntryEncoder:
-    """Encodes list entries, remembering those of the previous save of one session.
+class Segment:
+    """One run of up to :data:`SEGMENT` entries of a long list, as planned for a save.
 
-    ``known`` maps an entry key to ``(blob_hash, size, keepalive)``; the
-    keepalive holds the keyed object so its ``id()`` cannot be reused while
-    the key is remembered. For plain lists the key is the entry's orjson
-    bytes; an entry is only trusted by those bytes when they cannot hide a
-    NaN that orjson wrote as ``null``.
+    ``cached`` is the backend's payload for the run (a segment id, a list of
+    entry numbers) when the same run was saved last time; otherwise
+    ``hashes`` lists its entries' content hashes.
     """
 
-    known: dict[Hashable, tuple[bytes, int, Any]] = field(default_factory=dict)
+    key: tuple[Hashable, ...] | None
+    size: int
+    cached: Any = None
+    hashes: list[bytes] = field(default_factory=list)
+    keepalive: Sequence[Any] = ()
 
-    def encode(self, chunk: ListChunk) -> tuple[list[bytes], list[int], list[NewBlob], dict[Hashable, tuple[bytes, int, Any]]]:
-        """Return ``(hashes, sizes, new_blobs, next_known)`` for the chunk's entries, in order."""
-        hashes: list[bytes] = []
-        sizes: list[int] = []
-        new: list[NewBlob] = []
-        seen: dict[Hashable, tuple[bytes, int, Any]] = {}
-        known = self.known
+
+@dataclass
+class ChunkPlan:
+    """What a save must store for one long list: its segments and the entries not stored yet."""
+
+    path: Path
+    segments: list[Segment]
+    new: dict[bytes, bytes]  # content hash -> encoded entry
+
+    @property
+    def size(self) -> int:
+        """Bytes of the list's entries."""
+        return sum(seg.size for seg in self.segments)
+
+
+class ChunkCache:
+    """What one session's last save knew: its segments, and the entries of the runs it re-planned.
+
+    An unchanged run is recognised by the tuple of its entries' keys and costs
+    one dict lookup; only runs that changed are looked at entry by entry.
+    Keys are an entry's identity and change counter (``Entries``), or for
+    plain lists the hash and length of its orjson bytes. Bytes holding
+    ``null`` are never trusted (orjson writes NaN as null), nor are entries
+    orjson refuses; those are encoded every time.
+    """
+
+    def __init__(self) -> None:
+        self.segments: dict[tuple[Hashable, ...], tuple[Any, int, Sequence[Any]]] = {}
+        self.entries: dict[Hashable, tuple[bytes, int, Any]] = {}
+
+    def plan(self, chunk: ListChunk, segment: int = SEGMENT) -> tuple[ChunkPlan, dict[Hashable, tuple[bytes, int, Any]]]:
+        """Plan the chunk's segments; also return the entry keys to remember after a commit."""
+        items = chunk.items
+        keyed = chunk.key is not None
+        keys = _keys(chunk)
+        value_of = chunk.value if chunk.value is not None else _identity
         where = path_text(chunk.path)
-        if chunk.key is not None:
-            assert chunk.value is not None
-            key_of, value_of = chunk.key, chunk.value
-            for i, item in enumerate(chunk.items):
-                k = key_of(item)
-                hit = known.get(k)
-                if hit is None:
-                    data = codec.dumps(value_of(item), f"{where}[{i}]")
-                    hit = (blob_hash(data), len(data), item)
-                    new.append(NewBlob(hit[0], data))
-                seen[k] = hit
-                hashes.append(hit[0])
-                sizes.append(hit[1])
-        else:
-            for i, item in enumerate(chunk.items):
-                try:
-                    fast: bytes | None = orjson.dumps(item)
-                except (orjson.JSONEncodeError, TypeError):
-                    fast = None
-                hit = known.get(fast) if fast is not None and b"null" not in fast else None
-                if hit is None:
-                    data = codec.dumps(item, f"{where}[{i}]")
-                    hit = (blob_hash(data), len(data), None)
-                    new.append(NewBlob(hit[0], data))
-                if fast is not None:
-                    seen[fast] = hit
-                hashes.append(hit[0])
-                sizes.append(hit[1])
-        return hashes, sizes, new, seen
+        segments: list[Segment] = []
+        new: dict[bytes, bytes] = {}
+        remember: dict[Hashable, tuple[bytes, int, Any]] = {}
+        for start in range(0, len(items), segment):
+            run_keys = keys[start:start + segment]
+            skey = None if any(k is None for k in run_keys) else tuple(run_keys)
+            hit = self.segments.get(skey) if skey is not None else None
+            if hit is not None:
+                segments.append(Segment(skey, hit[1], cached=hit[0], keepalive=hit[2]))
+                continue
+            hashes: list[bytes] = []
+            size = 0
+            for i, k in enumerate(run_keys, start):
+                known = self.entries.get(k) if k is not None else None
+                if known is None:
+                    data = codec.dumps(value_of(items[i]), f"{where}[{i}]")
+                    known = (blob_hash(data), len(data), items[i] if keyed else None)
+                    new[known[0]] = data
+                if k is not None:
+                    remember[k] = known
+                hashes.append(known[0])
+                size += known[1]
+            keepalive = list(items[start:start + segment]) if keyed else ()
+            segments.append(Segment(skey, size, hashes=hashes, keepalive=keepalive))
+        return ChunkPlan(chunk.path, segments, new), remember
+
+    def remember(
+        self,
+        plans: Sequence[ChunkPlan],
+        payloads: Sequence[Sequence[Any]],
+        entries: dict[Hashable, tuple[bytes, int, Any]],
+    ) -> None:
+        """After a commit: keep this save's segments (with their payloads) and re-planned entries."""
+        self.segments = {
+            seg.key: (payload, seg.size, seg.keepalive)
+            for plan, plan_payloads in zip(plans, payloads, strict=True)
+            for seg, payload in zip(plan.segments, plan_payloads, strict=True)
+            if seg.key is not None
+        }
+        self.entries = entries
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _keys(chunk: ListChunk) -> list[Hashable | None]:
+    if chunk.key is not None:
+        if chunk.keys is not None:
+            return list(chunk.keys())
+        return [chunk.key(item) for item in chunk.items]
+    keys: list[Hashable | None] = []
+    dumps = orjson.dumps
+    for item in chunk.items:
+        try:
+            fast = dumps(item)
+        except (orjson.JSONEncodeError, TypeError):
+            keys.append(None)
+            continue
+        # A key only for bytes that cannot hide a change: no null (NaN is written so).
+        keys.append(None if b"null" in fast else (hash(fast), len(fast)))
+    return keys
 
 
 def assemble(skeleton: dict[str, Any], lists: Sequence[tuple[Path, list[Any]]]) -> dict[str, Any]:

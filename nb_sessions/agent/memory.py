@@ -35,9 +35,15 @@ class InMemoryMemory(StateModule):
 
     def _nbs_snapshot(self) -> dict[str, Any]:
         """The state with ``content`` as :class:`~nb_sessions.chunks.Entries`: unchanged messages cost no encoding."""
+        content = self.content
         return {
             "_compressed_summary": self._compressed_summary,
-            "content": Entries(self.content, _entry_key, _entry_value),
+            "content": Entries(
+                content,
+                _entry_key,
+                _entry_value,
+                keys=lambda: [(id(m), m._rev, tuple(k)) for m, k in content],  # _entry_key, inlined
+            ),
         }
 
     # -- two-phase loading ---------------------------------------------------

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import filelock
 
 from .. import codec
-from ..chunks import EntryEncoder, assemble, path_text, split
+from ..chunks import ChunkCache, assemble, path_text, split
 from ..errors import CheckpointNotFoundError, ConflictError, StoreCorruptedError, StoreError
 from ._fs import atomic_write, clean_temp_files, run_blocking
 from ._pack import EntryPack, PackState, from_ranges, to_ranges
@@ -229,25 +229,30 @@ class JSONStore(BaseStore):
                 pack = EntryPack(hdir, PackState.from_json(index.get("pack")))
                 cache = self._caches.get(key)
                 if cache is None or cache.pack != pack.state:
-                    cache = _PackCache(pack.state, pack.hashes(), cache.encoder if cache else None)
+                    # Another writer appended (reload the numbers) or compacted (forget the runs).
+                    same_gen = cache is not None and cache.pack.gen == pack.state.gen
+                    cache = _PackCache(pack.state, pack.hashes(), cache.chunks if same_gen and cache else None)
                     self._caches[key] = cache
-                encoded = [cache.encoder.encode(chunk) for chunk in chunks]
-                fresh: dict[bytes, bytes] = {}
-                for _, _, blobs, _ in encoded:
-                    for blob in blobs:
-                        if blob.hash not in cache.ordinals:
-                            fresh.setdefault(blob.hash, blob.data)
+                with codec.paused_gc():
+                    planned = [cache.chunks.plan(chunk) for chunk in chunks]
+                plans = [plan for plan, _ in planned]
+                ordinals = cache.ordinals
+                fresh = {h: d for plan in plans for h, d in plan.new.items() if h not in ordinals}
                 try:
                     new_state = pack.append(list(fresh.items()))
                 except BaseException:
                     self._caches.pop(key, None)
                     raise
-                ordinals = dict(cache.ordinals)
+                self._caches.pop(key, None)  # back only once the index commits
                 ordinals.update({h: pack.state.count + i for i, h in enumerate(fresh)})
                 written = EntryPack(hdir, new_state)
+                payloads = [
+                    [seg.cached if seg.cached is not None else [ordinals[h] for h in seg.hashes] for seg in plan.segments]
+                    for plan in plans
+                ]
                 lists = [
-                    (chunk.path, [ordinals[h] for h in hashes])
-                    for chunk, (hashes, _, _, _) in zip(chunks, encoded, strict=True)
+                    (plan.path, [n for run in runs for n in run])
+                    for plan, runs in zip(plans, payloads, strict=True)
                 ]
                 chunk_rows = [[list(path), to_ranges(ns)] for path, ns in lists]
                 data = self._splice(skeleton, lists, written, f"checkpoint {key}@{seq}")
@@ -272,9 +277,12 @@ class JSONStore(BaseStore):
                     with contextlib.suppress(FileNotFoundError):
                         (hdir / f"{seq}.json").unlink()
                     raise
+                remembered: dict[Any, Any] = {}
+                for _, entries_seen in planned:
+                    remembered.update(entries_seen)
+                cache.chunks.remember(plans, payloads, remembered)
                 cache.pack = new_state
-                cache.ordinals = ordinals
-                cache.encoder.known = {k: v for _, _, _, seen in encoded for k, v in seen.items()}
+                self._caches[key] = cache
                 self._write_latest(key, data, ns)
             return self._cp_from_entry(key, entry)
 
@@ -596,10 +604,10 @@ class JSONStore(BaseStore):
 class _PackCache:
     """What this process knows of a session's pack: valid while the pack state is unchanged."""
 
-    def __init__(self, pack: PackState, ordinals: dict[bytes, int], encoder: EntryEncoder | None) -> None:
+    def __init__(self, pack: PackState, ordinals: dict[bytes, int], chunks: ChunkCache | None) -> None:
         self.pack = pack
         self.ordinals = ordinals
-        self.encoder = encoder or EntryEncoder()
+        self.chunks = chunks or ChunkCache()
 
 
 def _size(path: Path) -> int:

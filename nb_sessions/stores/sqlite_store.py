@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import aiosqlite
 
 from .. import codec
-from ..chunks import EntryEncoder, ListChunk, NewBlob, assemble, blob_hash, path_text, split
+from ..chunks import ChunkCache, ChunkPlan, assemble, blob_hash, path_text, split
 from ..errors import CheckpointNotFoundError, ConflictError, StoreCorruptedError, StoreError
 from .base import BaseStore, Checkpoint, Redactor, SessionInfo, SessionKey, utcnow
 from .migrations import apply_migrations, latest_version
@@ -153,23 +153,28 @@ class SQLiteStore(BaseStore):
         modules = tuple(states)
         for attempt in (1, 2):
             cache = self._caches.setdefault(key, _SessionCache())
-            encoded = [cache.encoder.encode(chunk) for chunk in chunks]
-            size = len(skeleton_data) + sum(sum(sizes) for _, sizes, _, _ in encoded)
+            with codec.paused_gc():
+                planned = [cache.chunks.plan(chunk) for chunk in chunks]
+            plans = [plan for plan, _ in planned]
+            size = len(skeleton_data) + sum(plan.size for plan in plans)
             now = utcnow()
             async with self._connect() as db:
                 await self._begin(db)
                 try:
                     generation = await _gc_generation(db)
-                    if cache.generation != generation and cache.encoder.known:
-                        # Another writer collected garbage: cached blob ids may be gone.
+                    if cache.generation not in (-1, generation):
+                        # Another writer collected garbage: cached segment ids may be gone.
                         await _rollback(db)
                         self._caches.pop(key, None)
                         if attempt == 1:
                             continue
                     cache.generation = generation
-                    chunk_rows = await self._store_chunks(db, cache, chunks, encoded)
+                    payloads = await _store_plans(db, plans)
                     sid, seq = await self._allocate(db, key, now)
                     parent = await self._choose_parent(db, key, sid, seq, parent)
+                    chunk_rows = [
+                        [list(plan.path), list(ids)] for plan, ids in zip(plans, payloads, strict=True)
+                    ]
                     try:
                         await db.execute(
                             "INSERT INTO nbs_checkpoints (session, seq, parent, created_at, label, "
@@ -192,7 +197,10 @@ class SQLiteStore(BaseStore):
                     self._caches.pop(key, None)
                     raise
                 await _commit(db)
-            cache.encoder.known = {k: v for _, _, _, seen in encoded for k, v in seen.items()}
+            remembered: dict[Any, Any] = {}
+            for _, entries in planned:
+                remembered.update(entries)
+            cache.chunks.remember(plans, payloads, remembered)
             break
         self._parents[key] = seq
         return Checkpoint(
@@ -200,44 +208,6 @@ class SQLiteStore(BaseStore):
             modules=modules, size=size, parent=parent, label=label,
             metadata=metadata, store=self,
         )
-
-    async def _store_chunks(
-        self,
-        db: aiosqlite.Connection,
-        cache: _SessionCache,
-        chunks: list[ListChunk],
-        encoded: list[tuple[list[bytes], list[int], list[NewBlob], Any]],
-    ) -> list[list[Any]]:
-        """Insert the new entries and segments; return ``[[path, [segment ids]], ...]``."""
-        new = {b.hash: b.data for _, _, blobs, _ in encoded for b in blobs}
-        if new:
-            await db.executemany(
-                "INSERT OR IGNORE INTO nbs_blobs (hash, data) VALUES (?, ?)", list(new.items())
-            )
-        wanted = {h for hashes, _, _, _ in encoded for h in hashes}
-        missing = [h for h in wanted if h not in cache.blob_ids]
-        cache.blob_ids = {h: cache.blob_ids[h] for h in wanted if h in cache.blob_ids}
-        cache.blob_ids.update(await _ids_by_hash(db, "nbs_blobs", missing))
-        rows: list[list[Any]] = []
-        segments: dict[bytes, bytes] = {}
-        for chunk, (hashes, _, _, _) in zip(chunks, encoded, strict=True):
-            ids = [cache.blob_ids[h] for h in hashes]
-            seg_hashes = []
-            for start in range(0, len(ids), SEGMENT):
-                packed = array("q", ids[start:start + SEGMENT]).tobytes()
-                h = blob_hash(packed)
-                segments[h] = packed
-                seg_hashes.append(h)
-            rows.append([list(chunk.path), seg_hashes])
-        fresh = [h for h in segments if h not in cache.segment_ids]
-        if fresh:
-            await db.executemany(
-                "INSERT OR IGNORE INTO nbs_segments (hash, blobs) VALUES (?, ?)",
-                [(h, segments[h]) for h in fresh],
-            )
-            cache.segment_ids.update(await _ids_by_hash(db, "nbs_segments", fresh))
-        cache.segment_ids = {h: cache.segment_ids[h] for h in segments}
-        return [[path, [cache.segment_ids[h] for h in seg_hashes]] for path, seg_hashes in rows]
 
     async def _choose_parent(
         self, db: aiosqlite.Connection, key: SessionKey, sid: int, seq: int, parent: int | None
@@ -634,19 +604,48 @@ class SQLiteStore(BaseStore):
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-#: Blob ids per segment: appending to a long list rewrites only its last segment.
-SEGMENT = 512
 _BATCH = 500  # parameters per IN (...) query
 
 
 class _SessionCache:
-    """What this process knows of a session's stored entries, valid for one GC generation."""
+    """What this process knows of a session's stored lists, valid for one GC generation."""
 
     def __init__(self) -> None:
         self.generation = -1
-        self.encoder = EntryEncoder()
-        self.blob_ids: dict[bytes, int] = {}
-        self.segment_ids: dict[bytes, int] = {}
+        self.chunks = ChunkCache()
+
+
+async def _store_plans(db: aiosqlite.Connection, plans: Sequence[ChunkPlan]) -> list[list[int]]:
+    """Insert the planned new entries and changed segments; return each plan's segment ids."""
+    new = {h: data for plan in plans for h, data in plan.new.items()}
+    if new:
+        await db.executemany(
+            "INSERT OR IGNORE INTO nbs_blobs (hash, data) VALUES (?, ?)", list(new.items())
+        )
+    wanted = list({h for plan in plans for seg in plan.segments if seg.cached is None for h in seg.hashes})
+    blob_ids = await _ids_by_hash(db, "nbs_blobs", wanted)
+    packed: dict[bytes, bytes] = {}
+    seg_hashes: list[list[bytes | None]] = []
+    for plan in plans:
+        row: list[bytes | None] = []
+        for seg in plan.segments:
+            if seg.cached is not None:
+                row.append(None)
+                continue
+            data = array("q", [blob_ids[h] for h in seg.hashes]).tobytes()
+            h = blob_hash(data)
+            packed[h] = data
+            row.append(h)
+        seg_hashes.append(row)
+    if packed:
+        await db.executemany(
+            "INSERT OR IGNORE INTO nbs_segments (hash, blobs) VALUES (?, ?)", list(packed.items())
+        )
+    seg_ids = await _ids_by_hash(db, "nbs_segments", list(packed))
+    return [
+        [seg.cached if h is None else seg_ids[h] for seg, h in zip(plan.segments, row, strict=True)]
+        for plan, row in zip(plans, seg_hashes, strict=True)
+    ]
 
 
 async def _gc_generation(db: aiosqlite.Connection) -> int:

@@ -199,3 +199,30 @@ async def test_in_place_edits_of_loaded_messages_reach_the_next_checkpoint(store
     assert saved[0][0]["content"][0]["text"] == "edited after a load"
     assert saved[5][0]["metadata"] == {"k": "v"}
     assert saved == fresh.state_dict()["memory"]["content"]
+
+
+async def test_edits_anywhere_in_a_long_memory_reach_the_next_checkpoint(store: nbs.BaseStore) -> None:
+    mem = InMemoryMemory()
+    mem.content.extend((Msg("u", [{"type": "text", "text": f"m{i}"}], "user", id=f"id{i}"), []) for i in range(1300))
+    await store.asave("s", memory=mem)
+    expected = [copy.deepcopy(mem.state_dict())]
+    for index in (0, 600, 1299):  # first, middle and last segment
+        mem.content[index][0].content[0]["text"] = f"edited {index}"
+        await store.asave("s", memory=mem)
+        expected.append(copy.deepcopy(mem.state_dict()))
+    mem.content.insert(3, (Msg("u", "inserted", "user", id="new"), []))  # shifts every run after it
+    await store.asave("s", memory=mem)
+    expected.append(copy.deepcopy(mem.state_dict()))
+    for seq, state in enumerate(expected, start=1):
+        assert await store.aget_state(f"s@{seq}") == {"memory": state}, seq
+
+
+async def test_edits_anywhere_in_a_long_foreign_list_reach_the_next_checkpoint(store: nbs.BaseStore) -> None:
+    mem = PlainMemory()
+    mem.messages = [{"id": str(i), "text": f"m{i}"} for i in range(1300)]
+    await store.asave("s", memory=mem)
+    mem.messages[700]["text"] = "edited"
+    mem.messages[1299]["extra"] = [1, 2]
+    cp = await store.asave("s", memory=mem)
+    assert (await store.aget_state(cp.ref)) == {"memory": mem.state_dict()}
+    assert (await store.aget_state("s@1"))["memory"]["content"][700][0]["text"] == "m700"
