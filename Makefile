@@ -3,11 +3,13 @@
 #   make test   the whole test suite (installs what it needs, chromium included)
 PYTHON ?= python3
 VENV   ?= .venv
+# Jupyter refuses to run as root unless told; containers and CI machines often are root.
+LAB_FLAGS ?= $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 .PHONY: lab test bench lint
 lab:
 	@bash scripts/bootstrap.sh
-	cd notebooks && ../$(VENV)/bin/jupyter lab
+	cd notebooks && ../$(VENV)/bin/jupyter lab $(LAB_FLAGS)
 
 test:
 	@bash scripts/test.sh $(ARGS)
