@@ -41,6 +41,7 @@ _DIGITS_TO_NUL = bytes(0 if 48 <= i <= 57 else 1 for i in range(256))
 _DIGIT_RUN = b"\x00" * 19
 # Decoding this much or more pauses the cyclic GC (JSON builds no cycles; see paused_gc).
 _BIG = 1 << 20
+_TRIM = 1 << 16
 _JSON_SCALARS = (str, int, float, bool, type(None))
 
 
@@ -60,7 +61,9 @@ def dumps(value: Any, path: str = "") -> bytes:
         return _exact_dumps(value, path)
     # NaN -> null, UUID/enum -> str, tuple -> list: the round trip tells.
     if orjson.loads(out) == value:
-        return out
+        # orjson's result keeps its whole working buffer (~8 KB even for a 1 KB
+        # message); a store holding thousands of them at once would hold that too.
+        return bytes(memoryview(out)) if len(out) < _TRIM else out
     return _exact_dumps(value, path)
 
 
@@ -81,19 +84,26 @@ def _exact_dumps(value: Any, path: str) -> bytes:
         ) from None
     except ValueError as exc:  # circular reference
         raise NotSerializableError(path, "circular data", str(exc)) from None
-    return text.encode("utf-8", "surrogatepass")
+    # The leading space (JSON allows it) tells loads(trusted=True) this took the exact
+    # path: it may hold what orjson reads differently, such as integers beyond 64 bits.
+    return b" " + text.encode("utf-8", "surrogatepass")
 
 
-def loads(data: bytes | str, where: str = "") -> Any:
-    """Decode JSON written by :func:`dumps` or by AgentScope; ``where`` names the source in errors."""
+def loads(data: bytes | str, where: str = "", *, trusted: bool = False) -> Any:
+    """Decode JSON written by :func:`dumps` or by AgentScope; ``where`` names the source in errors.
+
+    ``trusted`` says the bytes came from :func:`dumps` (joined, perhaps): unless
+    they start with its exact-path mark, orjson reads them back exactly, and the
+    scan for long digit runs is skipped.
+    """
     if isinstance(data, str):
         data = data.encode("utf-8", "surrogatepass")
     with paused_gc() if len(data) >= _BIG else contextlib.nullcontext():
-        return _loads(data, where)
+        return _loads(data, where, trusted and not data.startswith(b" "))
 
 
-def _loads(data: bytes, where: str) -> Any:
-    if data.translate(_DIGITS_TO_NUL).find(_DIGIT_RUN) < 0:
+def _loads(data: bytes, where: str, trusted: bool = False) -> Any:
+    if trusted or data.translate(_DIGITS_TO_NUL).find(_DIGIT_RUN) < 0:
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -121,7 +131,9 @@ def paused_gc() -> Iterator[None]:
     collector would scan the growing heap again and again (roughly doubling
     the time) to find cycles JSON cannot make. Nested and concurrent pauses
     are counted; the collector comes back on when the last one ends, if it
-    was on before.
+    was on before. Objects made meanwhile are moved to the oldest generation
+    (``gc.freeze()`` then ``gc.unfreeze()``), where only the rare full
+    collections look at them; cycles among them are still collected then.
     """
     global _gc_pauses, _gc_was_enabled
     with _gc_lock:
@@ -134,8 +146,13 @@ def paused_gc() -> Iterator[None]:
     finally:
         with _gc_lock:
             _gc_pauses -= 1
-            if _gc_pauses == 0 and _gc_was_enabled:
-                gc.enable()
+            if _gc_pauses == 0:
+                # What was built meanwhile goes straight to the oldest generation:
+                # otherwise the next young collection would scan all of it at once.
+                gc.freeze()
+                gc.unfreeze()
+                if _gc_was_enabled:
+                    gc.enable()
 
 
 def find_unserializable(value: Any, path: str = "") -> tuple[str, str] | None:

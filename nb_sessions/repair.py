@@ -42,7 +42,9 @@ __all__ = [
 ]
 
 #: The text of the error result that closes a dangling call.
-REPAIR_TEXT = "Error: the tool call was interrupted before it returned (closed by nb_sessions repair)"
+REPAIR_TEXT = (
+    "Error: the tool call was interrupted before it returned (closed by nb_sessions repair)"
+)
 
 
 @dataclass(frozen=True)
@@ -92,8 +94,14 @@ class RepairReport:
         lines = [f"{verb} {len(self.calls)} dangling tool call(s) with an error result:"]
         for call in self.calls:
             msg = f", message {call.message_id!r}" if call.message_id is not None else ""
-            at = f" -> result at {call.path}.content[{call.inserted_at}]" if call.inserted_at is not None else ""
-            lines.append(f"  {call.where}: {call.tool_name!r} (tool_use id {call.tool_use_id!r}{msg}){at}")
+            at = (
+                f" -> result at {call.path}.content[{call.inserted_at}]"
+                if call.inserted_at is not None
+                else ""
+            )
+            lines.append(
+                f"  {call.where}: {call.tool_name!r} (tool_use id {call.tool_use_id!r}{msg}){at}"
+            )
         if self.dry_run:
             lines.append("dry run: nothing was changed")
         return "\n".join(lines)
@@ -195,7 +203,11 @@ def _dangling_in(module: str, path: str, memory: Mapping[str, Any]) -> list[Dang
             if kind == "tool_use":
                 name = block.get("name")
                 call = DanglingCall(
-                    module, path, index, msg_id if isinstance(msg_id, str) else None, call_id,
+                    module,
+                    path,
+                    index,
+                    msg_id if isinstance(msg_id, str) else None,
+                    call_id,
                     name if isinstance(name, str) else "",
                 )
                 pending.setdefault(call_id, []).append(call)
@@ -247,13 +259,19 @@ def _only_results(msg: Mapping[str, Any] | None) -> bool:
         return False
     blocks = _blocks(msg)
     content = msg.get("content")
-    return bool(blocks) and isinstance(content, (list, tuple)) and len(blocks) == len(content) and all(
-        b.get("type") == "tool_result" for b in blocks
+    return (
+        bool(blocks)
+        and isinstance(content, (list, tuple))
+        and len(blocks) == len(content)
+        and all(b.get("type") == "tool_result" for b in blocks)
     )
 
 
 def closing_message(
-    call: DanglingCall, *, clock: Callable[[], str] = timestamp_now, id_factory: Callable[[], str] = short_id
+    call: DanglingCall,
+    *,
+    clock: Callable[[], str] = timestamp_now,
+    id_factory: Callable[[], str] = short_id,
 ) -> dict[str, Any]:
     """The AgentScope-shaped system message whose ``tool_result`` closes ``call``."""
     return {

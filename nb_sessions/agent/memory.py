@@ -12,7 +12,7 @@ from typing import Any
 from ..chunks import Entries
 from ..errors import _join
 from ..state import Commit, StateModule
-from .message import Msg
+from .message import Msg, _well_formed
 
 __all__ = ["InMemoryMemory"]
 
@@ -195,7 +195,14 @@ def _convert_content(
         return None
     before = len(problems)
     out: list[tuple[Msg, list[str]]] = []
+    quick = Msg._build
     for i, item in enumerate(content):
+        # The common case, checked the quick way: [well-formed message, list of str marks].
+        if type(item) is list and len(item) == 2 and _well_formed(item[0]):
+            marks = item[1]
+            if type(marks) is list and all(type(m) is str for m in marks):
+                out.append((quick(item[0]), list(marks)))
+                continue
         where = f"{path}[{i}]"
         if isinstance(item, Mapping):
             msg, marks = Msg.from_dict_checked(item, where, problems), []

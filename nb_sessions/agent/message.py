@@ -194,6 +194,61 @@ def validate_block(
         _validate_source(block, path, problems, kind, shape)
 
 
+def _well_formed(data: Any) -> bool:
+    """True when ``data`` is a message the full validation would accept, checked the quick way.
+
+    Most messages (text, thinking, tool calls and results) pass here with a few
+    exact type checks and no dotted paths built; anything else, valid or not,
+    goes through :meth:`Msg.from_dict_checked`'s full validation.
+    """
+    if type(data) is not dict:
+        return False
+    if type(data.get("name")) is not str or data.get("role") not in ROLES:
+        return False
+    for key in ("id", "timestamp", "invocation_id"):
+        value = data.get(key, "")
+        if type(value) is not str and (value is not None or key == "id"):
+            return False
+    metadata = data.get("metadata")
+    if metadata is not None and type(metadata) is not dict:
+        return False
+    content = data.get("content")
+    if type(content) is str:
+        return True
+    if type(content) is not list:
+        return False
+    for block in content:
+        if type(block) is not dict:
+            return False
+        kind = block.get("type")
+        if kind == "text":
+            if type(block.get("text")) is not str:
+                return False
+        elif kind == "thinking":
+            if type(block.get("thinking")) is not str:
+                return False
+        elif kind == "tool_use":
+            if (
+                type(block.get("id")) is not str
+                or type(block.get("name")) is not str
+                or type(block.get("input")) is not dict
+                or type(block.get("raw_input", "")) is not str
+            ):
+                return False
+        elif kind == "tool_result":
+            if type(block.get("id")) is not str or type(block.get("name")) is not str:
+                return False
+            output = block.get("output")
+            if type(output) is not str and not (
+                type(output) is list
+                and all(type(b) is dict and b.get("type") == "text" and type(b.get("text")) is str for b in output)
+            ):
+                return False
+        else:
+            return False
+    return True
+
+
 def _validate_output(block: Mapping[str, Any], path: str, problems: list[tuple[str, str]], shape: str) -> None:
     where = _join(path, "output")
     if "output" not in block:
@@ -402,7 +457,8 @@ class Msg:
         cls, data: Any, path: str, problems: list[tuple[str, str]]
     ) -> Msg | None:
         """Like :meth:`from_dict`, but add problems to ``problems`` and return None instead of raising."""
-        # Nested content and metadata are copied below, so the result never aliases ``data``.
+        if _well_formed(data):
+            return cls._build(data)
         if not isinstance(data, Mapping):
             problems.append((path, f"expected a message dict {_MSG_SHAPE}, got {_tname(data)}"))
             return None
@@ -433,8 +489,15 @@ class Msg:
                 problems.append((_join(path, key), f"expected str or null, got {_tname(value)}"))
         if len(problems) > before:
             return None
+        return cls._build(data)
+
+    @classmethod
+    def _build(cls, data: Mapping[str, Any]) -> Msg:
         # Built without __init__: the loaded lists and dicts are kept as they are and
         # copied into tracked ones on first access (see the content property).
+        role = data["role"]
+        content = data["content"]
+        metadata = data.get("metadata")
         msg = cls.__new__(cls)
         put = object.__setattr__
         put(msg, "name", data["name"])
@@ -444,7 +507,8 @@ class Msg:
         put(msg, "timestamp", data.get("timestamp") or timestamp_now())
         put(msg, "invocation_id", data.get("invocation_id"))
         put(msg, "id", data.get("id") or short_id())
-        extra = {k: track(v, msg) for k, v in data.items() if k not in _KNOWN_KEYS}
+        unknown = data.keys() - _KNOWN_KEYS
+        extra = {k: track(v, msg) for k, v in data.items() if k in unknown} if unknown else {}
         put(msg, "_extra", extra)
         put(msg, "_rev", 0)
         return msg

@@ -391,6 +391,7 @@ class JSONStore(BaseStore):
         def job() -> dict[str, Any]:
             entry: dict[str, Any] | None = None
             index: dict[str, Any] | None = None
+            trusted = False  # written by our codec (see codec.loads)
             if cp.metadata.get("source") == SOURCE_FILE:
                 path = self._latest_file(cp.key)
             else:
@@ -402,6 +403,7 @@ class JSONStore(BaseStore):
                     raise CheckpointNotFoundError(
                         f"checkpoint {cp.ref} is no longer in {self.path} (deleted meanwhile?)", ref=cp.ref
                     )
+                trusted = bool(entry.get("chunks"))
                 if entry.get("chunks") and entries[-1] is entry and index and self._latest_is_current(cp.key, index):
                     path, entry = self._latest_file(cp.key), None  # the same state, in one file
             try:
@@ -414,7 +416,7 @@ class JSONStore(BaseStore):
                 ) from None
             except OSError as exc:
                 raise StoreError(f"cannot read {path}: {exc}") from exc
-            state = codec.loads(data, f"checkpoint {cp.ref} ({path})")
+            state = codec.loads(data, f"checkpoint {cp.ref} ({path})", trusted=trusted)
             if not isinstance(state, dict):
                 raise StoreCorruptedError(
                     f"checkpoint {cp.ref} ({path}) holds {type(state).__name__} JSON, not an object "
@@ -426,8 +428,10 @@ class JSONStore(BaseStore):
                 where = f"checkpoint {cp.ref}"
                 lists = []
                 for p, ranges in entry["chunks"]:
-                    body = b"[" + b",".join(pack.read(from_ranges(ranges), where)) + b"]"
-                    lists.append((tuple(p), codec.loads(body, f"{where} ({path_text(tuple(p))})")))
+                    parts = pack.read(from_ranges(ranges), where)
+                    exact = any(part[:1] == b" " for part in parts)
+                    body = b"[" + b",".join(parts) + b"]"
+                    lists.append((tuple(p), codec.loads(body, f"{where} ({path_text(tuple(p))})", trusted=not exact)))
                 try:
                     assemble(state, lists)
                 except (KeyError, IndexError, TypeError) as exc:

@@ -298,7 +298,7 @@ class SQLiteStore(BaseStore):
             data = data.encode("utf-8", "surrogatepass")
         if not isinstance(data, bytes):
             raise StoreCorruptedError(f"{where} holds a {type(data).__name__}, not JSON", location=where)
-        state = codec.loads(data, where)
+        state = codec.loads(data, where, trusted=cp.metadata.get("source") != LEGACY_TABLE)
         if not isinstance(state, dict):
             raise StoreCorruptedError(
                 f"{where} holds {type(state).__name__} JSON, not an object of module states; "
@@ -331,16 +331,21 @@ class SQLiteStore(BaseStore):
                         location=where,
                     )
                 blob_ids.extend(array("q", packed))
-            blobs = await _fetch_by_ids(db, "nbs_blobs", "data", blob_ids)
-            try:
-                parts = [blobs[i] for i in blob_ids]
-            except KeyError as exc:
-                raise StoreCorruptedError(
-                    f"{where}: entry {exc} of {path_text(tuple(path))} is missing; delete that "
-                    "checkpoint, the others are intact",
-                    location=where,
-                ) from None
-            items = codec.loads(b"[" + b",".join(parts) + b"]", f"{where} ({path_text(tuple(path))})")
+            parts = await _fetch_run(db, blob_ids)
+            if parts is None:
+                blobs = await _fetch_by_ids(db, "nbs_blobs", "data", blob_ids)
+                try:
+                    parts = [blobs[i] for i in blob_ids]
+                except KeyError as exc:
+                    raise StoreCorruptedError(
+                        f"{where}: entry {exc} of {path_text(tuple(path))} is missing; delete that "
+                        "checkpoint, the others are intact",
+                        location=where,
+                    ) from None
+            exact = any(p[:1] == b" " for p in parts)  # an entry written by the exact path
+            items = codec.loads(
+                b"[" + b",".join(parts) + b"]", f"{where} ({path_text(tuple(path))})", trusted=not exact
+            )
             out.append((tuple(path), items))
         return out
 
@@ -689,6 +694,20 @@ async def _fetch_by_ids(
         async with db.execute(f"SELECT id, {column} FROM {table} WHERE id IN ({marks})", batch) as cur:
             out.update(await cur.fetchall())  # type: ignore[arg-type]
     return out
+
+
+async def _fetch_run(db: aiosqlite.Connection, ids: Sequence[int]) -> list[bytes] | None:
+    """Entries whose ids are one ascending run (a memory appended in order), in one ordered query; else None."""
+    if not ids or ids[-1] - ids[0] + 1 != len(ids):
+        return None
+    async with db.execute(
+        "SELECT id, data FROM nbs_blobs WHERE id BETWEEN ? AND ? ORDER BY id", (ids[0], ids[-1])
+    ) as cur:
+        rows = list(await cur.fetchall())
+    # Equal length and equal ends of an ascending run with no gaps: exactly ids, in order.
+    if len(rows) != len(ids) or any(row[0] != want for row, want in zip(rows, ids, strict=True)):
+        return None
+    return [row[1] for row in rows]
 
 
 async def _collect_garbage(db: aiosqlite.Connection) -> None:
