@@ -185,19 +185,27 @@ class ChunkCache:
         """Plan the chunk's segments; also return the entry keys to remember after a commit."""
         items = chunk.items
         keyed = chunk.key is not None
-        keys = _keys(chunk)
+        keys = _keys(chunk) if keyed else None
         value_of = chunk.value if chunk.value is not None else _identity
         where = path_text(chunk.path)
         segments: list[Segment] = []
         new: dict[bytes, bytes] = {}
         remember: dict[Hashable, tuple[bytes, int, Any]] = {}
         for start in range(0, len(items), segment):
-            run_keys = keys[start:start + segment]
-            skey = None if any(k is None for k in run_keys) else tuple(run_keys)
+            skey: tuple[Hashable, ...] | None
+            if keys is not None:
+                run_keys = keys[start:start + segment]
+                skey = None if any(k is None for k in run_keys) else tuple(run_keys)
+            else:
+                # A plain list: one orjson call for the whole run says whether it changed.
+                skey = _run_key(items[start:start + segment])
+                run_keys = []
             hit = self.segments.get(skey) if skey is not None else None
             if hit is not None:
                 segments.append(Segment(skey, hit[1], cached=hit[0], keepalive=hit[2]))
                 continue
+            if keys is None:
+                run_keys = _plain_keys(items[start:start + segment])
             hashes: list[bytes] = []
             size = 0
             for i, k in enumerate(run_keys, start):
@@ -235,21 +243,32 @@ def _identity(value: Any) -> Any:
 
 
 def _keys(chunk: ListChunk) -> list[Hashable | None]:
-    if chunk.key is not None:
-        if chunk.keys is not None:
-            return list(chunk.keys())
-        return [chunk.key(item) for item in chunk.items]
-    keys: list[Hashable | None] = []
-    dumps = orjson.dumps
-    for item in chunk.items:
-        try:
-            fast = dumps(item)
-        except (orjson.JSONEncodeError, TypeError):
-            keys.append(None)
-            continue
-        # A key only for bytes that cannot hide a change: no null (NaN is written so).
-        keys.append(None if b"null" in fast else (hash(fast), len(fast)))
-    return keys
+    assert chunk.key is not None
+    if chunk.keys is not None:
+        return list(chunk.keys())
+    return [chunk.key(item) for item in chunk.items]
+
+
+def _fast_key(value: Any) -> Hashable | None:
+    """The hash and length of ``value``'s orjson bytes, or None when those bytes cannot be trusted.
+
+    Bytes holding ``null`` could hide a change (orjson writes NaN as null); values
+    orjson refuses take the exact path every time.
+    """
+    try:
+        fast = orjson.dumps(value)
+    except (orjson.JSONEncodeError, TypeError):
+        return None
+    return None if b"null" in fast else (hash(fast), len(fast))
+
+
+def _run_key(run: Sequence[Any]) -> tuple[Hashable, ...] | None:
+    key = _fast_key(list(run))
+    return None if key is None else ("run", key)
+
+
+def _plain_keys(run: Sequence[Any]) -> list[Hashable | None]:
+    return [_fast_key(item) for item in run]
 
 
 def assemble(skeleton: dict[str, Any], lists: Sequence[tuple[Path, list[Any]]]) -> dict[str, Any]:
