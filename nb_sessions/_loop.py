@@ -47,6 +47,7 @@ class _Outcome:
         self.result: Any = None
         self.error: BaseException | None = None
         self.cancelled = False
+        self.abandoned = False  # the caller gave up before the task started: never start it
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
@@ -63,6 +64,11 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     async def runner() -> None:
         task = asyncio.current_task()
         outcome.task = task
+        if outcome.abandoned:
+            coro.close()
+            outcome.cancelled = True
+            outcome.done.set()
+            return
         try:
             outcome.result = await coro
         except asyncio.CancelledError:
@@ -72,13 +78,19 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
         finally:
             outcome.done.set()
 
-    loop.call_soon_threadsafe(lambda: loop.create_task(runner()))
     try:
+        # Inside the try: an interrupt may land while the task is being handed over.
+        loop.call_soon_threadsafe(lambda: loop.create_task(runner()))
         _wait(outcome)
     except KeyboardInterrupt:
+        outcome.abandoned = True  # if the runner has not started, it will not run the save
+
         def cancel() -> None:
             if outcome.task is not None:
                 outcome.task.cancel()
+            else:
+                outcome.cancelled = True  # never scheduled (or not yet): nothing ran
+                outcome.done.set()
 
         loop.call_soon_threadsafe(cancel)
         _wait(outcome, ignore_interrupts=True)

@@ -80,13 +80,27 @@ def _exact_dumps(value: Any, path: str) -> bytes:
         text = json.dumps(value, ensure_ascii=False, allow_nan=True)
     except RecursionError:
         raise NotSerializableError(
-            path, "deeply nested data", "It is nested deeper than JSON can be written here; flatten it."
+            _too_deep(value, path), "deeply nested data",
+            "It is nested deeper than JSON can be written here; flatten it.",
         ) from None
     except ValueError as exc:  # circular reference
         raise NotSerializableError(path, "circular data", str(exc)) from None
     # The leading space (JSON allows it) tells loads(trusted=True) this took the exact
     # path: it may hold what orjson reads differently, such as integers beyond 64 bits.
     return b" " + text.encode("utf-8", "surrogatepass")
+
+
+def _too_deep(value: Any, path: str) -> str:
+    """The path of the first top-level key too deep for stdlib json (the module, for a state)."""
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            try:
+                json.dumps(sub, allow_nan=True)
+            except RecursionError:
+                return _key_path(path, key)
+            except (TypeError, ValueError):
+                continue
+    return path
 
 
 def loads(data: bytes | str, where: str = "", *, trusted: bool = False) -> Any:

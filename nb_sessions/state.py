@@ -370,12 +370,20 @@ def _apply(commits: list[Commit]) -> None:
             done.append(load)
             load()
         except Exception as exc:
+            undo_problems = []
             for previous in reversed(done):
-                previous.undo()
-            if isinstance(exc, StateError):
+                try:
+                    previous.undo()
+                except Exception as undo_exc:  # keep reporting the load's own failure
+                    undo_problems.append((
+                        previous.path,
+                        f"could not be put back as it was: {type(undo_exc).__name__}: {undo_exc}",
+                    ))
+            if isinstance(exc, StateError) and not undo_problems:
                 raise exc.with_prefix(load.path) from exc
             raise StateError(
-                [(load.path, f"{type(load.target).__name__}.load_state_dict failed: {type(exc).__name__}: {exc}")],
+                [(load.path, f"{type(load.target).__name__}.load_state_dict failed: {type(exc).__name__}: {exc}"),
+                 *undo_problems],
                 module=load.path.split(".", 1)[0],
             ) from exc
     for commit in commits:

@@ -31,13 +31,18 @@ def fsync_dir(path: Path) -> None:
 
 
 def atomic_write(
-    path: Path, data: bytes, before_commit: Callable[[], None] | None = None
+    path: Path,
+    data: bytes,
+    before_commit: Callable[[], None] | None = None,
+    *,
+    mtime_ns: int | None = None,
 ) -> None:
     """Write ``data`` to ``path`` all or nothing: temp file, fsync, ``os.replace``, fsync folder.
 
     The temp file carries the writer's pid so :func:`clean_temp_files` can tell
     a dead writer's leftovers from a live one's. ``before_commit`` runs just
-    before the rename and may raise :class:`Aborted`.
+    before the rename and may raise :class:`Aborted`. ``mtime_ns`` stamps the
+    file before it appears, so no reader ever sees it with another time.
     """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -46,6 +51,8 @@ def atomic_write(
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        if mtime_ns is not None:
+            os.utime(tmp, ns=(mtime_ns, mtime_ns))
         if before_commit is not None:
             before_commit()
         os.replace(tmp, path)

@@ -18,6 +18,7 @@ import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import StoreCorruptedError
 from ._fs import fsync_dir
@@ -83,7 +84,9 @@ class EntryPack:
             try:
                 os.ftruncate(fd, committed)  # drop what a killed save appended
                 os.lseek(fd, committed, os.SEEK_SET)
-                os.write(fd, bytes(extra))
+                view = memoryview(bytes(extra))
+                while view:  # os.write may write less than asked (a full disk, a signal)
+                    view = view[os.write(fd, view):]
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -99,7 +102,17 @@ class EntryPack:
             fh = open(self.data_path, "rb")  # noqa: SIM115 - closed below, with the map
         except FileNotFoundError:
             raise StoreCorruptedError(f"{where}: {self.data_path} is missing", location=str(self.data_path)) from None
-        with fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        with fh:
+            if os.fstat(fh.fileno()).st_size < self.state.nbytes:
+                raise StoreCorruptedError(
+                    f"{where}: {self.data_path.name} is shorter than the history expects; "
+                    "checkpoints of this session cannot be read",
+                    location=str(self.data_path),
+                )
+            return self._slices(fh, ordinals, raw, where)
+
+    def _slices(self, fh: Any, ordinals: Sequence[int], raw: bytes, where: str) -> list[bytes]:
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
             out = []
             for n in ordinals:
                 if not 0 <= n < self.state.count:
@@ -161,5 +174,8 @@ def to_ranges(ordinals: Sequence[int]) -> list[list[int]]:
 
 
 def from_ranges(ranges: Iterable[Sequence[int]]) -> list[int]:
-    """The inverse of :func:`to_ranges`."""
-    return [n for start, count in ranges for n in range(start, start + count)]
+    """The inverse of :func:`to_ranges`; malformed ranges raise :class:`StoreCorruptedError`."""
+    try:
+        return [n for start, count in ranges for n in range(start, start + count)]
+    except (TypeError, ValueError) as exc:
+        raise StoreCorruptedError(f"a history index holds malformed entry ranges ({exc})") from None

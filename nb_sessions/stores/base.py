@@ -10,6 +10,7 @@ private loop.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import html
 import re
@@ -177,6 +178,11 @@ def parse_ref(ref: Any, user_id: str | None = None) -> Ref:
     uid, slash, sid = head.rpartition("/")
     if not slash:
         uid = ""
+    elif not uid:
+        raise InvalidIdError(
+            f"reference {ref!r} has an empty user before '/': write 'user/session', or just 'session'",
+            value=ref,
+        )
     if user_id is not None:
         if slash and uid != user_id:
             raise InvalidIdError(
@@ -391,7 +397,8 @@ class BaseStore:
         for name, obj in modules.items():
             state = snapshot(as_stateful(obj, name))
             if self.redact is not None:
-                state = self.redact(name, materialize({name: state})[name])
+                # A private copy: a redactor that edits in place must not strip the live agent.
+                state = self.redact(name, copy.deepcopy(materialize({name: state})[name]))
             states[name] = state
         return await self._write(ref.key, states, label, meta, self._parents.get(ref.key))
 

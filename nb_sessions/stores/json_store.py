@@ -25,6 +25,7 @@ import os
 import secrets
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -81,19 +82,21 @@ class JSONStore(BaseStore):
         return self.path / HIDDEN / stem_for(key)
 
     def _lock(self, key: SessionKey) -> filelock.FileLock:
-        (self.path / HIDDEN).mkdir(mode=0o700, parents=True, exist_ok=True)
+        # In a folder of their own: beside the history folders, session "x"'s lock
+        # file "x.lock" would be session "x.lock"'s history folder.
+        locks = self.path / HIDDEN / ".locks"
+        locks.mkdir(mode=0o700, parents=True, exist_ok=True)
         return filelock.FileLock(
-            self.path / HIDDEN / f"{stem_for(key)}.lock", timeout=self.timeout, mode=0o600,
-            thread_local=False,
+            locks / f"{stem_for(key)}.lock", timeout=self.timeout, mode=0o600, thread_local=False,
         )
 
     def _prepare_folder(self) -> None:
         if not self.path.exists():
             try:
-                self.path.mkdir(mode=0o700, parents=True)
+                self.path.mkdir(mode=0o700, parents=True, exist_ok=True)  # another process may race us
             except OSError as exc:
-                raise StoreError(f"cannot create store folder {self.path}: {exc}") from exc
-        elif not self.path.is_dir():
+                raise StoreError(f"cannot create store folder {self.path}: {_os_problem(exc)}") from exc
+        if not self.path.is_dir():
             raise StoreError(f"{self.path} is a file, not a folder: a JSONStore is a folder")
         if not self._cleaned:
             clean_temp_files(self.path)
@@ -122,14 +125,22 @@ class JSONStore(BaseStore):
     def _write_index(self, key: SessionKey, index: dict[str, Any], check: Callable[[], None] | None = None) -> None:
         atomic_write(self._history_dir(key) / "index.json", codec.dumps(index), check)
 
-    def _cp_from_entry(self, key: SessionKey, entry: dict[str, Any]) -> Checkpoint:
-        return Checkpoint(
-            session_id=key.session_id, user_id=key.user_id, seq=int(entry["seq"]),
-            created_at=datetime.fromisoformat(entry["created_at"]),
-            modules=tuple(entry.get("modules", ())), size=int(entry.get("size", 0)),
-            parent=entry.get("parent"), label=entry.get("label"),
-            metadata=dict(entry.get("metadata") or {}), store=self,
-        )
+    def _cp_from_entry(self, key: SessionKey, entry: Any) -> Checkpoint:
+        try:
+            return Checkpoint(
+                session_id=key.session_id, user_id=key.user_id, seq=int(entry["seq"]),
+                created_at=datetime.fromisoformat(entry["created_at"]),
+                modules=tuple(str(m) for m in entry.get("modules", ())), size=int(entry.get("size", 0)),
+                parent=entry.get("parent"), label=entry.get("label"),
+                metadata=dict(entry.get("metadata") or {}), store=self,
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            where = self._history_dir(key) / "index.json"
+            raise StoreCorruptedError(
+                f"{where} holds a malformed checkpoint entry ({type(exc).__name__}: {exc}); "
+                "move the index away to see the latest file alone",
+                location=str(where),
+            ) from None
 
     def _file_checkpoint(self, key: SessionKey, seq: int, parent: int | None, note: str) -> Checkpoint | None:
         """The latest file as a checkpoint of its own (AgentScope wrote it, or wrote it last)."""
@@ -176,7 +187,9 @@ class JSONStore(BaseStore):
             st = self._latest_file(key).stat()
         except FileNotFoundError:
             return False
-        recorded = index.get("latest_file") or {}
+        recorded = index.get("latest_file")
+        if not isinstance(recorded, dict):
+            return False
         return [st.st_size, st.st_mtime_ns] == [recorded.get("size"), recorded.get("mtime_ns")]
 
     def _history_sync(self, key: SessionKey) -> list[Checkpoint]:
@@ -286,7 +299,14 @@ class JSONStore(BaseStore):
                 self._write_latest(key, data, ns)
             return self._cp_from_entry(key, entry)
 
-        cp = await run_blocking(job)
+        try:
+            cp = await run_blocking(job)
+        except StoreError:
+            raise
+        except OSError as exc:
+            raise StoreError(
+                f"cannot save {key} in {self.path}: {_os_problem(exc)}; earlier checkpoints are intact"
+            ) from exc
         self._parents[key] = cp.seq
         return cp
 
@@ -323,9 +343,18 @@ class JSONStore(BaseStore):
         return self._splice(skeleton, rows, pack, f"checkpoint {key}@{entry['seq']}")
 
     def _write_latest(self, key: SessionKey, data: bytes, mtime_ns: int) -> None:
-        path = self._latest_file(key)
-        atomic_write(path, data)
-        os.utime(path, ns=(mtime_ns, mtime_ns))
+        """Rewrite AgentScope's file after the index committed; a failure here loses nothing."""
+        try:
+            atomic_write(self._latest_file(key), data, mtime_ns=mtime_ns)
+        except OSError as exc:
+            # The checkpoint is in the history; the file shows the previous state until the
+            # next save rewrites it (it is recognised as stale, not as a foreign write).
+            warnings.warn(
+                f"nb_sessions: saved {key} but could not update {self._latest_file(key).name}: "
+                f"{_os_problem(exc)}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
     @contextlib.contextmanager
     def _locked(self, key: SessionKey, check_abort: Callable[[], None]) -> Any:
@@ -423,6 +452,10 @@ class JSONStore(BaseStore):
                     "of module states",
                     location=str(path),
                 )
+            if entry is not None and "chunks" in entry and not isinstance(entry["chunks"], list):
+                raise StoreCorruptedError(
+                    f"checkpoint {cp.ref}: its record's chunks are not a list", location=str(path)
+                )
             if entry is not None and entry.get("chunks") and index is not None:
                 pack = EntryPack(self._history_dir(cp.key), PackState.from_json(index.get("pack")))
                 where = f"checkpoint {cp.ref}"
@@ -440,7 +473,18 @@ class JSONStore(BaseStore):
                     ) from None
             return state
 
-        return await asyncio.to_thread(job)
+        def guarded() -> dict[str, Any]:
+            try:
+                return job()
+            except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+                # A history index edited by hand or damaged: this checkpoint only.
+                raise StoreCorruptedError(
+                    f"checkpoint {cp.ref} in {self.path}: its history record is malformed "
+                    f"({type(exc).__name__}: {exc}); delete the checkpoint or restore .nb_sessions",
+                    location=str(self._history_dir(cp.key)),
+                ) from None
+
+        return await asyncio.to_thread(guarded)
 
     async def _sessions(self) -> list[SessionInfo]:
         return await asyncio.to_thread(self._sessions_sync)
@@ -612,6 +656,17 @@ class _PackCache:
         self.pack = pack
         self.ordinals = ordinals
         self.chunks = chunks or ChunkCache()
+
+
+def _os_problem(exc: OSError) -> str:
+    """An OSError in words a person can act on."""
+    import errno
+
+    if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        return f"the disk is full ({exc.strerror}); free space and save again"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"the store is read-only here ({exc.strerror}); earlier checkpoints stay readable"
+    return str(exc)
 
 
 def _size(path: Path) -> int:

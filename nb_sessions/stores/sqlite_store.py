@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import os
 import sqlite3
+import urllib.parse
 from array import array
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime, timezone
@@ -54,6 +55,8 @@ class SQLiteStore(BaseStore):
         self._ready = False
         self._has_legacy: bool | None = None
         self._caches: dict[SessionKey, _SessionCache] = {}
+        self._readonly = False
+        self._immutable = False
 
     @property
     def location(self) -> str:
@@ -69,17 +72,42 @@ class SQLiteStore(BaseStore):
     async def _connect(self) -> AsyncIterator[aiosqlite.Connection]:
         if not self._ready:
             await self._setup()
+        elif not self.path.exists():
+            raise StoreError(
+                f"{self.path} was deleted while open, and its checkpoints with it; "
+                "open_store() the path again to start a new store there"
+            )
         try:
-            db = await aiosqlite.connect(self.path, timeout=_BUSY_POLL, isolation_level=None)
+            # mode=rw|ro: never create the file here (a deleted store must not come back empty).
+            db = await aiosqlite.connect(
+                self._uri(), uri=True, timeout=_BUSY_POLL, isolation_level=None
+            )
         except sqlite3.Error as exc:
             raise self._wrap(exc) from exc
+        completed = False
         try:
             await db.execute("PRAGMA foreign_keys = ON")
             yield db
+            completed = True
         except sqlite3.DatabaseError as exc:
             raise self._wrap(exc) from exc
         finally:
-            await db.close()
+            # Closing after a COMMIT: a cancel arriving now must not report the
+            # committed operation as cancelled (the result stands, as in _commit).
+            closing = asyncio.ensure_future(db.close())
+            try:
+                await asyncio.shield(closing)
+            except asyncio.CancelledError:
+                await closing
+                if not completed:
+                    raise
+                task = asyncio.current_task()
+                if task is not None and hasattr(task, "uncancel"):
+                    task.uncancel()
+
+    def _uri(self) -> str:
+        mode = "ro&immutable=1" if self._immutable else ("ro" if self._readonly else "rw")
+        return f"file:{urllib.parse.quote(str(self.path))}?mode={mode}"
 
     async def _setup(self) -> None:
         """Create the file (mode 0600) and apply pending migrations; idempotent across processes."""
@@ -88,11 +116,17 @@ class SQLiteStore(BaseStore):
                 f"cannot open {self.path}: folder {self.path.parent} does not exist; create it first"
             )
         if not self.path.exists():
-            with contextlib.suppress(FileExistsError):
+            try:
                 os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                raise StoreError(f"cannot create {self.path}: {exc.strerror}") from exc
         try:
             db = await aiosqlite.connect(self.path, timeout=self.timeout, isolation_level=None)
         except sqlite3.Error as exc:
+            if await self._setup_read_only():
+                return
             raise self._wrap(exc) from exc
         try:
             mode = await (await db.execute("PRAGMA journal_mode = WAL")).fetchone()
@@ -112,11 +146,38 @@ class SQLiteStore(BaseStore):
                 )
             await apply_migrations(db)
             self._has_legacy = await _table_exists(db, LEGACY_TABLE)
-        except sqlite3.DatabaseError as exc:
-            raise self._wrap(exc) from exc
-        finally:
+        except sqlite3.OperationalError as exc:
             await db.close()
+            if _read_only_error(exc) and await self._setup_read_only():
+                return
+            raise self._wrap(exc) from exc
+        except sqlite3.DatabaseError as exc:
+            await db.close()
+            raise self._wrap(exc) from exc
+        await db.close()
         self._ready = True
+
+    async def _setup_read_only(self) -> bool:
+        """Open a store we may not write (a read-only file, folder or disk) for reading only."""
+        for immutable in (False, True):
+            self._readonly, self._immutable = True, immutable
+            try:
+                async with aiosqlite.connect(self._uri(), uri=True, isolation_level=None) as db:
+                    async with db.execute("SELECT max(version) FROM nbs_migrations") as cur:
+                        row = await cur.fetchone()
+                    version = int(row[0] or 0) if row else 0
+                    self._has_legacy = await _table_exists(db, LEGACY_TABLE)
+            except sqlite3.Error:
+                continue
+            if version != latest_version():
+                raise StoreError(
+                    f"{self.path} is read-only and has schema version {version}, not "
+                    f"{latest_version()}: make it writable once so nb_sessions can upgrade it"
+                )
+            self._ready = True
+            return True
+        self._readonly = self._immutable = False
+        return False
 
     def _wrap(self, exc: sqlite3.Error) -> StoreError:
         text = str(exc)
@@ -314,9 +375,22 @@ class SQLiteStore(BaseStore):
             ) from None
 
     async def _read_chunks(
-        self, db: aiosqlite.Connection, chunks_text: str, where: str
+        self, db: aiosqlite.Connection, chunks_text: Any, where: str
     ) -> list[tuple[tuple[str | int, ...], list[Any]]]:
         """Load the long lists of a checkpoint from their segments and entries."""
+        try:
+            return await self._read_chunks_unchecked(db, chunks_text, where)
+        except (TypeError, ValueError, KeyError, OverflowError) as exc:
+            # Garbage where our own rows should be: this checkpoint is damaged, the others are not.
+            raise StoreCorruptedError(
+                f"{where}: its list references are damaged ({type(exc).__name__}: {exc}); "
+                "delete that checkpoint, the others are intact",
+                location=where,
+            ) from None
+
+    async def _read_chunks_unchecked(
+        self, db: aiosqlite.Connection, chunks_text: Any, where: str
+    ) -> list[tuple[tuple[str | int, ...], list[Any]]]:
         rows = codec.loads(chunks_text, where)
         out: list[tuple[tuple[str | int, ...], list[Any]]] = []
         for path, seg_ids in rows:
@@ -412,7 +486,7 @@ class SQLiteStore(BaseStore):
         for uid, sid, count, latest, first, last, labels in rows:
             infos[SessionKey(uid, sid)] = SessionInfo(
                 session_id=sid, user_id=uid, checkpoints=count, latest_seq=latest,
-                created_at=datetime.fromisoformat(first), updated_at=datetime.fromisoformat(last),
+                created_at=_parse_time(first) or _EPOCH, updated_at=_parse_time(last) or _EPOCH,
                 labels=tuple(labels.split("\0")) if labels else (),
             )
         for sid, created, updated in legacy:
@@ -762,6 +836,11 @@ async def _commit(db: aiosqlite.Connection) -> None:
         task = asyncio.current_task()
         if task is not None and hasattr(task, "uncancel"):
             task.uncancel()
+
+
+def _read_only_error(exc: sqlite3.Error) -> bool:
+    text = str(exc)
+    return "readonly" in text or "read-only" in text or "unable to open" in text
 
 
 def _index_text(data: bytes) -> str:

@@ -23,7 +23,7 @@ def hold_write_lock(store: nbs.BaseStore, session: str) -> tuple[object, object]
         db = sqlite3.connect(store.path, isolation_level=None)
         db.execute("BEGIN IMMEDIATE")
         return db, lambda: (db.execute("ROLLBACK"), db.close())
-    lock = filelock.FileLock(Path(store.location) / HIDDEN / f"{session}.lock")
+    lock = filelock.FileLock(Path(store.location) / HIDDEN / ".locks" / f"{session}.lock")
     lock.acquire()
     return lock, lock.release
 
