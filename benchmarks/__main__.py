@@ -537,8 +537,16 @@ def rows(fig: dict[str, Any]) -> list[dict[str, Any]]:
     cps = fig["workload"]["checkpoints"]
     add(f"Disk after {cps} checkpoints, SQLite (baseline = one snapshot)", disk["snapshot_bytes"],
         disk["sqlite_bytes"], "B", _ratio(disk["sqlite_bytes"], disk["snapshot_bytes"]), "≤ 1.5×", 1.5)
-    add(f"Disk after {cps} checkpoints, JSON store history", disk["snapshot_bytes"], disk["json_bytes"], "B",
-        _ratio(disk["json_bytes"], disk["snapshot_bytes"]), "≤ 2×", 2.0)
+    breakdown = disk.get("json_breakdown")
+    if breakdown:
+        # The history is .nb_sessions/ (packs, skeletons, indexes); <session>.json beside it is
+        # AgentScope's own file, the latest state, kept whole so AgentScope can read it.
+        history = breakdown["entry_packs"] + breakdown["checkpoint_files"] + breakdown["index_and_other"]
+        add(f"Disk after {cps} checkpoints, JSON store history (.nb_sessions/)", disk["snapshot_bytes"],
+            history, "B", _ratio(history, disk["snapshot_bytes"]), "≤ 2×", 2.0)
+    add(f"Disk after {cps} checkpoints, JSON store in all (history + AgentScope's latest file)",
+        disk["snapshot_bytes"], disk["json_bytes"], "B",
+        _ratio(disk["json_bytes"], disk["snapshot_bytes"]), "info", None)
     for what, label in (("sqlite", "SQLite"), ("json", "JSON store")):
         pv = fig["prune_vacuum"].get(what)
         if pv:
