@@ -201,8 +201,25 @@ def parse_ref(ref: Any, user_id: str | None = None) -> Ref:
     return Ref(key, label=validate_label(tail))
 
 
+class _InSession:
+    """What a checkpoint and a session summary share: the session they belong to."""
+
+    session_id: str
+    user_id: str
+
+    @property
+    def key(self) -> SessionKey:
+        """The session's ``(user_id, session_id)``."""
+        return SessionKey(self.user_id, self.session_id)
+
+    @property
+    def session(self) -> str:
+        """The session as written in references (``user/session`` when there is a user)."""
+        return str(self.key)
+
+
 @dataclass(frozen=True)
-class Checkpoint:
+class Checkpoint(_InSession):
     """One immutable saved state of a session."""
 
     session_id: str
@@ -217,16 +234,6 @@ class Checkpoint:
     store: BaseStore | None = field(default=None, compare=False, repr=False)
     #: After ``load(..., repair=True)``: what was closed (the stored checkpoint is unchanged).
     repair: RepairReport | None = field(default=None, compare=False, repr=False)
-
-    @property
-    def key(self) -> SessionKey:
-        """The session this checkpoint belongs to."""
-        return SessionKey(self.user_id, self.session_id)
-
-    @property
-    def session(self) -> str:
-        """The session as written in references (``user/session`` when there is a user)."""
-        return str(self.key)
 
     @property
     def ref(self) -> str:
@@ -269,7 +276,7 @@ class Checkpoint:
 
 
 @dataclass(frozen=True)
-class SessionInfo:
+class SessionInfo(_InSession):
     """A session and a summary of its history."""
 
     session_id: str
@@ -279,16 +286,6 @@ class SessionInfo:
     created_at: datetime
     updated_at: datetime
     labels: tuple[str, ...] = ()
-
-    @property
-    def key(self) -> SessionKey:
-        """The session's ``(user_id, session_id)``."""
-        return SessionKey(self.user_id, self.session_id)
-
-    @property
-    def session(self) -> str:
-        """The session as written in references."""
-        return str(self.key)
 
 
 @dataclass(frozen=True)
