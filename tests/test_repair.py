@@ -51,8 +51,14 @@ def container_ids(value: Any) -> set[int]:
 
 
 def msg(mid: str, role: str, *blocks: dict[str, Any]) -> dict[str, Any]:
-    return {"id": mid, "name": role, "role": role, "content": list(blocks), "metadata": {},
-            "timestamp": "2025-01-01 09:00:00.000"}
+    return {
+        "id": mid,
+        "name": role,
+        "role": role,
+        "content": list(blocks),
+        "metadata": {},
+        "timestamp": "2025-01-01 09:00:00.000",
+    }
 
 
 def use(cid: str, name: str = "calc") -> dict[str, Any]:
@@ -110,10 +116,14 @@ async def test_the_closing_message_has_agentscope_shape() -> None:
     closing = item[0]
     assert list(closing) == ["id", "name", "role", "content", "metadata", "timestamp"]
     assert (closing["name"], closing["role"], closing["metadata"]) == ("system", "system", {})
-    assert closing["content"] == [{
-        "type": "tool_result", "id": call.tool_use_id, "name": "crash",
-        "output": [{"type": "text", "text": REPAIR_TEXT}],
-    }]
+    assert closing["content"] == [
+        {
+            "type": "tool_result",
+            "id": call.tool_use_id,
+            "name": "crash",
+            "output": [{"type": "text", "text": REPAIR_TEXT}],
+        }
+    ]
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}", closing["timestamp"])
     assert len(closing["id"]) == 22
     assert closing["id"] not in {m.id for m, _ in agent.memory.content}
@@ -129,7 +139,7 @@ async def test_a_crash_followed_by_more_turns_is_closed_in_place() -> None:
     assert len(new_items) == len(old_items) + 1
     at = report.calls[0].inserted_at
     assert at == call.index + 1
-    assert new_items[:at] == old_items[:at] and new_items[at + 1:] == old_items[at:]
+    assert new_items[:at] == old_items[:at] and new_items[at + 1 :] == old_items[at:]
     assert new_items[at + 1][0]["role"] == "user"  # the next turn starts after the result
 
 
@@ -144,21 +154,46 @@ async def test_repair_through_both_stores(store: nbs.BaseStore) -> None:
     await fresh(user("hello again"))
     await store.asave("alice", agent=fresh, label="repaired")
     assert find_dangling_tool_calls(await store.aget_state("alice@repaired")) == []
-    assert len(find_dangling_tool_calls(await store.aget_state("alice@1"))) == 1  # history kept as it was
+    assert (
+        len(find_dangling_tool_calls(await store.aget_state("alice@1"))) == 1
+    )  # history kept as it was
+
+
+async def test_load_with_repair_closes_the_call_and_keeps_the_checkpoint(
+    store: nbs.BaseStore,
+) -> None:
+    agent = await crashed_agent("hello")
+    await store.asave("alice", agent=agent)
+    fresh = ScriptedAgent(seed=9)
+    cp = await store.aload("alice", agent=fresh, repair=True)
+    assert cp is not None and cp.repair is not None and len(cp.repair) == 1
+    assert find_dangling_tool_calls({"agent": fresh.state_dict()}) == []
+    assert (
+        len(find_dangling_tool_calls(await store.aget_state("alice"))) == 1
+    )  # stored one unchanged
+    reply = await fresh(user("what is 3*3"))
+    assert reply.get_text_content() == "3*3 = 9"
 
 
 # -- placement and layouts --------------------------------------------------------
 
 
 def test_result_goes_after_the_results_already_answering_that_message() -> None:
-    states = {"agent": {"memory": memory(
-        msg("m0", "user", {"type": "text", "text": "go"}),
-        msg("m1", "assistant", use("a"), use("b"), use("c")),
-        msg("m2", "system", result("b")),
-        msg("m3", "user", {"type": "text", "text": "next"}),
-    )}}
+    states = {
+        "agent": {
+            "memory": memory(
+                msg("m0", "user", {"type": "text", "text": "go"}),
+                msg("m1", "assistant", use("a"), use("b"), use("c")),
+                msg("m2", "system", result("b")),
+                msg("m3", "user", {"type": "text", "text": "next"}),
+            )
+        }
+    }
     new, report = repair_states(states, clock=StepClock(), id_factory=SeededIds(1))
-    assert [(c.tool_use_id, c.index, c.inserted_at) for c in report.calls] == [("a", 1, 3), ("c", 1, 4)]
+    assert [(c.tool_use_id, c.index, c.inserted_at) for c in report.calls] == [
+        ("a", 1, 3),
+        ("c", 1, 4),
+    ]
     ids = [item[0]["id"] for item in contents(new)]
     assert ids[:3] == ["m0", "m1", "m2"] and ids[-1] == "m3"
     closers = [contents(new)[i][0]["content"][0]["id"] for i in (3, 4)]
@@ -177,13 +212,22 @@ def test_older_layout_of_bare_messages() -> None:
 
 def test_memories_at_any_depth_and_in_every_module() -> None:
     states = {
-        "team": {"members": [{"memory": memory(msg("a1", "assistant", use("t1")))},
-                             {"memory": memory(msg("b1", "assistant", use("t2")), msg("b2", "system", result("t2")))}]},
+        "team": {
+            "members": [
+                {"memory": memory(msg("a1", "assistant", use("t1")))},
+                {
+                    "memory": memory(
+                        msg("b1", "assistant", use("t2")), msg("b2", "system", result("t2"))
+                    )
+                },
+            ]
+        },
         "solo": {"memory": memory(msg("c1", "assistant", use("t3", "<script>alert(1)</script>")))},
     }
     calls = find_dangling_tool_calls(states)
     assert [(c.module, c.path, c.tool_use_id) for c in calls] == [
-        ("team", "team.members[0].memory", "t1"), ("solo", "solo.memory", "t3")
+        ("team", "team.members[0].memory", "t1"),
+        ("solo", "solo.memory", "t3"),
     ]
     new, report = repair_states(states)
     assert find_dangling_tool_calls(new) == []
@@ -194,19 +238,25 @@ def test_memories_at_any_depth_and_in_every_module() -> None:
 
 
 def test_a_result_answers_one_call_of_its_id_and_only_a_later_one() -> None:
-    states = {"m": memory(
-        msg("r0", "system", result("early")),  # a result before its call answers nothing
-        msg("m1", "assistant", use("early"), use("dup")),
-        msg("m2", "system", result("dup")),
-        msg("m3", "assistant", use("dup")),
-    )}
+    states = {
+        "m": memory(
+            msg("r0", "system", result("early")),  # a result before its call answers nothing
+            msg("m1", "assistant", use("early"), use("dup")),
+            msg("m2", "system", result("dup")),
+            msg("m3", "assistant", use("dup")),
+        )
+    }
     calls = find_dangling_tool_calls(states)
     assert [(c.tool_use_id, c.index) for c in calls] == [("early", 1), ("dup", 3)]
 
 
 def test_nothing_to_repair() -> None:
-    states = {"agent": {"memory": memory(msg("m1", "assistant", use("a")), msg("m2", "system", result("a")))},
-              "other": {"value": [1, 2]}}
+    states = {
+        "agent": {
+            "memory": memory(msg("m1", "assistant", use("a")), msg("m2", "system", result("a")))
+        },
+        "other": {"value": [1, 2]},
+    }
     new, report = repair_states(states)
     assert new == states and new is not states
     assert not report.changed and len(report) == 0
@@ -219,27 +269,61 @@ def test_report_wording_and_dry_run() -> None:
     _, done = repair_states(states)
     _, dry = repair_states(states, dry_run=True)
     assert str(done).startswith("closed 1 dangling tool call(s)")
-    assert "'get_weather'" in str(done) and "tool_use id 'a'" in str(done) and "message 'm1'" in str(done)
-    assert str(dry).startswith("would close 1") and str(dry).endswith("dry run: nothing was changed")
+    assert (
+        "'get_weather'" in str(done)
+        and "tool_use id 'a'" in str(done)
+        and "message 'm1'" in str(done)
+    )
+    assert str(dry).startswith("would close 1") and str(dry).endswith(
+        "dry run: nothing was changed"
+    )
     assert "dry run" in dry._repr_html_()
     assert isinstance(done, RepairReport) and isinstance(done.calls[0], DanglingCall)
 
 
 def test_reproducible_with_a_clock_and_ids() -> None:
-    states = {"agent": {"memory": memory(msg("m1", "assistant", use("a")), msg("m2", "assistant", use("b")))}}
+    states = {
+        "agent": {
+            "memory": memory(msg("m1", "assistant", use("a")), msg("m2", "assistant", use("b")))
+        }
+    }
     one, _ = repair_states(states, clock=StepClock(), id_factory=SeededIds(7))
     two, _ = repair_states(states, clock=StepClock(), id_factory=SeededIds(7))
     assert codec.dumps(one) == codec.dumps(two)
 
 
-@pytest.mark.parametrize("junk", [
-    {"memory": {"content": [["not a message", []]]}},
-    {"memory": {"content": [[{"role": "assistant", "content": [use("a"), "x", {"type": "tool_use"}, 3]}, None]]}},
-    {"memory": {"content": [{"role": "assistant", "content": "text only"}]}},
-    {"memory": {"content": [[{"role": "assistant", "content": [{"type": "tool_use", "id": 5, "name": "x"}]}, []]]}},
-    {"memory": {"content": "nope"}},
-    {"memory": None},
-])
+@pytest.mark.parametrize(
+    "junk",
+    [
+        {"memory": {"content": [["not a message", []]]}},
+        {
+            "memory": {
+                "content": [
+                    [
+                        {"role": "assistant", "content": [use("a"), "x", {"type": "tool_use"}, 3]},
+                        None,
+                    ]
+                ]
+            }
+        },
+        {"memory": {"content": [{"role": "assistant", "content": "text only"}]}},
+        {
+            "memory": {
+                "content": [
+                    [
+                        {
+                            "role": "assistant",
+                            "content": [{"type": "tool_use", "id": 5, "name": "x"}],
+                        },
+                        [],
+                    ]
+                ]
+            }
+        },
+        {"memory": {"content": "nope"}},
+        {"memory": None},
+    ],
+)
 def test_malformed_states_are_skipped_never_raised_on(junk: dict[str, Any]) -> None:
     states = {"agent": junk}
     frozen = copy.deepcopy(states)
@@ -265,7 +349,9 @@ def build(turns: list[tuple[int, list[bool]]], pairs: bool) -> dict[str, Any]:
         msgs.append(msg(f"u{n}", "user", {"type": "text", "text": "q"}))
         if kind:
             calls = [f"c{n}-{i}" for i in range(len(answered))]
-            msgs.append(msg(f"a{n}", "assistant", {"type": "thinking", "thinking": "t"}, *map(use, calls)))
+            msgs.append(
+                msg(f"a{n}", "assistant", {"type": "thinking", "thinking": "t"}, *map(use, calls))
+            )
             for cid, ok in zip(calls, answered, strict=True):
                 if ok:
                     msgs.append(msg(f"r{cid}", "system", result(cid)))
@@ -274,7 +360,9 @@ def build(turns: list[tuple[int, list[bool]]], pairs: bool) -> dict[str, Any]:
 
 @given(conversation, st.booleans())
 @settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
-def test_repair_closes_every_call_and_keeps_everything_else(turns: list[tuple[int, list[bool]]], pairs: bool) -> None:
+def test_repair_closes_every_call_and_keeps_everything_else(
+    turns: list[tuple[int, list[bool]]], pairs: bool
+) -> None:
     states = build(turns, pairs)
     frozen = codec.dumps(states)
     dangling = find_dangling_tool_calls(states)
@@ -293,17 +381,26 @@ def test_repair_closes_every_call_and_keeps_everything_else(turns: list[tuple[in
         holder = next(i for i, m in enumerate(msgs) if m["id"] == c.message_id)
         assert c.inserted_at is not None and c.inserted_at > holder
         # Only the results of that turn (and other closers) lie between the call and its closer.
-        assert all(m["role"] == "system" for m in msgs[holder + 1:c.inserted_at])
+        assert all(m["role"] == "system" for m in msgs[holder + 1 : c.inserted_at])
         assert msgs[c.inserted_at]["content"][0]["id"] == c.tool_use_id
     again, second = repair_states(new)
     assert again == new and not second.changed  # idempotent
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=5)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.text(max_size=5)
     | st.sampled_from(["tool_use", "tool_result", "role", "content", "id"]),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.sampled_from(["type", "id", "name", "role", "content", "memory", "x"]), children, max_size=5),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(["type", "id", "name", "role", "content", "memory", "x"]),
+            children,
+            max_size=5,
+        )
+    ),
     max_leaves=30,
 )
 

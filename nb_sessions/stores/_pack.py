@@ -35,15 +35,22 @@ class PackState:
     gen: int = 1
     count: int = 0
     nbytes: int = 0
+    uid: str = ""  # set once per pack: equal counts in a re-created session are another pack
 
     @classmethod
     def from_json(cls, data: object) -> PackState:
         if not isinstance(data, dict):
             return cls()
-        return cls(int(data.get("gen", 1)), int(data.get("count", 0)), int(data.get("bytes", 0)))
+        try:
+            return cls(
+                int(data.get("gen", 1)), int(data.get("count", 0)), int(data.get("bytes", 0)),
+                str(data.get("uid", "")),
+            )
+        except (TypeError, ValueError) as exc:
+            raise StoreCorruptedError(f"a history index holds a malformed pack record ({exc})") from None
 
-    def to_json(self) -> dict[str, int]:
-        return {"gen": self.gen, "count": self.count, "bytes": self.nbytes}
+    def to_json(self) -> dict[str, int | str]:
+        return {"gen": self.gen, "count": self.count, "bytes": self.nbytes, "uid": self.uid}
 
 
 class EntryPack:
@@ -91,7 +98,7 @@ class EntryPack:
             finally:
                 os.close(fd)
         fsync_dir(self.folder)
-        return PackState(self.state.gen, self.state.count + len(blobs), offset + len(payload))
+        return PackState(self.state.gen, self.state.count + len(blobs), offset + len(payload), self.state.uid)
 
     def read(self, ordinals: Sequence[int], where: str) -> list[bytes]:
         """The entries at ``ordinals``, in that order."""
@@ -133,7 +140,7 @@ class EntryPack:
         old = self.read(keep, str(self.data_path))
         raw = self._read_index()
         hashes = [_RECORD.unpack_from(raw, n * _RECORD.size)[2] for n in keep]
-        fresh = EntryPack(self.folder, PackState(self.state.gen + 1, 0, 0))
+        fresh = EntryPack(self.folder, PackState(self.state.gen + 1, 0, 0, self.state.uid))
         for path in (fresh.data_path, fresh.index_path):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import secrets
 import shutil
@@ -84,8 +85,10 @@ class JSONStore(BaseStore):
     def _lock(self, key: SessionKey) -> filelock.FileLock:
         # In a folder of their own: beside the history folders, session "x"'s lock
         # file "x.lock" would be session "x.lock"'s history folder.
-        locks = self.path / HIDDEN / ".locks"
-        locks.mkdir(mode=0o700, parents=True, exist_ok=True)
+        hidden = self.path / HIDDEN
+        for folder in (hidden, hidden / ".locks"):  # each made owner-only (parents=True would not)
+            folder.mkdir(mode=0o700, exist_ok=True)
+        locks = hidden / ".locks"
         return filelock.FileLock(
             locks / f"{stem_for(key)}.lock", timeout=self.timeout, mode=0o600, thread_local=False,
         )
@@ -239,11 +242,19 @@ class JSONStore(BaseStore):
                 chosen = parent if parent in known else (entries[-1]["seq"] if entries else None)
                 hdir = self._history_dir(key)
                 hdir.mkdir(mode=0o700, parents=True, exist_ok=True)
-                pack = EntryPack(hdir, PackState.from_json(index.get("pack")))
+                pack_state = PackState.from_json(index.get("pack"))
+                if not pack_state.uid:
+                    # A new pack gets an identity: a session deleted and made again
+                    # must not meet a cache of its former self with equal counts.
+                    pack_state = dataclasses.replace(pack_state, uid=secrets.token_hex(8))
+                pack = EntryPack(hdir, pack_state)
                 cache = self._caches.get(key)
                 if cache is None or cache.pack != pack.state:
                     # Another writer appended (reload the numbers) or compacted (forget the runs).
-                    same_gen = cache is not None and cache.pack.gen == pack.state.gen
+                    same_gen = (
+                        cache is not None
+                        and (cache.pack.uid, cache.pack.gen) == (pack.state.uid, pack.state.gen)
+                    )
                     cache = _PackCache(pack.state, pack.hashes(), cache.chunks if same_gen and cache else None)
                     self._caches[key] = cache
                 with codec.paused_gc():
@@ -453,15 +464,27 @@ class JSONStore(BaseStore):
                     location=str(path),
                 )
             if entry is not None and "chunks" in entry and not isinstance(entry["chunks"], list):
+                index_path = self._history_dir(cp.key) / "index.json"
                 raise StoreCorruptedError(
-                    f"checkpoint {cp.ref}: its record's chunks are not a list", location=str(path)
+                    f"checkpoint {cp.ref}: its record in {index_path} has 'chunks' that are not a "
+                    "list; delete the checkpoint or restore .nb_sessions",
+                    location=str(index_path),
                 )
             if entry is not None and entry.get("chunks") and index is not None:
                 pack = EntryPack(self._history_dir(cp.key), PackState.from_json(index.get("pack")))
                 where = f"checkpoint {cp.ref}"
                 lists = []
                 for p, ranges in entry["chunks"]:
-                    parts = pack.read(from_ranges(ranges), where)
+                    try:
+                        ordinals = from_ranges(ranges)
+                    except StoreCorruptedError as exc:
+                        index_path = self._history_dir(cp.key) / "index.json"
+                        raise StoreCorruptedError(
+                            f"checkpoint {cp.ref}: its record in {index_path} holds malformed entry "
+                            f"ranges for {path_text(tuple(p))} ({exc})",
+                            location=str(index_path),
+                        ) from None
+                    parts = pack.read(ordinals, where)
                     exact = any(part[:1] == b" " for part in parts)
                     body = b"[" + b",".join(parts) + b"]"
                     lists.append((tuple(p), codec.loads(body, f"{where} ({path_text(tuple(p))})", trusted=not exact)))

@@ -87,6 +87,13 @@ MIGRATIONS: tuple[Migration, ...] = (
             "INSERT INTO nbs_meta (key, value) VALUES ('fts_indexed_upto', 0)",
         ),
     ),
+    Migration(
+        4,
+        "an identity for the store file",
+        # A store object checks it on every connection: a file deleted and made anew at
+        # the same path (perhaps with the same inode) is another store.
+        ("INSERT OR IGNORE INTO nbs_meta (key, value) VALUES ('store_uid', abs(random()))",),
+    ),
 )
 
 

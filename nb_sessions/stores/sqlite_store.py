@@ -57,6 +57,8 @@ class SQLiteStore(BaseStore):
         self._caches: dict[SessionKey, _SessionCache] = {}
         self._readonly = False
         self._immutable = False
+        self._file_id: tuple[int, int] | None = None
+        self._uid: int | None = None
 
     @property
     def location(self) -> str:
@@ -72,21 +74,28 @@ class SQLiteStore(BaseStore):
     async def _connect(self) -> AsyncIterator[aiosqlite.Connection]:
         if not self._ready:
             await self._setup()
-        elif not self.path.exists():
-            raise StoreError(
-                f"{self.path} was deleted while open, and its checkpoints with it; "
-                "open_store() the path again to start a new store there"
-            )
+        elif self._identity() is None:
+            raise self._gone()
         try:
             # mode=rw|ro: never create the file here (a deleted store must not come back empty).
             db = await aiosqlite.connect(
                 self._uri(), uri=True, timeout=_BUSY_POLL, isolation_level=None
             )
+            uid = await _store_uid(db)
         except sqlite3.Error as exc:
-            raise self._wrap(exc) from exc
+            with contextlib.suppress(UnboundLocalError, sqlite3.Error):
+                await db.close()
+            # Writable when set up, read-only now (a remount, chmod, chattr): read on.
+            if not (_read_only_error(exc) and not self._readonly and await self._setup_read_only()):
+                raise self._wrap(exc) from exc
+            db = await aiosqlite.connect(self._uri(), uri=True, timeout=_BUSY_POLL, isolation_level=None)
+            uid = await _store_uid(db)
+        if uid != self._uid:
+            await db.close()
+            raise self._gone()
+        await db.execute("PRAGMA foreign_keys = ON")
         completed = False
         try:
-            await db.execute("PRAGMA foreign_keys = ON")
             yield db
             completed = True
         except sqlite3.DatabaseError as exc:
@@ -104,6 +113,20 @@ class SQLiteStore(BaseStore):
                 task = asyncio.current_task()
                 if task is not None and hasattr(task, "uncancel"):
                     task.uncancel()
+
+    def _gone(self) -> StoreError:
+        return StoreError(
+            f"{self.path} was deleted while open (or replaced by another store), and its "
+            "checkpoints with it; open_store() the path again to work with what is there now"
+        )
+
+    def _identity(self) -> tuple[int, int] | None:
+        """The file's (device, inode): a store deleted and made anew at the path is another file."""
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return st.st_dev, st.st_ino
 
     def _uri(self) -> str:
         mode = "ro&immutable=1" if self._immutable else ("ro" if self._readonly else "rw")
@@ -154,7 +177,9 @@ class SQLiteStore(BaseStore):
         except sqlite3.DatabaseError as exc:
             await db.close()
             raise self._wrap(exc) from exc
+        self._uid = await _store_uid(db)
         await db.close()
+        self._file_id = self._identity()
         self._ready = True
 
     async def _setup_read_only(self) -> bool:
@@ -167,6 +192,7 @@ class SQLiteStore(BaseStore):
                         row = await cur.fetchone()
                     version = int(row[0] or 0) if row else 0
                     self._has_legacy = await _table_exists(db, LEGACY_TABLE)
+                    self._uid = await _store_uid(db)
             except sqlite3.Error:
                 continue
             if version != latest_version():
@@ -174,6 +200,7 @@ class SQLiteStore(BaseStore):
                     f"{self.path} is read-only and has schema version {version}, not "
                     f"{latest_version()}: make it writable once so nb_sessions can upgrade it"
                 )
+            self._file_id = self._identity()
             self._ready = True
             return True
         self._readonly = self._immutable = False
@@ -725,6 +752,12 @@ async def _store_plans(db: aiosqlite.Connection, plans: Sequence[ChunkPlan]) -> 
         [seg.cached if h is None else seg_ids[h] for seg, h in zip(plan.segments, row, strict=True)]
         for plan, row in zip(plans, seg_hashes, strict=True)
     ]
+
+
+async def _store_uid(db: aiosqlite.Connection) -> int | None:
+    async with db.execute("SELECT value FROM nbs_meta WHERE key = 'store_uid'") as cur:
+        row = await cur.fetchone()
+    return int(row[0]) if row else None
 
 
 async def _gc_generation(db: aiosqlite.Connection) -> int:

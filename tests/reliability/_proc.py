@@ -1,0 +1,188 @@
+"""Writer processes for the reliability tests: start, read their lines, kill, and parse what they said."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+WRITER = Path(__file__).resolve().parent / "_writer.py"
+
+
+def child_env() -> dict[str, str]:
+    """The environment of a writer: this one, with the repository root first on PYTHONPATH."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
+    env.pop("NB_SESSIONS_LONG", None)
+    return env
+
+
+def writer_cmd(*args: object) -> list[str]:
+    """The command line that runs ``_writer.py`` with the venv's interpreter."""
+    return [sys.executable, str(WRITER), *map(str, args)]
+
+
+class Writer:
+    """A running writer whose stdout lines are collected by a thread as they arrive."""
+
+    def __init__(self, *args: object) -> None:
+        self.proc = subprocess.Popen(
+            writer_cmd(*args),
+            cwd=REPO,
+            env=child_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
+        self.lines: list[str] = []
+        self.stderr = ""
+        self._ready = threading.Event()
+        self._out = threading.Thread(target=self._read_out, daemon=True)
+        self._err = threading.Thread(target=self._read_err, daemon=True)
+        self._out.start()
+        self._err.start()
+
+    def _read_out(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+            if line.startswith("ready"):
+                self._ready.set()
+        self._ready.set()
+
+    def _read_err(self) -> None:
+        assert self.proc.stderr is not None
+        self.stderr = self.proc.stderr.read()
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Block until the writer printed ``ready`` (imports done, store opened)."""
+        if not self._ready.wait(timeout):
+            raise TimeoutError(f"writer not ready after {timeout}s")
+        if not any(line.startswith("ready") for line in self.lines):
+            code = self.finish(timeout)
+            raise RuntimeError(f"writer died before ready (exit {code}): {self.stderr}")
+
+    def wait_lines(self, prefix: str, count: int, timeout: float = 60) -> None:
+        """Block until ``count`` lines starting with ``prefix`` arrived (or the writer ended)."""
+        deadline = time.monotonic() + timeout
+        while sum(1 for x in self.lines if x.startswith(prefix)) < count:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                return
+            time.sleep(0.001)
+
+    def kill(self) -> int:
+        """SIGKILL the writer, reap it (so its pid is dead, not a zombie) and drain its output."""
+        self.proc.kill()
+        return self.finish()
+
+    def finish(self, timeout: float = 120) -> int:
+        """Wait for the writer to end and for its output to be read; return its exit status."""
+        code = self.proc.wait(timeout)
+        self._out.join(timeout)
+        self._err.join(timeout)
+        return code
+
+
+class ForkServer:
+    """``_writer.py serve``: forks writer processes without paying for an interpreter start each."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            writer_cmd("serve"),
+            cwd=REPO,
+            env=child_env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
+
+    def _ask(self, line: str) -> str:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        answer = self.proc.stdout.readline().strip()
+        if not answer:
+            raise RuntimeError(f"the fork server died (exit {self.proc.poll()})")
+        return answer
+
+    def start(self, out: Path, *args: object) -> ForkedWriter:
+        """Fork a ``crash`` writer whose output goes to ``out``."""
+        answer = self._ask(" ".join(map(str, ["crash", out, *args])))
+        assert answer.startswith("pid "), answer
+        return ForkedWriter(self, int(answer.split()[1]), out)
+
+    def reap(self, pid: int) -> int:
+        answer = self._ask(f"reap {pid}")
+        return int(answer.split()[2])
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(30)
+
+
+class ForkedWriter:
+    """A writer forked by :class:`ForkServer`; its lines are read from its output file."""
+
+    def __init__(self, server: ForkServer, pid: int, out: Path) -> None:
+        self.server, self.pid, self.out = server, pid, out
+
+    @property
+    def lines(self) -> list[str]:
+        try:
+            text = self.out.read_text()
+        except FileNotFoundError:
+            return []
+        return text.splitlines() if text.endswith("\n") else text.splitlines()[:-1]
+
+    def wait_lines(self, prefix: str, count: int, timeout: float = 60) -> None:
+        """Block until ``count`` lines starting with ``prefix`` were written (or the timeout)."""
+        deadline = time.monotonic() + timeout
+        while sum(1 for x in self.lines if x.startswith(prefix)) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"writer {self.pid} wrote {self.lines[-3:]}")
+            time.sleep(0.001)
+
+    def kill(self) -> int:
+        """SIGKILL the writer and have the server reap it; return its exit status (-9)."""
+        os.kill(self.pid, signal.SIGKILL)
+        return self.server.reap(self.pid)
+
+
+@dataclass(frozen=True)
+class Commit:
+    """A checkpoint a writer saw committed: ``store.save`` returned it."""
+
+    seq: int
+    tag: str
+    n: int
+    digest: str
+
+
+def commits(lines: list[str]) -> list[Commit]:
+    """The ``commit SEQ TAG N DIGEST`` lines, parsed."""
+    out = []
+    for line in lines:
+        parts = line.split()
+        if len(parts) == 5 and parts[0] == "commit":
+            out.append(Commit(int(parts[1]), parts[2], int(parts[3]), parts[4]))
+    return out
+
+
+def in_flight(lines: list[str]) -> tuple[str, int] | None:
+    """The save that had begun but not returned when the writer died, as ``(tag, n)``."""
+    begun = [line.split() for line in lines if line.startswith("begin ")]
+    done = {(c.tag, c.n) for c in commits(lines)}
+    if begun:
+        tag, n = begun[-1][1], int(begun[-1][2])
+        if (tag, n) not in done:
+            return tag, n
+    return None
