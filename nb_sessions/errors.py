@@ -75,6 +75,8 @@ class StateError(NbSessionsError, ValueError):
         return "\n".join(lines)
 
     def _advice(self) -> str:
+        if any("could not be put back" in message for _, message in self.problems):
+            return "Some objects could not be put back as they were: check them before going on."
         return "The object was left unchanged. Fix the state, or load into a matching object."
 
     def with_prefix(self, prefix: str) -> StateError:

@@ -688,7 +688,7 @@ def _os_problem(exc: OSError) -> str:
     if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
         return f"the disk is full ({exc.strerror}); free space and save again"
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return f"the store is read-only here ({exc.strerror}); earlier checkpoints stay readable"
+        return f"the store is read-only here ({exc.strerror})"
     return str(exc)
 
 

@@ -76,26 +76,13 @@ class SQLiteStore(BaseStore):
             await self._setup()
         elif self._identity() is None:
             raise self._gone()
-        try:
-            # mode=rw|ro: never create the file here (a deleted store must not come back empty).
-            db = await aiosqlite.connect(
-                self._uri(), uri=True, timeout=_BUSY_POLL, isolation_level=None
-            )
-            uid = await _store_uid(db)
-        except sqlite3.Error as exc:
-            with contextlib.suppress(UnboundLocalError, sqlite3.Error):
-                await db.close()
-            # Writable when set up, read-only now (a remount, chmod, chattr): read on.
-            if not (_read_only_error(exc) and not self._readonly and await self._setup_read_only()):
-                raise self._wrap(exc) from exc
-            db = await aiosqlite.connect(self._uri(), uri=True, timeout=_BUSY_POLL, isolation_level=None)
-            uid = await _store_uid(db)
+        db, uid = await self._open_connection()
         if uid != self._uid:
             await db.close()
             raise self._gone()
-        await db.execute("PRAGMA foreign_keys = ON")
         completed = False
         try:
+            await db.execute("PRAGMA foreign_keys = ON")
             yield db
             completed = True
         except sqlite3.DatabaseError as exc:
@@ -113,6 +100,32 @@ class SQLiteStore(BaseStore):
                 task = asyncio.current_task()
                 if task is not None and hasattr(task, "uncancel"):
                     task.uncancel()
+
+    async def _open_connection(self) -> tuple[aiosqlite.Connection, int | None]:
+        """Connect and read the store's identity, waiting out other processes' locks."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        delay = 0.01
+        while True:
+            db: aiosqlite.Connection | None = None
+            try:
+                # mode=rw|ro: never create the file here (a deleted store must not come back empty).
+                db = await aiosqlite.connect(self._uri(), uri=True, timeout=_BUSY_POLL, isolation_level=None)
+                return db, await _store_uid(db)
+            except sqlite3.Error as exc:
+                if db is not None:
+                    with contextlib.suppress(sqlite3.Error):
+                        await db.close()
+                # Writable when set up, read-only now (a remount, chmod, chattr): read on.
+                if _read_only_error(exc) and not self._readonly and await self._setup_read_only():
+                    continue
+                # Another process switching the journal mode, recovering or checkpointing the
+                # WAL holds the file for a moment: wait and retry, up to the store's timeout.
+                if ("locked" in str(exc) or "busy" in str(exc)) and loop.time() < deadline:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 0.2)
+                    continue
+                raise self._wrap(exc) from exc
 
     def _gone(self) -> StoreError:
         return StoreError(
@@ -133,7 +146,29 @@ class SQLiteStore(BaseStore):
         return f"file:{urllib.parse.quote(str(self.path))}?mode={mode}"
 
     async def _setup(self) -> None:
-        """Create the file (mode 0600) and apply pending migrations; idempotent across processes."""
+        """Create the file (mode 0600) and apply pending migrations; idempotent across processes.
+
+        Several processes opening a new store at once meet each other's locks while the
+        journal mode changes and migrations run: retried until the store's timeout.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        delay = 0.01
+        while True:
+            try:
+                await self._setup_once()
+                return
+            except StoreError as exc:
+                cause = exc.__cause__
+                locked = isinstance(cause, sqlite3.OperationalError) and (
+                    "locked" in str(cause) or "busy" in str(cause)
+                )
+                if not locked or loop.time() >= deadline:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+    async def _setup_once(self) -> None:
         if not self.path.parent.is_dir():
             raise StoreError(
                 f"cannot open {self.path}: folder {self.path.parent} does not exist; create it first"
@@ -216,13 +251,18 @@ class SQLiteStore(BaseStore):
             )
         if "locked" in text or "busy" in text:
             return StoreError(
-                f"{self.path} stayed locked for more than {self.timeout:.0f}s ({text}): another "
-                "process holds a long write; retry, or raise SQLiteStore(timeout=...)"
+                f"{self.path} is locked by another process ({text}) and stayed so past the "
+                f"{self.timeout:.0f}s this store waits; retry, or raise SQLiteStore(timeout=...)"
             )
         if "readonly" in text or "read-only" in text:
             return StoreError(f"{self.path} is read-only ({text}); earlier checkpoints stay readable")
         if "disk is full" in text or "full" in text:
             return StoreError(f"{self.path}: the disk is full ({text}); free space and save again")
+        if "disk I/O error" in text:
+            return StoreError(
+                f"{self.path}: disk I/O error: the disk may be full, over a quota or failing; "
+                "free space and save again (earlier checkpoints are intact)"
+            )
         return StoreError(f"{self.path}: {text}")
 
     # -- primitives ------------------------------------------------------------
