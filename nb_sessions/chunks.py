@@ -28,7 +28,7 @@ from . import codec
 
 __all__ = [
     "CHUNK_MIN", "SEGMENT", "ChunkCache", "ChunkPlan", "Entries", "ListChunk", "Segment",
-    "assemble", "blob_hash", "split",
+    "assemble", "blob_hash", "json_array", "split",
 ]
 
 #: Lists at least this long whose items are all containers are stored entry by entry.
@@ -269,6 +269,15 @@ def _run_key(run: Sequence[Any]) -> tuple[Hashable, ...] | None:
 
 def _plain_keys(run: Sequence[Any]) -> list[Hashable | None]:
     return [_fast_key(item) for item in run]
+
+
+def json_array(parts: Sequence[bytes]) -> bytes:
+    """``[part,part,...]`` as JSON bytes, built with one copy of the (possibly 100 MB) whole."""
+    if not parts:
+        return b"[]"
+    if len(parts) == 1:
+        return b"[" + parts[0] + b"]"
+    return b",".join([b"[" + parts[0], *parts[1:-1], parts[-1] + b"]"])
 
 
 def assemble(skeleton: dict[str, Any], lists: Sequence[tuple[Path, list[Any]]]) -> dict[str, Any]:

@@ -140,3 +140,11 @@ def test_long_digit_runs_inside_strings_are_still_decoded_exactly() -> None:
     assert codec.loads(b'{"a": 18446744073709551615, "b": -9223372036854775808}') == {
         "a": 2**64 - 1, "b": -(2**63),
     }
+
+
+def test_json_array_joins_encoded_entries_into_one_array() -> None:
+    from nb_sessions.chunks import json_array
+
+    for parts in ([], [b"1"], [b"1", b'"x"'], [b"{}", b"[]", b"null", b" NaN"]):
+        assert json_array(parts) == b"[" + b",".join(parts) + b"]"
+    assert codec.loads(json_array([codec.dumps({"a": i}) for i in range(3)])) == [{"a": 0}, {"a": 1}, {"a": 2}]

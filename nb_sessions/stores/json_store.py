@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import filelock
 
 from .. import codec
-from ..chunks import ChunkCache, assemble, path_text, split
+from ..chunks import ChunkCache, assemble, json_array, path_text, split
 from ..errors import CheckpointNotFoundError, ConflictError, StoreCorruptedError, StoreError
 from ._fs import atomic_write, clean_temp_files, run_blocking
 from ._pack import EntryPack, PackState, from_ranges, to_ranges
@@ -338,7 +338,7 @@ class JSONStore(BaseStore):
         marks = [f"\x00nbs:{token}:{i}" for i in range(len(rows))]
         out = codec.dumps(assemble(skeleton, [(path, mark) for (path, _), mark in zip(rows, marks, strict=True)]))  # type: ignore[misc]
         for mark, (_, ordinals) in zip(marks, rows, strict=True):
-            body = b"[" + b",".join(pack.read(ordinals, where)) + b"]"
+            body = json_array(pack.read(ordinals, where))
             out = out.replace(codec.dumps(mark), body, 1)
         return out
 
@@ -486,7 +486,7 @@ class JSONStore(BaseStore):
                         ) from None
                     parts = pack.read(ordinals, where)
                     exact = any(part[:1] == b" " for part in parts)
-                    body = b"[" + b",".join(parts) + b"]"
+                    body = json_array(parts)
                     lists.append((tuple(p), codec.loads(body, f"{where} ({path_text(tuple(p))})", trusted=not exact)))
                 try:
                     assemble(state, lists)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import aiosqlite
 
 from .. import codec
-from ..chunks import ChunkCache, ChunkPlan, assemble, blob_hash, path_text, split
+from ..chunks import ChunkCache, ChunkPlan, assemble, blob_hash, json_array, path_text, split
 from ..errors import CheckpointNotFoundError, ConflictError, StoreCorruptedError, StoreError
 from .base import BaseStore, Checkpoint, Redactor, SessionInfo, SessionKey, utcnow
 from .migrations import apply_migrations, latest_version
@@ -485,7 +485,7 @@ class SQLiteStore(BaseStore):
                     ) from None
             exact = any(p[:1] == b" " for p in parts)  # an entry written by the exact path
             items = codec.loads(
-                b"[" + b",".join(parts) + b"]", f"{where} ({path_text(tuple(path))})", trusted=not exact
+                json_array(parts), f"{where} ({path_text(tuple(path))})", trusted=not exact
             )
             out.append((tuple(path), items))
         return out
