@@ -472,23 +472,41 @@ class SQLiteStore(BaseStore):
                         location=where,
                     )
                 blob_ids.extend(array("q", packed))
-            parts = await _fetch_run(db, blob_ids)
-            if parts is None:
-                blobs = await _fetch_by_ids(db, "nbs_blobs", "data", blob_ids)
-                try:
-                    parts = [blobs[i] for i in blob_ids]
-                except KeyError as exc:
-                    raise StoreCorruptedError(
-                        f"{where}: entry {exc} of {path_text(tuple(path))} is missing; delete that "
-                        "checkpoint, the others are intact",
-                        location=where,
-                    ) from None
-            exact = any(p[:1] == b" " for p in parts)  # an entry written by the exact path
-            items = codec.loads(
-                json_array(parts), f"{where} ({path_text(tuple(path))})", trusted=not exact
-            )
+            # Fetch the next piece while a worker thread decodes the last one: SQLite lets go
+            # of the GIL while it reads, so the two overlap.
+            label = f"{where} ({path_text(tuple(path))})"
+            decoded: list[list[Any]] = []
+            pending: asyncio.Future[Any] | None = None
+            for start in range(0, len(blob_ids), _PIECE):
+                piece = blob_ids[start:start + _PIECE]
+                parts = await self._fetch_entries(db, piece, where, path)
+                if pending is not None:
+                    decoded.append(await pending)
+                exact = any(p[:1] == b" " for p in parts)  # an entry written by the exact path
+                pending = asyncio.ensure_future(
+                    asyncio.to_thread(codec.loads, json_array(parts), label, trusted=not exact)
+                )
+            if pending is not None:
+                decoded.append(await pending)
+            items = decoded[0] if len(decoded) == 1 else [x for piece in decoded for x in piece]
             out.append((tuple(path), items))
         return out
+
+    async def _fetch_entries(
+        self, db: aiosqlite.Connection, ids: list[int], where: str, path: Any
+    ) -> list[bytes]:
+        parts = await _fetch_run(db, ids)
+        if parts is not None:
+            return parts
+        blobs = await _fetch_by_ids(db, "nbs_blobs", "data", ids)
+        try:
+            return [blobs[i] for i in ids]
+        except KeyError as exc:
+            raise StoreCorruptedError(
+                f"{where}: entry {exc} of {path_text(tuple(path))} is missing; delete that "
+                "checkpoint, the others are intact",
+                location=where,
+            ) from None
 
     async def _history(self, key: SessionKey) -> list[Checkpoint]:
         out: list[Checkpoint] = []
@@ -751,6 +769,7 @@ class SQLiteStore(BaseStore):
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _BATCH = 500  # parameters per IN (...) query
+_PIECE = 16384  # entries fetched and decoded at a time when reading a long list
 
 
 class _SessionCache:

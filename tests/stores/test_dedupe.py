@@ -226,3 +226,17 @@ async def test_edits_anywhere_in_a_long_foreign_list_reach_the_next_checkpoint(s
     cp = await store.asave("s", memory=mem)
     assert (await store.aget_state(cp.ref)) == {"memory": mem.state_dict()}
     assert (await store.aget_state("s@1"))["memory"]["content"][700][0]["text"] == "m700"
+
+
+async def test_long_lists_read_in_pieces_come_back_whole_and_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nb_sessions.stores import sqlite_store
+
+    monkeypatch.setattr(sqlite_store, "_PIECE", 100)  # 1,300 entries: 13 pieces, decoded overlapping
+    store = nbs.SQLiteStore(tmp_path / "s.db")
+    box = Box([{"i": i, "nan": math.nan if i == 777 else 0.5} for i in range(1300)])
+    await store.asave("s", box=box)
+    got = (await nbs.SQLiteStore(tmp_path / "s.db").aget_state("s"))["box"]["value"]
+    assert [g["i"] for g in got] == list(range(1300))
+    assert math.isnan(got[777]["nan"]) and got[778]["nan"] == 0.5
