@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
-import math
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -65,11 +64,6 @@ def dumps(value: Any, path: str = "") -> bytes:
         # message); a store holding thousands of them at once would hold that too.
         return bytes(memoryview(out)) if len(out) < _TRIM else out
     return _exact_dumps(value, path)
-
-
-def dumps_str(value: Any, path: str = "") -> str:
-    """Like :func:`dumps`, as text (lone surrogates preserved)."""
-    return dumps(value, path).decode("utf-8", "surrogatepass")
 
 
 def _exact_dumps(value: Any, path: str) -> bytes:
@@ -183,9 +177,7 @@ def find_unserializable(value: Any, path: str = "") -> tuple[str, str] | None:
             active.discard(exits.pop()[1])
         item, where = stack.pop()
         if isinstance(item, _JSON_SCALARS):
-            if isinstance(item, float) and not math.isfinite(item):
-                continue  # stdlib writes NaN/Infinity, and so do we
-            continue
+            continue  # NaN and Infinity too: stdlib writes them, and so do we
         if isinstance(item, dict):
             if id(item) in active:
                 return where, "circular reference"

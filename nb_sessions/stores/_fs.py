@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-__all__ = ["Aborted", "atomic_write", "clean_temp_files", "fsync_dir", "run_blocking"]
+__all__ = ["Aborted", "atomic_write", "clean_temp_files", "fsync_dir", "run_blocking", "settle_late_cancel"]
 
 T = TypeVar("T")
 TEMP_SUFFIX = ".nbs-tmp"
@@ -114,7 +114,12 @@ async def run_blocking(job: Callable[[Callable[[], None]], T]) -> T:
             result = await future
         except Aborted:
             raise asyncio.CancelledError from None
-        task = asyncio.current_task()
-        if task is not None and hasattr(task, "uncancel"):
-            task.uncancel()
+        settle_late_cancel()
         return result
+
+
+def settle_late_cancel() -> None:
+    """Withdraw a cancel that came after the commit point: the operation's result stands."""
+    task = asyncio.current_task()
+    if task is not None and hasattr(task, "uncancel"):  # Python 3.11+
+        task.uncancel()

@@ -30,6 +30,7 @@ import aiosqlite
 from .. import codec
 from ..chunks import ChunkCache, ChunkPlan, assemble, blob_hash, json_array, path_text, split
 from ..errors import CheckpointNotFoundError, ConflictError, StoreCorruptedError, StoreError
+from ._fs import settle_late_cancel
 from .base import BaseStore, Checkpoint, Redactor, SessionInfo, SessionKey, utcnow
 from .migrations import apply_migrations, latest_version
 
@@ -97,9 +98,7 @@ class SQLiteStore(BaseStore):
                 await closing
                 if not completed:
                     raise
-                task = asyncio.current_task()
-                if task is not None and hasattr(task, "uncancel"):
-                    task.uncancel()
+                settle_late_cancel()
 
     async def _open_connection(self) -> tuple[aiosqlite.Connection, int | None]:
         """Connect and read the store's identity, waiting out other processes' locks."""
@@ -509,6 +508,8 @@ class SQLiteStore(BaseStore):
             ) from None
 
     async def _history(self, key: SessionKey) -> list[Checkpoint]:
+        if not self._ready and not self.path.exists():
+            raise self._not_found(key)  # reading must not create the file
         out: list[Checkpoint] = []
         async with self._connect() as db:
             legacy = await self._legacy_row(db, key)
@@ -554,6 +555,8 @@ class SQLiteStore(BaseStore):
         )
 
     async def _sessions(self) -> list[SessionInfo]:
+        if not self._ready and not self.path.exists():
+            return []  # reading must not create the file
         async with self._connect() as db:
             async with db.execute(
                 "SELECT s.user_id, s.session_id, count(c.id), max(c.seq), min(c.created_at), "
@@ -752,6 +755,8 @@ class SQLiteStore(BaseStore):
         await _commit(db)
 
     async def _vacuum(self) -> int:
+        if not self._ready and not self.path.exists():
+            return 0
         before = self._disk_size()
         async with self._connect() as db:
             for statement in ("PRAGMA wal_checkpoint(TRUNCATE)", "VACUUM", "PRAGMA wal_checkpoint(TRUNCATE)"):
@@ -925,9 +930,7 @@ async def _commit(db: aiosqlite.Connection) -> None:
         await asyncio.shield(commit)
     except asyncio.CancelledError:
         await commit
-        task = asyncio.current_task()
-        if task is not None and hasattr(task, "uncancel"):
-            task.uncancel()
+        settle_late_cancel()
 
 
 def _read_only_error(exc: sqlite3.Error) -> bool:

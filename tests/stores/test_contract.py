@@ -321,3 +321,14 @@ async def test_load_with_repair_closes_dangling_tool_calls(store: nbs.BaseStore)
     assert await store.aget_state(saved.ref) == {"agent": agent.state_dict()}  # stored checkpoint unchanged
     plain = await store.aload("broken", agent=ScriptedAgent("Friday"))
     assert plain is not None and plain.repair is None
+
+
+def test_reading_a_store_that_does_not_exist_creates_nothing(tmp_path: Any) -> None:
+    for path in (tmp_path / "typo.db", tmp_path / "typo-folder"):
+        store = nbs.open_store(path)
+        assert store.sessions() == []
+        with pytest.raises(SessionNotFoundError):
+            store.history("alice")
+        assert store.load("alice", allow_not_exist=True, box=Box()) is None
+        assert store.vacuum() == 0
+        assert not path.exists()
