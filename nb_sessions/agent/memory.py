@@ -200,7 +200,7 @@ def _convert_content(
         # The common case, checked the quick way: [well-formed message, list of str marks].
         if type(item) is list and len(item) == 2 and _well_formed(item[0]):
             marks = item[1]
-            if type(marks) is list and all(type(m) is str for m in marks):
+            if type(marks) is list and (not marks or all(type(m) is str for m in marks)):
                 out.append((quick(item[0]), list(marks)))
                 continue
         where = f"{path}[{i}]"

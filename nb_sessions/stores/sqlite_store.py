@@ -471,19 +471,18 @@ class SQLiteStore(BaseStore):
                         location=where,
                     )
                 blob_ids.extend(array("q", packed))
-            # Fetch the next piece while a worker thread decodes the last one: SQLite lets go
-            # of the GIL while it reads, so the two overlap.
+            # Fetch the next piece while a worker thread decodes the last one: SQLite builds
+            # a piece's JSON array without the GIL, so the two overlap.
             label = f"{where} ({path_text(tuple(path))})"
             decoded: list[list[Any]] = []
             pending: asyncio.Future[Any] | None = None
             for start in range(0, len(blob_ids), _PIECE):
                 piece = blob_ids[start:start + _PIECE]
-                parts = await self._fetch_entries(db, piece, where, path)
+                data, exact = await self._fetch_array(db, piece, where, path)
                 if pending is not None:
                     decoded.append(await pending)
-                exact = any(p[:1] == b" " for p in parts)  # an entry written by the exact path
                 pending = asyncio.ensure_future(
-                    asyncio.to_thread(codec.loads, json_array(parts), label, trusted=not exact)
+                    asyncio.to_thread(codec.loads, data, label, trusted=not exact)
                 )
             if pending is not None:
                 decoded.append(await pending)
@@ -491,21 +490,23 @@ class SQLiteStore(BaseStore):
             out.append((tuple(path), items))
         return out
 
-    async def _fetch_entries(
+    async def _fetch_array(
         self, db: aiosqlite.Connection, ids: list[int], where: str, path: Any
-    ) -> list[bytes]:
-        parts = await _fetch_run(db, ids)
-        if parts is not None:
-            return parts
+    ) -> tuple[bytes, bool]:
+        """The entries ``ids`` as one JSON array, and whether any was written by the exact path."""
+        joined = await _fetch_run_joined(db, ids)
+        if joined is not None:
+            return joined
         blobs = await _fetch_by_ids(db, "nbs_blobs", "data", ids)
         try:
-            return [blobs[i] for i in ids]
+            parts = [blobs[i] for i in ids]
         except KeyError as exc:
             raise StoreCorruptedError(
                 f"{where}: entry {exc} of {path_text(tuple(path))} is missing; delete that "
                 "checkpoint, the others are intact",
                 location=where,
             ) from None
+        return json_array(parts), any(p[:1] == b" " for p in parts)
 
     async def _history(self, key: SessionKey) -> list[Checkpoint]:
         if not self._ready and not self.path.exists():
@@ -867,18 +868,31 @@ async def _fetch_by_ids(
     return out
 
 
-async def _fetch_run(db: aiosqlite.Connection, ids: Sequence[int]) -> list[bytes] | None:
-    """Entries whose ids are one ascending run (a memory appended in order), in one ordered query; else None."""
-    if not ids or ids[-1] - ids[0] + 1 != len(ids):
+async def _fetch_run_joined(db: aiosqlite.Connection, ids: Sequence[int]) -> tuple[bytes, bool] | None:
+    """Entries whose ids are one ascending run (a memory appended in order) as one JSON array; else None.
+
+    SQLite concatenates the rows itself, without Python objects per row and
+    without holding the GIL, so a worker thread decodes the previous piece
+    meanwhile. The second value says whether an entry starts with the exact
+    path's mark (a space). A run too big for one SQLite value (> 1 GB) is
+    left to the row-by-row path.
+    """
+    if not ids or ids[-1] - ids[0] + 1 != len(ids) or list(ids) != list(range(ids[0], ids[-1] + 1)):
         return None
-    async with db.execute(
-        "SELECT id, data FROM nbs_blobs WHERE id BETWEEN ? AND ? ORDER BY id", (ids[0], ids[-1])
-    ) as cur:
-        rows = list(await cur.fetchall())
-    # Equal length and equal ends of an ascending run with no gaps: exactly ids, in order.
-    if len(rows) != len(ids) or any(row[0] != want for row, want in zip(rows, ids, strict=True)):
+    try:
+        async with db.execute(
+            "SELECT count(*), min(id), max(id), total(substr(data, 1, 1) = x'20'), "
+            "CAST('[' || group_concat(data, ',') || ']' AS BLOB) "
+            "FROM (SELECT id, data FROM nbs_blobs WHERE id BETWEEN ? AND ? ORDER BY id)",
+            (ids[0], ids[-1]),
+        ) as cur:
+            row = await cur.fetchone()
+    except sqlite3.DataError:  # SQLITE_TOOBIG
         return None
-    return [row[1] for row in rows]
+    # Every id of the run present, read in id order by the subquery.
+    if row is None or (row[0], row[1], row[2]) != (len(ids), ids[0], ids[-1]) or not isinstance(row[4], bytes):
+        return None
+    return row[4], row[3] > 0
 
 
 async def _collect_garbage(db: aiosqlite.Connection) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import sqlite3
@@ -240,3 +241,51 @@ async def test_long_lists_read_in_pieces_come_back_whole_and_in_order(
     got = (await nbs.SQLiteStore(tmp_path / "s.db").aget_state("s"))["box"]["value"]
     assert [g["i"] for g in got] == list(range(1300))
     assert math.isnan(got[777]["nan"]) and got[778]["nan"] == 0.5
+
+
+async def test_reordered_and_repeated_entries_come_back_in_list_order(store: nbs.BaseStore) -> None:
+    # Stored entries keep their first ids; a reordered list refers to them out of id order
+    # ([0, 2, 1, 3, ...] spans a gapless range), which must not read as an ascending run.
+    items = [{"i": i} for i in range(600)]
+    box = Box(items)
+    await store.asave("s", box=box)
+    box.value = [items[0], items[2], items[1], *items[3:]]
+    await store.asave("s", box=box)
+    box.value = [items[5]] * 3 + items[:597]
+    await store.asave("s", box=box)
+    fresh = nbs.open_store(store.location)
+    assert (await fresh.aget_state("s@2"))["box"]["value"] == [items[0], items[2], items[1], *items[3:]]
+    assert (await fresh.aget_state("s@3"))["box"]["value"] == [items[5]] * 3 + items[:597]
+    assert (await fresh.aget_state("s@1"))["box"]["value"] == items
+
+
+async def test_a_run_too_big_for_one_sqlite_value_is_read_row_by_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nb_sessions.stores import sqlite_store
+
+    if not hasattr(sqlite3.Connection, "setlimit"):
+        pytest.skip("sqlite3.Connection.setlimit needs Python 3.11")
+    path = tmp_path / "s.db"
+    box = Box([{"i": i, "pad": "x" * 200} for i in range(1000)])
+    await nbs.SQLiteStore(path).asave("s", box=box)
+    store = nbs.SQLiteStore(path)
+    real_connect, real_fetch = store._connect, sqlite_store._fetch_by_ids
+    row_reads = 0
+
+    @contextlib.asynccontextmanager
+    async def small_limit() -> Any:
+        async with real_connect() as db:
+            # One piece's array (~215 kB) no longer fits in one value on this connection.
+            await db._execute(db._conn.setlimit, sqlite3.SQLITE_LIMIT_LENGTH, 50_000)
+            yield db
+
+    async def counting(db: Any, table: str, column: str, ids: Any) -> Any:
+        nonlocal row_reads
+        row_reads += table == "nbs_blobs"
+        return await real_fetch(db, table, column, ids)
+
+    monkeypatch.setattr(store, "_connect", small_limit)
+    monkeypatch.setattr(sqlite_store, "_fetch_by_ids", counting)
+    assert (await store.aget_state("s"))["box"]["value"] == box.value
+    assert row_reads >= 1
