@@ -9,7 +9,7 @@ import secrets
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 __all__ = ["Aborted", "atomic_write", "clean_temp_files", "fsync_dir", "run_blocking", "settle_late_cancel"]
 
@@ -32,12 +32,15 @@ def fsync_dir(path: Path) -> None:
 
 def atomic_write(
     path: Path,
-    data: bytes,
+    data: bytes | Callable[[BinaryIO], object],
     before_commit: Callable[[], None] | None = None,
     *,
     mtime_ns: int | None = None,
 ) -> None:
     """Write ``data`` to ``path`` all or nothing: temp file, fsync, ``os.replace``, fsync folder.
+
+    ``data`` is the bytes, or a function that writes them to the open temp
+    file (so a large file need not be in memory whole).
 
     The temp file carries the writer's pid so :func:`clean_temp_files` can tell
     a dead writer's leftovers from a live one's. ``before_commit`` runs just
@@ -48,7 +51,10 @@ def atomic_write(
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            if isinstance(data, bytes):
+                fh.write(data)
+            else:
+                data(fh)
             fh.flush()
             os.fsync(fh.fileno())
         if mtime_ns is not None:

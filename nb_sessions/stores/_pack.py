@@ -12,20 +12,44 @@ the entries still referenced.
 from __future__ import annotations
 
 import contextlib
+import io
 import mmap
 import os
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import BinaryIO
 
 from ..errors import StoreCorruptedError
 from ._fs import fsync_dir
 
-__all__ = ["EntryPack", "PackState", "from_ranges", "to_ranges"]
+__all__ = ["EntryPack", "PackState", "Ranges", "check_ranges", "from_ranges", "to_ranges"]
 
 _RECORD = struct.Struct("<QI16s")
+Ranges = Sequence[Sequence[int]]  # (first ordinal, count) pairs, as to_ranges makes them
+_BLOCK = 4 << 20  # bytes copied at a time between the pack and a latest file
+
+
+def write_fully(fd: int, data: bytes) -> None:
+    """``os.write`` until all of ``data`` is written (it may write less: a full disk, a signal)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _lines(blobs: Sequence[tuple[bytes, bytes]]) -> Iterator[bytes]:
+    """The entries, one per line, in blocks of about ``_BLOCK`` bytes."""
+    block: list[bytes] = []
+    size = 0
+    for _, data in blobs:
+        block += (data, b"\n")
+        size += len(data) + 1
+        if size >= _BLOCK:
+            yield b"".join(block)
+            block, size = [], 0
+    if block:
+        yield b"".join(block)
 
 
 @dataclass(frozen=True)
@@ -79,32 +103,120 @@ class EntryPack:
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         offset = self.state.nbytes
         records = bytearray()
-        payload = bytearray()
+        position = offset
         for h, data in blobs:
-            records += _RECORD.pack(offset + len(payload), len(data), h)
-            payload += data + b"\n"
-        for path, committed, extra in (
-            (self.data_path, self.state.nbytes, payload),
-            (self.index_path, self.state.count * _RECORD.size, records),
+            records += _RECORD.pack(position, len(data), h)
+            position += len(data) + 1
+        for path, committed, blocks in (
+            (self.data_path, self.state.nbytes, _lines(blobs)),
+            (self.index_path, self.state.count * _RECORD.size, iter([bytes(records)])),
         ):
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
             try:
                 os.ftruncate(fd, committed)  # drop what a killed save appended
                 os.lseek(fd, committed, os.SEEK_SET)
-                view = memoryview(bytes(extra))
-                while view:  # os.write may write less than asked (a full disk, a signal)
-                    view = view[os.write(fd, view):]
+                for block in blocks:
+                    write_fully(fd, block)
                 os.fsync(fd)
             finally:
                 os.close(fd)
         fsync_dir(self.folder)
-        return PackState(self.state.gen, self.state.count + len(blobs), offset + len(payload), self.state.uid)
+        return PackState(self.state.gen, self.state.count + len(blobs), position, self.state.uid)
 
     def read(self, ordinals: Sequence[int], where: str) -> list[bytes]:
         """The entries at ``ordinals``, in that order."""
         if not ordinals:
             return []
         raw = self._read_index()
+        with self._mapped(where) as data:
+            return self._slices(data, ordinals, raw, where)
+
+    def _slices(self, data: mmap.mmap, ordinals: Sequence[int], raw: bytes, where: str) -> list[bytes]:
+        out = []
+        for n in ordinals:
+            if not 0 <= n < self.state.count:
+                raise StoreCorruptedError(
+                    f"{where}: entry {n} is beyond the {self.state.count} in {self.data_path.name}",
+                    location=str(self.data_path),
+                )
+            offset, length, _ = _RECORD.unpack_from(raw, n * _RECORD.size)
+            out.append(data[offset:offset + length])
+        return out
+
+    def array_size(self, ranges: Ranges, where: str) -> int:
+        """The length of :meth:`write_array`'s output for ``ranges``."""
+        if not ranges:
+            return 2
+        raw = self._read_index()
+        spans = self._spans(ranges, raw, where)
+        return 1 + sum(end - start for start, end, _, _ in spans) + len(spans)
+
+    def write_array(self, out: BinaryIO, ranges: Ranges, where: str) -> int:
+        """Write the entries of ``ranges`` to ``out`` as one JSON array; return the bytes written.
+
+        Entries stored one after another are copied from the pack file in blocks,
+        their newlines turned into commas (compact JSON has no raw newline), so a
+        100 MB array never sits in memory whole.
+        """
+        return self._copy_array(out, ranges, where)[0]
+
+    def read_array(self, ranges: Ranges, where: str) -> tuple[bytes, bool]:
+        """The entries of ``ranges`` as one JSON array, and whether any starts with a space.
+
+        A space starts the entries :mod:`nb_sessions.codec` wrote by its exact path.
+        """
+        buffer = io.BytesIO()
+        exact = self._copy_array(buffer, ranges, where)[1]
+        return buffer.getvalue(), exact
+
+    def _copy_array(self, out: BinaryIO, ranges: Ranges, where: str) -> tuple[int, bool]:
+        if not ranges:
+            return out.write(b"[]"), False
+        raw = self._read_index()
+        written, exact = 0, False
+        with self._mapped(where) as data:
+            for i, (start, end, first, count) in enumerate(self._spans(ranges, raw, where)):
+                written += out.write(b"[" if i == 0 else b",")
+                begun = out.tell()
+                newlines = 0
+                before = b"\n"  # what precedes the span's first entry, as far as the check goes
+                for at in range(start, end, _BLOCK):
+                    block = data[at:min(end, at + _BLOCK)]
+                    newlines += block.count(b"\n")
+                    # An entry starts with a space where a space follows a newline.
+                    exact = exact or (before == b"\n" and block[:1] == b" ") or b"\n " in block
+                    before = block[-1:]
+                    written += out.write(block.replace(b"\n", b","))
+                if newlines != count - 1:
+                    # An entry holding a raw newline (not written by our codec): entry by entry.
+                    written -= out.tell() - begun
+                    out.seek(begun)
+                    out.truncate()
+                    parts = self._slices(data, range(first, first + count), raw, where)
+                    exact = exact or any(part[:1] == b" " for part in parts)
+                    written += out.write(b",".join(parts))
+        return written + out.write(b"]"), exact
+
+    def _spans(self, ranges: Ranges, raw: bytes, where: str) -> list[tuple[int, int, int, int]]:
+        """``(start, end, first ordinal, count)``: the byte span of each range."""
+        spans = []
+        for first, count in check_ranges(ranges):
+            last = first + count - 1
+            if first < 0 or last >= self.state.count:
+                raise StoreCorruptedError(
+                    f"{where}: entry {last if first >= 0 else first} is beyond the {self.state.count} "
+                    f"in {self.data_path.name}",
+                    location=str(self.data_path),
+                )
+            start = _RECORD.unpack_from(raw, first * _RECORD.size)[0]
+            offset, length, _ = _RECORD.unpack_from(raw, last * _RECORD.size)
+            if offset + length > self.state.nbytes or offset < start:
+                raise self._damaged(where)
+            spans.append((start, offset + length, first, count))
+        return spans
+
+    @contextlib.contextmanager
+    def _mapped(self, where: str) -> Iterator[mmap.mmap]:
         try:
             fh = open(self.data_path, "rb")  # noqa: SIM115 - closed below, with the map
         except FileNotFoundError:
@@ -116,20 +228,18 @@ class EntryPack:
                     "checkpoints of this session cannot be read",
                     location=str(self.data_path),
                 )
-            return self._slices(fh, ordinals, raw, where)
+            if self.state.nbytes == 0:
+                yield mmap.mmap(-1, 1)
+                return
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                yield data
 
-    def _slices(self, fh: Any, ordinals: Sequence[int], raw: bytes, where: str) -> list[bytes]:
-        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            out = []
-            for n in ordinals:
-                if not 0 <= n < self.state.count:
-                    raise StoreCorruptedError(
-                        f"{where}: entry {n} is beyond the {self.state.count} in {self.data_path.name}",
-                        location=str(self.data_path),
-                    )
-                offset, length, _ = _RECORD.unpack_from(raw, n * _RECORD.size)
-                out.append(data[offset:offset + length])
-        return out
+    def _damaged(self, where: str) -> StoreCorruptedError:
+        return StoreCorruptedError(
+            f"{where}: {self.data_path.name} does not match its index {self.index_path.name}; "
+            "checkpoints of this session cannot be read",
+            location=str(self.data_path),
+        )
 
     def iter_entries(self) -> Iterable[tuple[int, bytes]]:
         """``(ordinal, data)`` for every committed entry."""
@@ -177,6 +287,19 @@ def to_ranges(ordinals: Sequence[int]) -> list[list[int]]:
             out[-1][1] += 1
         else:
             out.append([n, 1])
+    return out
+
+
+def check_ranges(ranges: object) -> list[tuple[int, int]]:
+    """``ranges`` as ``(start, count)`` pairs; malformed ones raise :class:`StoreCorruptedError`."""
+    out = []
+    try:
+        for start, count in ranges:  # type: ignore[attr-defined]
+            if type(start) is not int or type(count) is not int or count < 1:
+                raise ValueError(f"not a (start, count) range: {[start, count]!r}")
+            out.append((start, count))
+    except (TypeError, ValueError) as exc:
+        raise StoreCorruptedError(f"a history index holds malformed entry ranges ({exc})") from None
     return out
 
 

@@ -30,15 +30,15 @@ import warnings
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import filelock
 
 from .. import codec
-from ..chunks import ChunkCache, assemble, json_array, path_text, split
+from ..chunks import ChunkCache, assemble, path_text, split
 from ..errors import CheckpointNotFoundError, ConflictError, StoreCorruptedError, StoreError
 from ._fs import atomic_write, clean_temp_files, run_blocking
-from ._pack import EntryPack, PackState, from_ranges, to_ranges
+from ._pack import EntryPack, PackState, Ranges, check_ranges, from_ranges, to_ranges
 from .base import BaseStore, Checkpoint, Redactor, SessionInfo, SessionKey, utcnow
 
 if TYPE_CHECKING:
@@ -278,12 +278,14 @@ class JSONStore(BaseStore):
                     (plan.path, [n for run in runs for n in run])
                     for plan, runs in zip(plans, payloads, strict=True)
                 ]
-                chunk_rows = [[list(path), to_ranges(ns)] for path, ns in lists]
-                data = self._splice(skeleton, lists, written, f"checkpoint {key}@{seq}")
+                ranges = [(path, to_ranges(ns)) for path, ns in lists]
+                chunk_rows = [[list(path), r] for path, r in ranges]
+                latest = _Layout.of(skeleton, ranges, written, f"checkpoint {key}@{seq}")
+                size = latest.size()
                 now = utcnow()
                 entry: dict[str, Any] = {
                     "seq": seq, "parent": chosen, "created_at": now.isoformat(), "label": label,
-                    "modules": list(states), "size": len(data), "metadata": metadata,
+                    "modules": list(states), "size": size, "metadata": metadata,
                 }
                 if chunk_rows:
                     entry["chunks"] = chunk_rows
@@ -292,7 +294,7 @@ class JSONStore(BaseStore):
                 new_index = {
                     **index, "format": INDEX_FORMAT, "next_seq": seq + 1,
                     "checkpoints": [*entries, entry], "pack": new_state.to_json(),
-                    "latest_file": {"size": len(data), "mtime_ns": ns},
+                    "latest_file": {"size": size, "mtime_ns": ns},
                     "stale_latest_file": index.get("latest_file"),
                 }
                 try:
@@ -307,7 +309,7 @@ class JSONStore(BaseStore):
                 cache.chunks.remember(plans, payloads, remembered)
                 cache.pack = new_state
                 self._caches[key] = cache
-                self._write_latest(key, data, ns)
+                self._write_latest(key, latest, ns)
             return self._cp_from_entry(key, entry)
 
         try:
@@ -321,48 +323,28 @@ class JSONStore(BaseStore):
         self._parents[key] = cp.seq
         return cp
 
-    @staticmethod
-    def _splice(
-        skeleton: dict[str, Any],
-        rows: Sequence[tuple[tuple[str | int, ...], list[int]]],
-        pack: EntryPack,
-        where: str,
-    ) -> bytes:
-        """The full state's JSON: the skeleton (modified here) with each list's entries from the pack.
-
-        Entries are copied as the bytes they were stored as, never decoded and re-encoded.
-        """
-        if not rows:
-            return codec.dumps(skeleton)
-        token = secrets.token_hex(8)
-        marks = [f"\x00nbs:{token}:{i}" for i in range(len(rows))]
-        out = codec.dumps(assemble(skeleton, [(path, mark) for (path, _), mark in zip(rows, marks, strict=True)]))  # type: ignore[misc]
-        for mark, (_, ordinals) in zip(marks, rows, strict=True):
-            body = json_array(pack.read(ordinals, where))
-            out = out.replace(codec.dumps(mark), body, 1)
-        return out
-
-    def _full_bytes(self, key: SessionKey, index: dict[str, Any], entry: dict[str, Any]) -> bytes:
-        """The JSON of a checkpoint's whole state, as AgentScope's file holds it."""
+    def _full_layout(self, key: SessionKey, index: dict[str, Any], entry: dict[str, Any]) -> _Layout:
+        """A checkpoint's whole state, as AgentScope's file holds it."""
         hdir = self._history_dir(key)
+        where = f"checkpoint {key}@{entry['seq']}"
         data = (hdir / f"{entry['seq']}.json").read_bytes()
         if not entry.get("chunks"):
-            return data
-        skeleton = codec.loads(data, f"checkpoint {key}@{entry['seq']}")
+            return _Layout([data], None, where)
+        skeleton = codec.loads(data, where)
         pack = EntryPack(hdir, PackState.from_json(index.get("pack")))
-        rows = [(tuple(p), from_ranges(r)) for p, r in entry["chunks"]]
-        return self._splice(skeleton, rows, pack, f"checkpoint {key}@{entry['seq']}")
+        rows = [(tuple(p), check_ranges(r)) for p, r in entry["chunks"]]
+        return _Layout.of(skeleton, rows, pack, where)
 
-    def _write_latest(self, key: SessionKey, data: bytes, mtime_ns: int) -> None:
+    def _write_latest(self, key: SessionKey, latest: _Layout, mtime_ns: int) -> None:
         """Rewrite AgentScope's file after the index committed; a failure here loses nothing."""
         try:
-            atomic_write(self._latest_file(key), data, mtime_ns=mtime_ns)
-        except OSError as exc:
+            atomic_write(self._latest_file(key), latest.write, mtime_ns=mtime_ns)
+        except (OSError, StoreCorruptedError) as exc:
             # The checkpoint is in the history; the file shows the previous state until the
             # next save rewrites it (it is recognised as stale, not as a foreign write).
+            problem = _os_problem(exc) if isinstance(exc, OSError) else str(exc)
             warnings.warn(
-                f"nb_sessions: saved {key} but could not update {self._latest_file(key).name}: "
-                f"{_os_problem(exc)}",
+                f"nb_sessions: saved {key} but could not update {self._latest_file(key).name}: {problem}",
                 RuntimeWarning,
                 stacklevel=2,
             )
@@ -476,7 +458,7 @@ class JSONStore(BaseStore):
                 lists = []
                 for p, ranges in entry["chunks"]:
                     try:
-                        ordinals = from_ranges(ranges)
+                        ranges = check_ranges(ranges)
                     except StoreCorruptedError as exc:
                         index_path = self._history_dir(cp.key) / "index.json"
                         raise StoreCorruptedError(
@@ -484,9 +466,7 @@ class JSONStore(BaseStore):
                             f"ranges for {path_text(tuple(p))} ({exc})",
                             location=str(index_path),
                         ) from None
-                    parts = pack.read(ordinals, where)
-                    exact = any(part[:1] == b" " for part in parts)
-                    body = json_array(parts)
+                    body, exact = pack.read_array(ranges, where)
                     lists.append((tuple(p), codec.loads(body, f"{where} ({path_text(tuple(p))})", trusted=not exact)))
                 try:
                     assemble(state, lists)
@@ -568,13 +548,12 @@ class JSONStore(BaseStore):
                 latest_moved = entries[-1] in gone
                 hdir = self._history_dir(key)
                 if latest_moved:
-                    data = self._full_bytes(key, index, left[-1])
-                    ns = utcnow().timestamp()
-                    stamp = int(ns * 1e9)
-                    new_index["latest_file"] = {"size": len(data), "mtime_ns": stamp}
+                    latest = self._full_layout(key, index, left[-1])
+                    stamp = int(utcnow().timestamp() * 1e9)
+                    new_index["latest_file"] = {"size": latest.size(), "mtime_ns": stamp}
                 self._write_index(key, new_index, check_abort)
                 if latest_moved:
-                    self._write_latest(key, data, stamp)
+                    self._write_latest(key, latest, stamp)
                 for e in gone:
                     with contextlib.suppress(FileNotFoundError):
                         (hdir / f"{e['seq']}.json").unlink()
@@ -670,6 +649,69 @@ class JSONStore(BaseStore):
             return hits
 
         return await asyncio.to_thread(job)
+
+
+class _Layout:
+    """A latest file to write: literal JSON pieces and, between them, runs of pack entries."""
+
+    def __init__(self, pieces: list[bytes | Ranges], pack: EntryPack | None, where: str) -> None:
+        self.pieces = pieces
+        self.pack = pack
+        self.where = where
+        self._size: int | None = None
+
+    @classmethod
+    def of(
+        cls,
+        skeleton: dict[str, Any],
+        rows: Sequence[tuple[tuple[str | int, ...], Ranges]],
+        pack: EntryPack,
+        where: str,
+    ) -> _Layout:
+        """The full state: the skeleton (modified here) with each list's entries from ``pack``.
+
+        Entries are copied as the bytes they were stored as, never decoded and re-encoded.
+        """
+        if not rows:
+            return cls([codec.dumps(skeleton)], pack, where)
+        token = secrets.token_hex(8)
+        marks = [f"\x00nbs:{token}:{i}" for i in range(len(rows))]  # strings no state holds
+        text = codec.dumps(assemble(skeleton, [(path, mark) for (path, _), mark in zip(rows, marks, strict=True)]))  # type: ignore[misc]
+        encoded = [codec.dumps(mark) for mark in marks]
+        found = sorted((text.index(mark), mark, ranges) for mark, (_, ranges) in zip(encoded, rows, strict=True))
+        pieces: list[bytes | Ranges] = []
+        at = 0
+        for position, mark, ranges in found:
+            pieces += (text[at:position], ranges)
+            at = position + len(mark)
+        pieces.append(text[at:])
+        return cls(pieces, pack, where)
+
+    def size(self) -> int:
+        if self._size is None:
+            self._size = sum(
+                len(piece) if isinstance(piece, bytes) else self._pack().array_size(piece, self.where)
+                for piece in self.pieces
+            )
+        return self._size
+
+    def write(self, out: BinaryIO) -> int:
+        """Write the file's bytes to ``out``; raise if they are not :meth:`size` bytes."""
+        expected = self.size()
+        written = sum(
+            out.write(piece) if isinstance(piece, bytes) else self._pack().write_array(out, piece, self.where)
+            for piece in self.pieces
+        )
+        if written != expected:
+            raise StoreCorruptedError(
+                f"{self.where}: the entry pack yielded {written} bytes where its index promises {expected}",
+                location=self.where,
+            )
+        return written
+
+    def _pack(self) -> EntryPack:
+        assert self.pack is not None, "a layout with lists has a pack"
+        return self.pack
 
 
 class _PackCache:
