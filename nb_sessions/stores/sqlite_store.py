@@ -775,7 +775,7 @@ class SQLiteStore(BaseStore):
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _BATCH = 500  # parameters per IN (...) query
-_PIECE = 16384  # entries fetched and decoded at a time when reading a long list
+_PIECE = 4096  # entries fetched and decoded at a time when reading a long list
 
 
 class _SessionCache:
@@ -873,26 +873,25 @@ async def _fetch_run_joined(db: aiosqlite.Connection, ids: Sequence[int]) -> tup
 
     SQLite concatenates the rows itself, without Python objects per row and
     without holding the GIL, so a worker thread decodes the previous piece
-    meanwhile. The second value says whether an entry starts with the exact
-    path's mark (a space). A run too big for one SQLite value (> 1 GB) is
-    left to the row-by-row path.
+    meanwhile. The ids come back concatenated in the same pass, which proves
+    the order. The second value says whether an entry starts with the exact
+    path's mark (a space: the only first byte below ``!``). A run too big
+    for one SQLite value (> 1 GB) is left to the row-by-row path.
     """
     if not ids or ids[-1] - ids[0] + 1 != len(ids) or list(ids) != list(range(ids[0], ids[-1] + 1)):
         return None
     try:
         async with db.execute(
-            "SELECT count(*), min(id), max(id), total(substr(data, 1, 1) = x'20'), "
-            "CAST('[' || group_concat(data, ',') || ']' AS BLOB) "
-            "FROM (SELECT id, data FROM nbs_blobs WHERE id BETWEEN ? AND ? ORDER BY id)",
+            "SELECT CAST(group_concat(id) AS BLOB), total(data < x'21'), CAST(group_concat(data, ',') AS BLOB) "
+            "FROM nbs_blobs WHERE id BETWEEN ? AND ?",
             (ids[0], ids[-1]),
         ) as cur:
             row = await cur.fetchone()
     except sqlite3.DataError:  # SQLITE_TOOBIG
         return None
-    # Every id of the run present, read in id order by the subquery.
-    if row is None or (row[0], row[1], row[2]) != (len(ids), ids[0], ids[-1]) or not isinstance(row[4], bytes):
+    if row is None or not isinstance(row[2], bytes) or row[0] != ",".join(map(str, ids)).encode():
         return None
-    return row[4], row[3] > 0
+    return b"".join((b"[", row[2], b"]")), row[1] > 0
 
 
 async def _collect_garbage(db: aiosqlite.Connection) -> None:
