@@ -252,14 +252,38 @@ def _keys(chunk: ListChunk) -> list[Hashable | None]:
 def _fast_key(value: Any) -> Hashable | None:
     """The hash and length of ``value``'s orjson bytes, or None when those bytes cannot be trusted.
 
-    Bytes holding ``null`` could hide a change (orjson writes NaN as null); values
-    orjson refuses take the exact path every time.
+    orjson writes NaN and infinities as ``null``, so bytes holding ``null`` could
+    hide a change from None to NaN: they are trusted only once a walk of the
+    value finds no such float. Values orjson refuses take the exact path every time.
     """
     try:
         fast = orjson.dumps(value)
     except (orjson.JSONEncodeError, TypeError):
         return None
-    return None if b"null" in fast else (hash(fast), len(fast))
+    if b"null" in fast and not _all_finite(value):
+        return None
+    return (hash(fast), len(fast))
+
+
+def _all_finite(value: Any) -> bool:
+    """True when ``value`` (plain JSON data) holds no NaN or infinite float; False for anything else."""
+    stack = [value]
+    pop, push_all = stack.pop, stack.extend
+    while stack:
+        item = pop()
+        kind = type(item)
+        if kind is str or kind is int or kind is bool or item is None:
+            continue
+        if kind is dict:
+            push_all(item.values())
+        elif kind is list or kind is tuple:
+            push_all(item)
+        elif kind is float:
+            if item - item != 0.0:  # NaN and the infinities
+                return False
+        else:
+            return False  # a subclass or another type orjson writes: not looked into
+    return True
 
 
 def _run_key(run: Sequence[Any]) -> tuple[Hashable, ...] | None:
