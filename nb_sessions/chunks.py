@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 import orjson
@@ -92,7 +93,7 @@ def split(states: dict[str, Any], *, threshold: int = CHUNK_MIN) -> tuple[dict[s
         if isinstance(value, dict):
             return {k: walk(v, (*path, k)) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
-            if len(value) >= threshold and all(isinstance(v, (dict, list)) for v in value):
+            if len(value) >= threshold and all(map(isinstance, value, repeat((dict, list)))):
                 chunks.append(ListChunk(path, value))
                 return []
             return [walk(v, (*path, i)) for i, v in enumerate(value)]
