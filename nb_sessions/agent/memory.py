@@ -12,7 +12,7 @@ from typing import Any
 from ..chunks import Entries
 from ..errors import _join
 from ..state import Commit, StateModule
-from .message import Msg, _well_formed
+from .message import Msg, _quick_msg
 
 __all__ = ["InMemoryMemory"]
 
@@ -195,14 +195,15 @@ def _convert_content(
         return None
     before = len(problems)
     out: list[tuple[Msg, list[str]]] = []
-    quick = Msg._build
     for i, item in enumerate(content):
-        # The common case, checked the quick way: [well-formed message, list of str marks].
-        if type(item) is list and len(item) == 2 and _well_formed(item[0]):
+        # The common case, checked and built the quick way: [plain message, list of str marks].
+        if type(item) is list and len(item) == 2:
             marks = item[1]
             if type(marks) is list and (not marks or all(type(m) is str for m in marks)):
-                out.append((quick(item[0]), list(marks)))
-                continue
+                msg = _quick_msg(item[0])
+                if msg is not None:
+                    out.append((msg, list(marks)))
+                    continue
         where = f"{path}[{i}]"
         if isinstance(item, Mapping):
             msg, marks = Msg.from_dict_checked(item, where, problems), []

@@ -194,29 +194,8 @@ def validate_block(
         _validate_source(block, path, problems, kind, shape)
 
 
-def _well_formed(data: Any) -> bool:
-    """True when ``data`` is a message the full validation would accept, checked the quick way.
-
-    Most messages (text, thinking, tool calls and results) pass here with a few
-    exact type checks and no dotted paths built; anything else, valid or not,
-    goes through :meth:`Msg.from_dict_checked`'s full validation.
-    """
-    if type(data) is not dict:
-        return False
-    if type(data.get("name")) is not str or data.get("role") not in ROLES:
-        return False
-    for key in ("id", "timestamp", "invocation_id"):
-        value = data.get(key, "")
-        if type(value) is not str and (value is not None or key == "id"):
-            return False
-    metadata = data.get("metadata")
-    if metadata is not None and type(metadata) is not dict:
-        return False
-    content = data.get("content")
-    if type(content) is str:
-        return True
-    if type(content) is not list:
-        return False
+def _blocks_well_formed(content: list[Any]) -> bool:
+    """True when every block is one the full validation would accept, checked the quick way."""
     for block in content:
         if type(block) is not dict:
             return False
@@ -457,8 +436,9 @@ class Msg:
         cls, data: Any, path: str, problems: list[tuple[str, str]]
     ) -> Msg | None:
         """Like :meth:`from_dict`, but add problems to ``problems`` and return None instead of raising."""
-        if _well_formed(data):
-            return cls._build(data)
+        quick = _quick_msg(data) if cls is Msg else None
+        if quick is not None:
+            return quick
         if not isinstance(data, Mapping):
             problems.append((path, f"expected a message dict {_MSG_SHAPE}, got {_tname(data)}"))
             return None
@@ -611,6 +591,55 @@ _KNOWN_KEYS = frozenset({"id", "name", "role", "content", "metadata", "timestamp
         "name", "role", "_content", "_metadata", "timestamp", "invocation_id", "id", "_extra", "_rev"
     )
 )
+
+
+def _quick_msg(data: Any) -> Msg | None:
+    """The message ``data`` describes, checked and built in one pass; None unless it is plainly valid.
+
+    Most messages (text, thinking, tool calls and results) are built here with a
+    few exact type checks and no dotted paths; anything else, valid or not, goes
+    through :meth:`Msg.from_dict_checked`'s full validation. Written for speed: a
+    long memory loads 100,000 messages through here.
+    """
+    if type(data) is not dict:
+        return None
+    get = data.get
+    name, role, content = get("name"), get("role"), get("content")
+    if type(name) is not str or role not in ROLES:
+        return None
+    if type(content) is list:
+        if not _blocks_well_formed(content):
+            return None
+    elif type(content) is not str:
+        return None
+    msg_id, timestamp, invocation_id, metadata = get("id", ""), get("timestamp"), get("invocation_id"), get("metadata")
+    if (
+        type(msg_id) is not str
+        or (timestamp is not None and type(timestamp) is not str)
+        or (invocation_id is not None and type(invocation_id) is not str)
+    ):
+        return None
+    if metadata is None:
+        metadata = {}
+    elif type(metadata) is not dict:
+        return None
+    msg = _new_msg(Msg)
+    _set_name(msg, name)
+    _set_role(msg, role)
+    _set_content(msg, content)  # kept as loaded; copied into tracked ones on first access
+    _set_metadata(msg, metadata)
+    _set_timestamp(msg, timestamp or timestamp_now())
+    _set_invocation_id(msg, invocation_id)
+    _set_id(msg, msg_id or short_id())
+    if data.keys() <= _KNOWN_KEYS:
+        _set_extra(msg, {})
+    else:
+        _set_extra(msg, {k: track(v, msg) for k, v in data.items() if k not in _KNOWN_KEYS})
+    _set_rev(msg, 0)
+    return msg
+
+
+_new_msg = Msg.__new__
 
 
 def _tname(value: Any) -> str:

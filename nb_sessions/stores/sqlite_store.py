@@ -17,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import queue
 import sqlite3
+import threading
 import urllib.parse
 from array import array
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -471,42 +473,61 @@ class SQLiteStore(BaseStore):
                         location=where,
                     )
                 blob_ids.extend(array("q", packed))
-            # Fetch the next piece while a worker thread decodes the last one: SQLite builds
-            # a piece's JSON array without the GIL, so the two overlap.
             label = f"{where} ({path_text(tuple(path))})"
-            decoded: list[list[Any]] = []
-            pending: asyncio.Future[Any] | None = None
-            for start in range(0, len(blob_ids), _PIECE):
-                piece = blob_ids[start:start + _PIECE]
-                data, exact = await self._fetch_array(db, piece, where, path)
-                if pending is not None:
-                    decoded.append(await pending)
-                pending = asyncio.ensure_future(
-                    asyncio.to_thread(codec.loads, data, label, trusted=not exact)
-                )
-            if pending is not None:
-                decoded.append(await pending)
-            items = decoded[0] if len(decoded) == 1 else [x for piece in decoded for x in piece]
+            items = await asyncio.to_thread(self._read_entries, blob_ids, label, where, path)
             out.append((tuple(path), items))
         return out
 
-    async def _fetch_array(
-        self, db: aiosqlite.Connection, ids: list[int], where: str, path: Any
-    ) -> tuple[bytes, bool]:
-        """The entries ``ids`` as one JSON array, and whether any was written by the exact path."""
-        joined = await _fetch_run_joined(db, ids)
-        if joined is not None:
-            return joined
-        blobs = await _fetch_by_ids(db, "nbs_blobs", "data", ids)
+    def _read_entries(self, ids: list[int], label: str, where: str, path: Any) -> list[Any]:
+        """Fetch and decode the entries ``ids``, in order (runs in a worker thread).
+
+        A second thread with its own connection fetches piece k+1 while this one
+        decodes piece k: SQLite reads and concatenates without the GIL, and a
+        thread of its own is back in SQLite as soon as orjson lets go of the GIL,
+        with no event loop to pass through in between.
+        """
+        pieces = [ids[start:start + _PIECE] for start in range(0, len(ids), _PIECE)]
         try:
-            parts = [blobs[i] for i in ids]
-        except KeyError as exc:
-            raise StoreCorruptedError(
-                f"{where}: entry {exc} of {path_text(tuple(path))} is missing; delete that "
-                "checkpoint, the others are intact",
-                location=where,
-            ) from None
-        return json_array(parts), any(p[:1] == b" " for p in parts)
+            conn = sqlite3.connect(
+                self._uri(), uri=True, timeout=self.timeout, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise self._wrap(exc) from exc
+        ready: queue.Queue[tuple[bytes, bool] | BaseException] = queue.Queue(maxsize=2)
+        stop = threading.Event()
+
+        def fetch() -> None:
+            try:
+                row = conn.execute("SELECT value FROM nbs_meta WHERE key = 'store_uid'").fetchone()
+                if (int(row[0]) if row else None) != self._uid:
+                    raise self._gone()
+                for piece in pieces:
+                    if stop.is_set():
+                        return
+                    ready.put(_fetch_array(conn, piece, where, path))
+            except BaseException as exc:  # handed to the decoding thread, which raises it
+                ready.put(exc)
+
+        fetcher = threading.Thread(target=fetch, name="nb_sessions-read", daemon=True)
+        fetcher.start()
+        decoded: list[list[Any]] = []
+        try:
+            for _ in pieces:
+                got = ready.get()
+                if isinstance(got, sqlite3.Error):
+                    raise self._wrap(got) from got
+                if isinstance(got, BaseException):
+                    raise got
+                data, exact = got
+                decoded.append(codec.loads(data, label, trusted=not exact))
+        finally:
+            stop.set()
+            while fetcher.is_alive():  # after an error: unblock a fetcher waiting to put, then let it end
+                with contextlib.suppress(queue.Empty):
+                    ready.get_nowait()
+                fetcher.join(0.01)
+            conn.close()
+        return decoded[0] if len(decoded) == 1 else [x for piece in decoded for x in piece]
 
     async def _history(self, key: SessionKey) -> list[Checkpoint]:
         if not self._ready and not self.path.exists():
@@ -841,10 +862,8 @@ async def _ids_by_hash(db: aiosqlite.Connection, table: str, hashes: Sequence[by
     return found
 
 
-async def _fetch_by_ids(
-    db: aiosqlite.Connection, table: str, column: str, ids: Sequence[int]
-) -> dict[int, bytes]:
-    """Rows by id; runs of consecutive ids (the usual case: appended messages) are one range query."""
+def _id_queries(table: str, column: str, ids: Sequence[int]) -> list[tuple[str, tuple[int, ...]]]:
+    """Queries for rows by id: runs of consecutive ids (appended messages) as one range each."""
     unique = sorted(set(ids))
     ranges: list[tuple[int, int]] = []
     for i in unique:
@@ -852,41 +871,63 @@ async def _fetch_by_ids(
             ranges[-1] = (ranges[-1][0], i)
         else:
             ranges.append((i, i))
-    out: dict[int, bytes] = {}
+    queries: list[tuple[str, tuple[int, ...]]] = [
+        (f"SELECT id, {column} FROM {table} WHERE id BETWEEN ? AND ?", (lo, hi)) for lo, hi in ranges if lo != hi
+    ]
     singles = [lo for lo, hi in ranges if lo == hi]
-    for lo, hi in ranges:
-        if lo != hi:
-            async with db.execute(
-                f"SELECT id, {column} FROM {table} WHERE id BETWEEN ? AND ?", (lo, hi)
-            ) as cur:
-                out.update(await cur.fetchall())  # type: ignore[arg-type]
     for start in range(0, len(singles), _BATCH):
-        batch = singles[start:start + _BATCH]
-        marks = ",".join("?" * len(batch))
-        async with db.execute(f"SELECT id, {column} FROM {table} WHERE id IN ({marks})", batch) as cur:
+        batch = tuple(singles[start:start + _BATCH])
+        queries.append((f"SELECT id, {column} FROM {table} WHERE id IN ({','.join('?' * len(batch))})", batch))
+    return queries
+
+
+async def _fetch_by_ids(
+    db: aiosqlite.Connection, table: str, column: str, ids: Sequence[int]
+) -> dict[int, bytes]:
+    """Rows by id (see :func:`_id_queries`)."""
+    out: dict[int, bytes] = {}
+    for sql, params in _id_queries(table, column, ids):
+        async with db.execute(sql, params) as cur:
             out.update(await cur.fetchall())  # type: ignore[arg-type]
     return out
 
 
-async def _fetch_run_joined(db: aiosqlite.Connection, ids: Sequence[int]) -> tuple[bytes, bool] | None:
+def _fetch_array(conn: sqlite3.Connection, ids: list[int], where: str, path: Any) -> tuple[bytes, bool]:
+    """The entries ``ids`` as one JSON array, and whether any was written by the exact path."""
+    joined = _fetch_run_joined(conn, ids)
+    if joined is not None:
+        return joined
+    blobs: dict[int, bytes] = {}
+    for sql, params in _id_queries("nbs_blobs", "data", ids):
+        blobs.update(conn.execute(sql, params).fetchall())
+    try:
+        parts = [blobs[i] for i in ids]
+    except KeyError as exc:
+        raise StoreCorruptedError(
+            f"{where}: entry {exc} of {path_text(tuple(path))} is missing; delete that "
+            "checkpoint, the others are intact",
+            location=where,
+        ) from None
+    return json_array(parts), any(p[:1] == b" " for p in parts)
+
+
+def _fetch_run_joined(conn: sqlite3.Connection, ids: Sequence[int]) -> tuple[bytes, bool] | None:
     """Entries whose ids are one ascending run (a memory appended in order) as one JSON array; else None.
 
     SQLite concatenates the rows itself, without Python objects per row and
-    without holding the GIL, so a worker thread decodes the previous piece
-    meanwhile. The ids come back concatenated in the same pass, which proves
-    the order. The second value says whether an entry starts with the exact
-    path's mark (a space: the only first byte below ``!``). A run too big
-    for one SQLite value (> 1 GB) is left to the row-by-row path.
+    without holding the GIL. The ids come back concatenated in the same pass,
+    which proves the order. The second value says whether an entry starts with
+    the exact path's mark (a space: the only first byte below ``!``). A run too
+    big for one SQLite value (> 1 GB) is left to the row-by-row path.
     """
     if not ids or ids[-1] - ids[0] + 1 != len(ids) or list(ids) != list(range(ids[0], ids[-1] + 1)):
         return None
     try:
-        async with db.execute(
+        row = conn.execute(
             "SELECT CAST(group_concat(id) AS BLOB), total(data < x'21'), CAST(group_concat(data, ',') AS BLOB) "
             "FROM nbs_blobs WHERE id BETWEEN ? AND ?",
             (ids[0], ids[-1]),
-        ) as cur:
-            row = await cur.fetchone()
+        ).fetchone()
     except sqlite3.DataError:  # SQLITE_TOOBIG
         return None
     if row is None or not isinstance(row[2], bytes) or row[0] != ",".join(map(str, ids)).encode():

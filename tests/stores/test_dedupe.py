@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import sqlite3
@@ -269,23 +268,54 @@ async def test_a_run_too_big_for_one_sqlite_value_is_read_row_by_row(
     path = tmp_path / "s.db"
     box = Box([{"i": i, "pad": "x" * 200} for i in range(1000)])
     await nbs.SQLiteStore(path).asave("s", box=box)
-    store = nbs.SQLiteStore(path)
-    real_connect, real_fetch = store._connect, sqlite_store._fetch_by_ids
+    real_connect, real_queries = sqlite3.connect, sqlite_store._id_queries
     row_reads = 0
 
-    @contextlib.asynccontextmanager
-    async def small_limit() -> Any:
-        async with real_connect() as db:
-            # One piece's array (~215 kB) no longer fits in one value on this connection.
-            await db._execute(db._conn.setlimit, sqlite3.SQLITE_LIMIT_LENGTH, 50_000)
-            yield db
+    def small_limit(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn = real_connect(*args, **kwargs)
+        # One piece's array (~215 kB) no longer fits in one value on this connection.
+        conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 50_000)
+        return conn
 
-    async def counting(db: Any, table: str, column: str, ids: Any) -> Any:
+    def counting(table: str, column: str, ids: Any) -> Any:
         nonlocal row_reads
         row_reads += table == "nbs_blobs"
-        return await real_fetch(db, table, column, ids)
+        return real_queries(table, column, ids)
 
-    monkeypatch.setattr(store, "_connect", small_limit)
-    monkeypatch.setattr(sqlite_store, "_fetch_by_ids", counting)
-    assert (await store.aget_state("s"))["box"]["value"] == box.value
+    monkeypatch.setattr(sqlite_store.sqlite3, "connect", small_limit)
+    monkeypatch.setattr(sqlite_store, "_id_queries", counting)
+    assert (await nbs.SQLiteStore(path).aget_state("s"))["box"]["value"] == box.value
     assert row_reads >= 1
+
+
+async def test_a_long_list_is_read_by_a_second_connection_that_checks_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nb_sessions.stores import sqlite_store
+
+    monkeypatch.setattr(sqlite_store, "_PIECE", 64)  # 700 entries: 11 pieces through the queue
+    path = tmp_path / "s.db"
+    box = Box([{"i": i} for i in range(700)])
+    store = nbs.SQLiteStore(path)
+    await store.asave("s", box=box)
+    box.value[100] = {"edited": True}  # one piece is no longer an ascending run of ids
+    await store.asave("s", box=box)
+    assert (await nbs.SQLiteStore(path).aget_state("s@1"))["box"]["value"] == [{"i": i} for i in range(700)]
+    assert (await nbs.SQLiteStore(path).aget_state("s@2"))["box"]["value"] == box.value
+    # The second connection sees another store made at the path since: it refuses to read.
+    monkeypatch.setattr(store, "_uid", -1)
+    with pytest.raises(nbs.StoreError, match="deleted while open"):
+        sqlite_store.SQLiteStore._read_entries(store, list(range(1, 200)), "s", "s", ("box", "value"))
+
+
+async def test_a_damaged_entry_read_by_the_second_connection_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    await nbs.SQLiteStore(path).asave("s", box=Box([{"i": i} for i in range(3000)]))
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE nbs_blobs SET data = ? WHERE id = 2500", (b"{not json",))
+    with pytest.raises(nbs.StoreCorruptedError, match=r"box\.value"):
+        await nbs.SQLiteStore(path).aget_state("s")
+    with sqlite3.connect(path) as db:
+        db.execute("DELETE FROM nbs_blobs WHERE id = 2600")
+    with pytest.raises(nbs.StoreCorruptedError, match=r"entry 2600 of box\.value is missing"):
+        await nbs.SQLiteStore(path).aget_state("s")
