@@ -477,20 +477,10 @@ class Msg:
         # copied into tracked ones on first access (see the content property). The slots
         # are filled through their descriptors: a long memory loads 100,000 of these.
         msg = cls.__new__(cls)
-        _set_name(msg, data["name"])
-        _set_role(msg, data["role"])
-        _set_content(msg, data["content"])
-        metadata = data.get("metadata")
-        _set_metadata(msg, metadata if metadata is not None else {})
-        _set_timestamp(msg, data.get("timestamp") or timestamp_now())
-        _set_invocation_id(msg, data.get("invocation_id"))
-        _set_id(msg, data.get("id") or short_id())
-        if data.keys() <= _KNOWN_KEYS:
-            _set_extra(msg, {})
-        else:
-            _set_extra(msg, {k: track(v, msg) for k, v in data.items() if k not in _KNOWN_KEYS})
-        _set_rev(msg, 0)
-        return msg
+        return _assemble(
+            msg, data, data["name"], data["role"], data["content"], data.get("metadata"),
+            data.get("timestamp"), data.get("invocation_id"), data.get("id"),
+        )
 
     def copy(self) -> Msg:
         """Return an independent deep copy (same id; the copy's ``rev`` starts at 0)."""
@@ -619,15 +609,20 @@ def _quick_msg(data: Any) -> Msg | None:
         or (invocation_id is not None and type(invocation_id) is not str)
     ):
         return None
-    if metadata is None:
-        metadata = {}
-    elif type(metadata) is not dict:
+    if metadata is not None and type(metadata) is not dict:
         return None
-    msg = _new_msg(Msg)
+    return _assemble(_new_msg(Msg), data, name, role, content, metadata, timestamp, invocation_id, msg_id)
+
+
+def _assemble(
+    msg: Msg, data: Mapping[str, Any], name: str, role: Role, content: Any, metadata: dict[str, Any] | None,
+    timestamp: str | None, invocation_id: str | None, msg_id: str | None,
+) -> Msg:
+    """Fill a new, empty ``msg`` (content and metadata kept as loaded: tracked on first access)."""
     _set_name(msg, name)
     _set_role(msg, role)
-    _set_content(msg, content)  # kept as loaded; copied into tracked ones on first access
-    _set_metadata(msg, metadata)
+    _set_content(msg, content)
+    _set_metadata(msg, metadata if metadata is not None else {})
     _set_timestamp(msg, timestamp or timestamp_now())
     _set_invocation_id(msg, invocation_id)
     _set_id(msg, msg_id or short_id())
