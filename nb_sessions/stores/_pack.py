@@ -28,7 +28,7 @@ __all__ = ["EntryPack", "PackState", "Ranges", "check_ranges", "from_ranges", "t
 
 _RECORD = struct.Struct("<QI16s")
 Ranges = Sequence[Sequence[int]]  # (first ordinal, count) pairs, as to_ranges makes them
-_BLOCK = 4 << 20  # bytes copied at a time between the pack and a latest file
+_BLOCK = 1 << 20  # bytes copied at a time between the pack and a latest file
 
 
 def write_fully(fd: int, data: bytes) -> None:
