@@ -22,15 +22,17 @@ lists become JSON strings, so editing a frame can never change the agent.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec
 
 import pandas as pd
 
+from .codec import paused_gc
 from .state import Stateful, as_stateful
 from .stores.base import BaseStore, Checkpoint
 
@@ -409,6 +411,27 @@ def _columns(schema: Schema) -> dict[str, list[Any]]:
 # -- message views -----------------------------------------------------------
 
 
+_P = ParamSpec("_P")
+
+
+def _bulk(view: Callable[_P, pd.DataFrame]) -> Callable[_P, pd.DataFrame]:
+    """Build the frame with the cyclic GC paused (see :func:`nb_sessions.codec.paused_gc`).
+
+    A view of a long memory makes hundreds of thousands of containers (a live
+    object's ``state_dict()``, the rows); with the collector on, it scans the
+    whole growing heap again and again, which took most of the time: a live
+    agent's 100,000-message view went from ~1.3 s to ~0.45 s.
+    """
+
+    @functools.wraps(view)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> pd.DataFrame:
+        with paused_gc():
+            return view(*args, **kwargs)
+
+    return wrapper
+
+
+@_bulk
 def messages(src: Any, ref: Any = None) -> pd.DataFrame:
     """One row per message of every memory in ``src``.
 
@@ -464,6 +487,7 @@ def messages(src: Any, ref: Any = None) -> pd.DataFrame:
     return _frame(cols, MESSAGE_COLUMNS, len(pos_c), source)
 
 
+@_bulk
 def blocks(src: Any, ref: Any = None) -> pd.DataFrame:
     """One row per content block of every message (a str content is one ``text`` block).
 
@@ -514,6 +538,7 @@ def blocks(src: Any, ref: Any = None) -> pd.DataFrame:
     return _frame(cols, BLOCK_COLUMNS, len(cols["position"]), source)
 
 
+@_bulk
 def tool_calls(src: Any, ref: Any = None) -> pd.DataFrame:
     """One row per tool_use block, joined to the first tool_result with its id that follows it in the same memory.
 
@@ -580,6 +605,7 @@ def tool_calls(src: Any, ref: Any = None) -> pd.DataFrame:
 # -- plan views --------------------------------------------------------------
 
 
+@_bulk
 def subtasks(src: Any, ref: Any = None) -> pd.DataFrame:
     """One row per subtask of every stored and current plan; ``duration`` is ``finished_at - created_at``.
 
@@ -615,6 +641,7 @@ def subtasks(src: Any, ref: Any = None) -> pd.DataFrame:
     return frame
 
 
+@_bulk
 def plans(src: Any, ref: Any = None) -> pd.DataFrame:
     """One row per plan (stored ones, then the current one): state, progress, times and outcome."""
     source = _resolve(src, ref)

@@ -391,12 +391,13 @@ class BaseStore:
 
             raise NotSerializableError(*bad)
         states: dict[str, Any] = {}
-        for name, obj in modules.items():
-            state = snapshot(as_stateful(obj, name))
-            if self.redact is not None:
-                # A private copy: a redactor that edits in place must not strip the live agent.
-                state = self.redact(name, copy.deepcopy(materialize({name: state})[name]))
-            states[name] = state
+        with codec.paused_gc():  # a long memory's state_dict() builds many containers, no cycles
+            for name, obj in modules.items():
+                state = snapshot(as_stateful(obj, name))
+                if self.redact is not None:
+                    # A private copy: a redactor that edits in place must not strip the live agent.
+                    state = self.redact(name, copy.deepcopy(materialize({name: state})[name]))
+                states[name] = state
         return await self._write(ref.key, states, label, meta, self._parents.get(ref.key))
 
     async def aload(
