@@ -172,28 +172,25 @@ class JSONStore(BaseStore):
 
     def _latest_changed(self, key: SessionKey, index: dict[str, Any]) -> bool:
         """True when the latest file is not the one our last save wrote."""
+        stamp = self._latest_stamp(key)
+        # The second record: a save stopped between its index and its latest file left
+        # the file that was there before in place: stale, not a foreign write.
+        return stamp is not None and not any(
+            _same_stamp(stamp, recorded) for recorded in (index.get("latest_file"), index.get("stale_latest_file"))
+        )
+
+    def _latest_stamp(self, key: SessionKey) -> dict[str, int] | None:
+        """Size and mtime of the latest file as it is now, or None when there is none."""
         try:
             st = self._latest_file(key).stat()
         except FileNotFoundError:
-            return False
-        stamp = [st.st_size, st.st_mtime_ns]
-        for recorded in (index.get("latest_file"), index.get("stale_latest_file")):
-            # The second: a save interrupted between its index and its latest file left
-            # the previous latest file in place: stale, not a foreign write.
-            if isinstance(recorded, dict) and stamp == [recorded.get("size"), recorded.get("mtime_ns")]:
-                return False
-        return True
+            return None
+        return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
     def _latest_is_current(self, key: SessionKey, index: dict[str, Any]) -> bool:
         """True when the latest file holds exactly the last checkpoint of the index."""
-        try:
-            st = self._latest_file(key).stat()
-        except FileNotFoundError:
-            return False
-        recorded = index.get("latest_file")
-        if not isinstance(recorded, dict):
-            return False
-        return [st.st_size, st.st_mtime_ns] == [recorded.get("size"), recorded.get("mtime_ns")]
+        stamp = self._latest_stamp(key)
+        return stamp is not None and _same_stamp(stamp, index.get("latest_file"))
 
     def _history_sync(self, key: SessionKey) -> list[Checkpoint]:
         index = self._read_index(key)
@@ -295,7 +292,9 @@ class JSONStore(BaseStore):
                     **index, "format": INDEX_FORMAT, "next_seq": seq + 1,
                     "checkpoints": [*entries, entry], "pack": new_state.to_json(),
                     "latest_file": {"size": size, "mtime_ns": ns},
-                    "stale_latest_file": index.get("latest_file"),
+                    # What is on disk now, ours: if this save stops before it rewrites the
+                    # file, the next one must not take the file for a foreign write.
+                    "stale_latest_file": self._latest_stamp(key),
                 }
                 try:
                     self._write_index(key, new_index, check_abort)  # the commit point
@@ -551,6 +550,7 @@ class JSONStore(BaseStore):
                     latest = self._full_layout(key, index, left[-1])
                     stamp = int(utcnow().timestamp() * 1e9)
                     new_index["latest_file"] = {"size": latest.size(), "mtime_ns": stamp}
+                    new_index["stale_latest_file"] = self._latest_stamp(key)
                 self._write_index(key, new_index, check_abort)
                 if latest_moved:
                     self._write_latest(key, latest, stamp)
@@ -721,6 +721,12 @@ class _PackCache:
         self.pack = pack
         self.ordinals = ordinals
         self.chunks = chunks or ChunkCache()
+
+
+def _same_stamp(stamp: dict[str, int], recorded: Any) -> bool:
+    return isinstance(recorded, dict) and [stamp["size"], stamp["mtime_ns"]] == [
+        recorded.get("size"), recorded.get("mtime_ns")
+    ]
 
 
 def _os_problem(exc: OSError) -> str:

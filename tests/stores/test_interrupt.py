@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sqlite3
@@ -71,3 +72,37 @@ def test_sync_call_inside_the_private_loop_is_refused_with_advice(store: nbs.Bas
 
     with pytest.raises(RuntimeError, match="use the async twin"):
         run_sync(nested())
+
+
+@pytest.mark.parametrize("stopped", ["two saves", "a delete"])
+def test_writes_stopped_after_their_commit_leave_no_phantom_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stopped: str
+) -> None:
+    # A JSON store save (or a delete of the latest checkpoint) commits its index, then
+    # rewrites AgentScope's latest file. Killed in between, the old file stays: the index
+    # must still know it as ours, even when the next save is stopped at the same place.
+    from nb_sessions.stores.json_store import JSONStore
+
+    box = Box("one")
+    for value in ("one", "two", "three"):
+        box.value = value
+        JSONStore(tmp_path).save("s", box=box)
+    real = JSONStore._write_latest
+    monkeypatch.setattr(JSONStore, "_write_latest", lambda *args: None)  # the kill, after the commit
+    if stopped == "two saves":
+        for value in ("four", "five"):
+            box.value = value
+            JSONStore(tmp_path).save("s", box=box)
+        expected, seqs = "five", [1, 2, 3, 4, 5, 6]
+    else:
+        JSONStore(tmp_path).delete("s@3")
+        expected, seqs = "two", [1, 2, 4]
+    monkeypatch.setattr(JSONStore, "_write_latest", real)
+    store = JSONStore(tmp_path)  # what a restarted kernel sees
+    assert [cp.metadata for cp in store.history("s") if cp.metadata.get("source")] == []
+    assert store.get_state("s") == {"box": {"value": expected}}
+    box.value = "six"
+    store.save("s", box=box)  # the next save rewrites the file, and takes no phantom either
+    assert [cp.seq for cp in store.history("s")] == seqs
+    assert JSONStore(tmp_path).get_state("s") == {"box": {"value": "six"}}
+    assert json.loads((tmp_path / "s.json").read_text()) == {"box": {"value": "six"}}
