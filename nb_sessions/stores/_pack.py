@@ -85,6 +85,7 @@ class EntryPack:
         self.state = state
         self.data_path = folder / f"entries-{state.gen}.jsonl"
         self.index_path = folder / f"entries-{state.gen}.idx"
+        self._index: tuple[PackState, bytes] | None = None
 
     def hashes(self) -> dict[bytes, int]:
         """Content hash -> ordinal for every committed entry."""
@@ -264,6 +265,9 @@ class EntryPack:
                 path.unlink()
 
     def _read_index(self) -> bytes:
+        # The committed records never change (appends go after them), so one read per state.
+        if self._index is not None and self._index[0] == self.state:
+            return self._index[1]
         need = self.state.count * _RECORD.size
         try:
             with open(self.index_path, "rb") as fh:
@@ -276,6 +280,7 @@ class EntryPack:
                 f"{self.state.count}; checkpoints of this session cannot be read",
                 location=str(self.index_path),
             )
+        self._index = (self.state, raw)
         return raw
 
 
