@@ -42,7 +42,7 @@ from typing import IO, Any
 
 from . import codec
 from .errors import ConflictError, NbSessionsError, SessionNotFoundError, StoreCorruptedError
-from .stores.base import BaseStore, Checkpoint, SessionKey, parse_ref, validate_id
+from .stores.base import BaseStore, Checkpoint, SessionKey, _InSession, parse_ref, validate_id
 
 __all__ = [
     "FORMAT",
@@ -108,22 +108,12 @@ class BundleCheckpoint:
 
 
 @dataclass(frozen=True)
-class BundleSession:
+class BundleSession(_InSession):
     """A session and its checkpoints, oldest first."""
 
     user_id: str
     session_id: str
     checkpoints: tuple[BundleCheckpoint, ...]
-
-    @property
-    def key(self) -> SessionKey:
-        """The session's ``(user_id, session_id)``."""
-        return SessionKey(self.user_id, self.session_id)
-
-    @property
-    def session(self) -> str:
-        """The session as written in references (``user/session`` or ``session``)."""
-        return str(self.key)
 
 
 @dataclass(frozen=True)

@@ -122,7 +122,7 @@ class SQLiteStore(BaseStore):
                     continue
                 # Another process switching the journal mode, recovering or checkpointing the
                 # WAL holds the file for a moment: wait and retry, up to the store's timeout.
-                if ("locked" in str(exc) or "busy" in str(exc)) and loop.time() < deadline:
+                if _locked_error(exc) and loop.time() < deadline:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 0.2)
                     continue
@@ -161,9 +161,7 @@ class SQLiteStore(BaseStore):
                 return
             except StoreError as exc:
                 cause = exc.__cause__
-                locked = isinstance(cause, sqlite3.OperationalError) and (
-                    "locked" in str(cause) or "busy" in str(cause)
-                )
+                locked = isinstance(cause, sqlite3.OperationalError) and _locked_error(cause)
                 if not locked or loop.time() >= deadline:
                     raise
             await asyncio.sleep(delay)
@@ -250,7 +248,7 @@ class SQLiteStore(BaseStore):
                 "backup, or open a different file",
                 location=str(self.path),
             )
-        if "locked" in text or "busy" in text:
+        if _locked_error(exc):
             return StoreError(
                 f"{self.path} is locked by another process ({text}) and stayed so past the "
                 f"{self.timeout:.0f}s this store waits; retry, or raise SQLiteStore(timeout=...)"
@@ -498,7 +496,7 @@ class SQLiteStore(BaseStore):
 
         def fetch() -> None:
             try:
-                row = conn.execute("SELECT value FROM nbs_meta WHERE key = 'store_uid'").fetchone()
+                row = conn.execute(_STORE_UID_SQL).fetchone()
                 if (int(row[0]) if row else None) != self._uid:
                     raise self._gone()
                 for piece in pieces:
@@ -840,8 +838,11 @@ async def _store_plans(db: aiosqlite.Connection, plans: Sequence[ChunkPlan]) -> 
     ]
 
 
+_STORE_UID_SQL = "SELECT value FROM nbs_meta WHERE key = 'store_uid'"
+
+
 async def _store_uid(db: aiosqlite.Connection) -> int | None:
-    async with db.execute("SELECT value FROM nbs_meta WHERE key = 'store_uid'") as cur:
+    async with db.execute(_STORE_UID_SQL) as cur:
         row = await cur.fetchone()
     return int(row[0]) if row else None
 
@@ -985,6 +986,12 @@ async def _commit(db: aiosqlite.Connection) -> None:
     except asyncio.CancelledError:
         await commit
         settle_late_cancel()
+
+
+def _locked_error(exc: BaseException) -> bool:
+    """Another connection holds the lock (SQLITE_BUSY / SQLITE_LOCKED): worth waiting for."""
+    text = str(exc)
+    return "locked" in text or "busy" in text
 
 
 def _read_only_error(exc: sqlite3.Error) -> bool:
