@@ -10,6 +10,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 WRITER = Path(__file__).resolve().parent / "_writer.py"
@@ -28,19 +29,16 @@ def writer_cmd(*args: object) -> list[str]:
     return [sys.executable, str(WRITER), *map(str, args)]
 
 
+def spawn_writer(*args: object, **pipes: Any) -> subprocess.Popen[str]:
+    """Start ``_writer.py args...`` from the repository root, line-buffered text on the given pipes."""
+    return subprocess.Popen(writer_cmd(*args), cwd=REPO, env=child_env(), text=True, bufsize=1, **pipes)
+
+
 class Writer:
     """A running writer whose stdout lines are collected by a thread as they arrive."""
 
     def __init__(self, *args: object) -> None:
-        self.proc = subprocess.Popen(
-            writer_cmd(*args),
-            cwd=REPO,
-            env=child_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            bufsize=1,
-        )
+        self.proc = spawn_writer(*args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.lines: list[str] = []
         self.stderr = ""
         self._ready = threading.Event()
@@ -94,15 +92,7 @@ class ForkServer:
     """``_writer.py serve``: forks writer processes without paying for an interpreter start each."""
 
     def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            writer_cmd("serve"),
-            cwd=REPO,
-            env=child_env(),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            bufsize=1,
-        )
+        self.proc = spawn_writer("serve", stdin=subprocess.PIPE, stdout=subprocess.PIPE)
 
     def _ask(self, line: str) -> str:
         assert self.proc.stdin is not None and self.proc.stdout is not None

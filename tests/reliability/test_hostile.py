@@ -871,17 +871,25 @@ def test_malformed_entry_ranges_name_their_place(
     assert store.get_state("a@2") == expected_a(1)
 
 
+def set_checkpoint_column(path: Path, seq: int, column: str, value: str) -> None:
+    """Overwrite one column of checkpoint ``a@seq`` in a SQLite store, behind its back."""
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute(
+            f"UPDATE nbs_checkpoints SET {column} = ? WHERE seq = ? AND session = "
+            "(SELECT id FROM nbs_sessions WHERE session_id = 'a')",
+            (value, seq),
+        )
+    finally:
+        db.close()
+
+
 def test_a_garbled_chunks_column_is_reported_as_corruption(
     templates: dict[str, Path], tmp_path: Path
 ) -> None:
     """It once raised a bare TypeError from SQLiteStore._read_chunks."""
     path = copy_template(templates["sqlite"], tmp_path)
-    db = sqlite3.connect(path, isolation_level=None)
-    db.execute(
-        "UPDATE nbs_checkpoints SET chunks = '0' WHERE seq = 2 AND session = "
-        "(SELECT id FROM nbs_sessions WHERE session_id = 'a')"
-    )
-    db.close()
+    set_checkpoint_column(path, 2, "chunks", "0")
     store = nbs.open_store(path)
     assert store.get_state("a@1") == expected_a(0)  # the others are intact
     assert store.get_state("a@3") == expected_a(2)
@@ -894,12 +902,7 @@ def test_one_garbled_date_does_not_break_the_session_list(
 ) -> None:
     """One bad created_at once made store.sessions() raise a bare ValueError for the whole store."""
     path = copy_template(templates["sqlite"], tmp_path)
-    db = sqlite3.connect(path, isolation_level=None)
-    db.execute(
-        "UPDATE nbs_checkpoints SET created_at = 'garbage' WHERE seq = 1 AND session = "
-        "(SELECT id FROM nbs_sessions WHERE session_id = 'a')"
-    )
-    db.close()
+    set_checkpoint_column(path, 1, "created_at", "garbage")
     assert {i.session for i in nbs.open_store(path).sessions()} == {"a", "b"}
 
 
