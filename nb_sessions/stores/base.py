@@ -232,6 +232,9 @@ class Checkpoint(_InSession):
     label: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
     store: BaseStore | None = field(default=None, compare=False, repr=False)
+    #: Set by the store, never from ``metadata`` (which is the caller's): where a checkpoint
+    #: that is not one of the store's own lives, e.g. an AgentScope file or table row.
+    origin: str | None = field(default=None, compare=False, repr=False)
     #: After ``load(..., repair=True)``: what was closed (the stored checkpoint is unchanged).
     repair: RepairReport | None = field(default=None, compare=False, repr=False)
 

@@ -136,6 +136,7 @@ class JSONStore(BaseStore):
                 modules=tuple(str(m) for m in entry.get("modules", ())), size=int(entry.get("size", 0)),
                 parent=entry.get("parent"), label=entry.get("label"),
                 metadata=dict(entry.get("metadata") or {}), store=self,
+                origin="imported" if entry.get("origin") == "imported" else None,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             where = self._history_dir(key) / "index.json"
@@ -156,7 +157,7 @@ class JSONStore(BaseStore):
             session_id=key.session_id, user_id=key.user_id, seq=seq,
             created_at=datetime.fromtimestamp(st.st_mtime, timezone.utc),
             modules=self._modules_of(path, st), size=st.st_size, parent=parent,
-            metadata={"source": SOURCE_FILE, "note": note}, store=self,
+            metadata={"note": note}, store=self, origin=SOURCE_FILE,
         )
 
     def _modules_of(self, path: Path, st: os.stat_result) -> tuple[str, ...]:
@@ -401,7 +402,7 @@ class JSONStore(BaseStore):
             "seq": seq, "parent": entries[-1]["seq"] if entries else None,
             "created_at": datetime.fromtimestamp(st.st_mtime, timezone.utc).isoformat(),
             "label": None, "modules": list(self._modules_of(path, st)), "size": len(data),
-            "metadata": {"source": "imported", "note": note},
+            "metadata": {"note": note}, "origin": "imported",
         }
         index = {**index, "next_seq": seq + 1, "checkpoints": [*entries, entry],
                  "latest_file": {"size": st.st_size, "mtime_ns": st.st_mtime_ns}}
@@ -413,7 +414,7 @@ class JSONStore(BaseStore):
             entry: dict[str, Any] | None = None
             index: dict[str, Any] | None = None
             trusted = False  # written by our codec (see codec.loads)
-            if cp.metadata.get("source") == SOURCE_FILE:
+            if cp.origin == SOURCE_FILE:
                 path = self._latest_file(cp.key)
             else:
                 path = self._history_dir(cp.key) / f"{cp.seq}.json"

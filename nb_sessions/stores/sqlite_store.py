@@ -69,7 +69,7 @@ class SQLiteStore(BaseStore):
         return str(self.path)
 
     def _read_only(self, cp: Checkpoint) -> bool:
-        return cp.metadata.get("source") == LEGACY_TABLE
+        return cp.origin == LEGACY_TABLE
 
     # -- connections -----------------------------------------------------------
 
@@ -404,7 +404,7 @@ class SQLiteStore(BaseStore):
         where = f"checkpoint {cp.ref} in {self.path}"
         lists: list[tuple[tuple[str | int, ...], list[Any]]] = []
         async with self._connect() as db:
-            if cp.metadata.get("source") == LEGACY_TABLE:
+            if cp.origin == LEGACY_TABLE:
                 row = await self._legacy_row(db, cp.key)
                 data = row[0] if row else None
                 where = f"{LEGACY_TABLE} row {cp.session_id!r} in {self.path}"
@@ -425,7 +425,7 @@ class SQLiteStore(BaseStore):
             data = data.encode("utf-8", "surrogatepass")
         if not isinstance(data, bytes):
             raise StoreCorruptedError(f"{where} holds a {type(data).__name__}, not JSON", location=where)
-        state = codec.loads(data, where, trusted=cp.metadata.get("source") != LEGACY_TABLE)
+        state = codec.loads(data, where, trusted=cp.origin != LEGACY_TABLE)
         if not isinstance(state, dict):
             raise StoreCorruptedError(
                 f"{where} holds {type(state).__name__} JSON, not an object of module states; "
@@ -571,7 +571,7 @@ class SQLiteStore(BaseStore):
         return Checkpoint(
             session_id=key.session_id, user_id="", seq=1,
             created_at=_parse_time(updated) or _parse_time(created) or _EPOCH,
-            modules=modules, size=size, metadata={"source": LEGACY_TABLE}, store=self,
+            modules=modules, size=size, store=self, origin=LEGACY_TABLE,
         )
 
     async def _sessions(self) -> list[SessionInfo]:

@@ -84,7 +84,7 @@ class Ledger:
         phantoms = [
             (cp.ref, dict(cp.metadata))
             for cp in history
-            if cp.metadata.get("source") in FOREIGN_SOURCES
+            if cp.origin in FOREIGN_SOURCES
         ]
         assert phantoms == [], f"the store took its own latest file for a foreign write: {phantoms}"
         extra = [s for s in seqs if s not in self.known]
@@ -209,7 +209,7 @@ def test_death_around_the_latest_file_rename_adds_no_checkpoint(
         leftover.unlink()  # what a dead writer leaves; the next writer would clear it
     fresh = nbs.open_store(tmp_path / "store")
     history = fresh.history(SESSION)
-    assert [(c.seq, c.metadata.get("source")) for c in history] == [(1, None), (2, None)]
+    assert [(c.seq, c.origin) for c in history] == [(1, None), (2, None)]
     assert fresh.get_state(f"{SESSION}@2") == {"box": {"value": 2}}
     assert fresh.get_state(SESSION) == {"box": {"value": 2}}
     fresh.save(SESSION, box=Box(3))

@@ -99,7 +99,7 @@ def test_writes_stopped_after_their_commit_leave_no_phantom_checkpoint(
         expected, seqs = "two", [1, 2, 4]
     monkeypatch.setattr(JSONStore, "_write_latest", real)
     store = JSONStore(tmp_path)  # what a restarted kernel sees
-    assert [cp.metadata for cp in store.history("s") if cp.metadata.get("source")] == []
+    assert [cp.ref for cp in store.history("s") if cp.origin] == []
     assert store.get_state("s") == {"box": {"value": expected}}
     box.value = "six"
     store.save("s", box=box)  # the next save rewrites the file, and takes no phantom either
