@@ -31,7 +31,13 @@ import aiosqlite
 
 from .. import codec
 from ..chunks import ChunkCache, ChunkPlan, assemble, blob_hash, json_array, path_text, split
-from ..errors import CheckpointNotFoundError, ConflictError, StoreCorruptedError, StoreError
+from ..errors import (
+    CheckpointNotFoundError,
+    ConflictError,
+    InvalidIdError,
+    StoreCorruptedError,
+    StoreError,
+)
 from ._fs import settle_late_cancel
 from .base import BaseStore, Checkpoint, Redactor, SessionInfo, SessionKey, utcnow
 from .migrations import apply_migrations, latest_version
@@ -75,10 +81,7 @@ class SQLiteStore(BaseStore):
 
     @contextlib.asynccontextmanager
     async def _connect(self) -> AsyncIterator[aiosqlite.Connection]:
-        if not self._ready:
-            await self._setup()
-        elif self._identity() is None:
-            raise self._gone()
+        await self._check_open()
         db, uid = await self._open_connection()
         if uid != self._uid:
             await db.close()
@@ -90,6 +93,13 @@ class SQLiteStore(BaseStore):
             completed = True
         except sqlite3.DatabaseError as exc:
             raise self._wrap(exc) from exc
+        except UnicodeEncodeError as exc:
+            # An id or label holding a lone surrogate (half an emoji): SQLite text cannot hold it.
+            raise InvalidIdError(
+                f"{exc.object[max(0, exc.start - 20):exc.end + 20]!r} holds a lone surrogate "
+                f"(half of an emoji?), which {self.path} cannot store as text; fix the text",
+                value=exc.object,
+            ) from None
         finally:
             # Closing after a COMMIT: a cancel arriving now must not report the
             # committed operation as cancelled (the result stands, as in _commit).
@@ -102,6 +112,13 @@ class SQLiteStore(BaseStore):
                     raise
                 settle_late_cancel()
 
+    async def _check_open(self) -> None:
+        """Set the store up on first use; afterwards, refuse a file deleted meanwhile."""
+        if not self._ready:
+            await self._setup()
+        elif self._identity() is None:
+            raise self._gone()
+
     async def _open_connection(self) -> tuple[aiosqlite.Connection, int | None]:
         """Connect and read the store's identity, waiting out other processes' locks."""
         loop = asyncio.get_running_loop()
@@ -112,7 +129,8 @@ class SQLiteStore(BaseStore):
             try:
                 # mode=rw|ro: never create the file here (a deleted store must not come back empty).
                 db = await aiosqlite.connect(self._uri(), uri=True, timeout=_BUSY_POLL, isolation_level=None)
-                return db, await _store_uid(db)
+                await db.execute(_UNTRUSTED_SCHEMA)
+                return db, await _store_uid(db, self.path)
             except sqlite3.Error as exc:
                 if db is not None:
                     with contextlib.suppress(sqlite3.Error):
@@ -172,9 +190,16 @@ class SQLiteStore(BaseStore):
             raise StoreError(
                 f"cannot open {self.path}: folder {self.path.parent} does not exist; create it first"
             )
+        if self.path.is_symlink():
+            raise StoreError(
+                f"{self.path} is a symbolic link; nb_sessions opens a database only at its real "
+                f"path (never creating or writing through a link): open {os.path.realpath(self.path)} "
+                "itself, or remove the link"
+            )
         if not self.path.exists():
             try:
-                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+                os.close(os.open(self.path, flags, 0o600))
             except FileExistsError:
                 pass
             except OSError as exc:
@@ -186,6 +211,8 @@ class SQLiteStore(BaseStore):
                 return
             raise self._wrap(exc) from exc
         try:
+            await db.execute(_UNTRUSTED_SCHEMA)
+            await _check_schema(db, self.path)
             mode = await (await db.execute("PRAGMA journal_mode = WAL")).fetchone()
             if mode is None or str(mode[0]).lower() != "wal":
                 raise StoreError(f"{self.path}: SQLite refused WAL mode (got {mode}); use a local disk")
@@ -211,7 +238,14 @@ class SQLiteStore(BaseStore):
         except sqlite3.DatabaseError as exc:
             await db.close()
             raise self._wrap(exc) from exc
-        self._uid = await _store_uid(db)
+        except BaseException:
+            await db.close()
+            raise
+        try:
+            self._uid = await _store_uid(db, self.path)
+        except BaseException:
+            await db.close()
+            raise
         await db.close()
         self._file_id = self._identity()
         self._ready = True
@@ -222,11 +256,12 @@ class SQLiteStore(BaseStore):
             self._readonly, self._immutable = True, immutable
             try:
                 async with aiosqlite.connect(self._uri(), uri=True, isolation_level=None) as db:
+                    await db.execute(_UNTRUSTED_SCHEMA)
                     async with db.execute("SELECT max(version) FROM nbs_migrations") as cur:
                         row = await cur.fetchone()
                     version = int(row[0] or 0) if row else 0
                     self._has_legacy = await _table_exists(db, LEGACY_TABLE)
-                    self._uid = await _store_uid(db)
+                    self._uid = await _store_uid(db, self.path)
             except sqlite3.Error:
                 continue
             if version != latest_version():
@@ -276,7 +311,7 @@ class SQLiteStore(BaseStore):
     ) -> Checkpoint:
         skeleton, chunks = split(states)
         skeleton_data = codec.dumps(skeleton)
-        meta_text = codec.dumps(metadata).decode("utf-8", "surrogatepass")
+        meta_text = codec.dumps(metadata)  # bytes: SQLite's text cannot hold a lone surrogate
         modules = tuple(states)
         for attempt in (1, 2):
             cache = self._caches.setdefault(key, _SessionCache())
@@ -288,7 +323,7 @@ class SQLiteStore(BaseStore):
             async with self._connect() as db:
                 await self._begin(db)
                 try:
-                    generation = await _gc_generation(db)
+                    generation = await _gc_generation(db, self.path)
                     if cache.generation not in (-1, generation):
                         # Another writer collected garbage: cached segment ids may be gone.
                         await _rollback(db)
@@ -363,14 +398,21 @@ class SQLiteStore(BaseStore):
         while True:
             try:
                 await db.execute("BEGIN IMMEDIATE")
-                return
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) and "busy" not in str(exc):
                     raise
                 if loop.time() >= deadline:
                     raise
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.1)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.1)
+                continue
+            try:
+                # No other writer can plant a trigger between this check and our writes.
+                await _check_schema(db, self.path)
+            except BaseException:
+                await _rollback(db)
+                raise
+            return
 
     async def _allocate(
         self, db: aiosqlite.Connection, key: SessionKey, now: datetime
@@ -403,20 +445,14 @@ class SQLiteStore(BaseStore):
     async def _read(self, cp: Checkpoint) -> dict[str, Any]:
         where = f"checkpoint {cp.ref} in {self.path}"
         lists: list[tuple[tuple[str | int, ...], list[Any]]] = []
-        async with self._connect() as db:
-            if cp.origin == LEGACY_TABLE:
+        if cp.origin == LEGACY_TABLE:
+            async with self._connect() as db:
                 row = await self._legacy_row(db, cp.key)
-                data = row[0] if row else None
-                where = f"{LEGACY_TABLE} row {cp.session_id!r} in {self.path}"
-            else:
-                async with db.execute(
-                    "SELECT c.state, c.chunks FROM nbs_checkpoints c JOIN nbs_sessions s ON c.session = s.id "
-                    "WHERE s.user_id = ? AND s.session_id = ? AND c.seq = ?",
-                    (*cp.key, cp.seq),
-                ) as cur:
-                    found = await cur.fetchone()
-                data = found[0] if found else None
-                lists = await self._read_chunks(db, found[1], where) if found and found[1] else []
+            data = row[0] if row else None
+            where = f"{LEGACY_TABLE} row {cp.session_id!r} in {self.path}"
+        else:
+            await self._check_open()
+            data, lists = await asyncio.to_thread(self._read_snapshot, cp, where)
         if data is None:
             raise CheckpointNotFoundError(
                 f"checkpoint {cp.ref} is no longer in {self.path} (deleted meanwhile?)", ref=cp.ref
@@ -440,12 +476,52 @@ class SQLiteStore(BaseStore):
                 location=where,
             ) from None
 
-    async def _read_chunks(
-        self, db: aiosqlite.Connection, chunks_text: Any, where: str
+    def _read_snapshot(
+        self, cp: Checkpoint, where: str
+    ) -> tuple[Any, list[tuple[tuple[str | int, ...], list[Any]]]]:
+        """A checkpoint's skeleton and long lists, all read in one transaction (a worker thread).
+
+        One connection, one ``BEGIN`` .. ``COMMIT``: every piece comes from the same
+        snapshot, so a checkpoint deleted (and its rows reused) by another process
+        meanwhile is either read whole or not found, never mixed with another.
+        The row must also be the checkpoint ``cp`` names (same creation time): a
+        session deleted and saved anew numbers its checkpoints from 1 again.
+        """
+        try:
+            conn = sqlite3.connect(
+                self._uri(), uri=True, timeout=self.timeout, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise self._wrap(exc) from exc
+        try:
+            conn.execute(_UNTRUSTED_SCHEMA)
+            conn.execute("BEGIN")
+            row = conn.execute(_STORE_UID_SQL).fetchone()
+            if _meta_int(row, "store_uid", self.path) != self._uid:
+                raise self._gone()
+            found = conn.execute(
+                "SELECT c.state, c.chunks, c.created_at FROM nbs_checkpoints c JOIN nbs_sessions s "
+                "ON c.session = s.id WHERE s.user_id = ? AND s.session_id = ? AND c.seq = ?",
+                (*cp.key, cp.seq),
+            ).fetchone()
+            if found is None or (cp.created_at != _EPOCH and found[2] != cp.created_at.isoformat()):
+                return None, []
+            lists = self._read_chunks(conn, found[1], where) if found[1] else []
+            conn.execute("COMMIT")
+            return found[0], lists
+        except sqlite3.Error as exc:
+            raise self._wrap(exc) from exc
+        except UnicodeEncodeError:
+            return None, []  # an id no SQLite row can hold (a lone surrogate): not stored here
+        finally:
+            conn.close()
+
+    def _read_chunks(
+        self, conn: sqlite3.Connection, chunks_text: Any, where: str
     ) -> list[tuple[tuple[str | int, ...], list[Any]]]:
         """Load the long lists of a checkpoint from their segments and entries."""
         try:
-            return await self._read_chunks_unchecked(db, chunks_text, where)
+            return self._read_chunks_unchecked(conn, chunks_text, where)
         except (TypeError, ValueError, KeyError, OverflowError) as exc:
             # Garbage where our own rows should be: this checkpoint is damaged, the others are not.
             raise StoreCorruptedError(
@@ -454,13 +530,15 @@ class SQLiteStore(BaseStore):
                 location=where,
             ) from None
 
-    async def _read_chunks_unchecked(
-        self, db: aiosqlite.Connection, chunks_text: Any, where: str
+    def _read_chunks_unchecked(
+        self, conn: sqlite3.Connection, chunks_text: Any, where: str
     ) -> list[tuple[tuple[str | int, ...], list[Any]]]:
         rows = codec.loads(chunks_text, where)
         out: list[tuple[tuple[str | int, ...], list[Any]]] = []
         for path, seg_ids in rows:
-            segs = await _fetch_by_ids(db, "nbs_segments", "blobs", seg_ids)
+            segs: dict[int, bytes] = {}
+            for sql, params in _id_queries("nbs_segments", "blobs", seg_ids):
+                segs.update(conn.execute(sql, params).fetchall())
             blob_ids: list[int] = []
             for seg_id in seg_ids:
                 packed = segs.get(seg_id)
@@ -470,35 +548,35 @@ class SQLiteStore(BaseStore):
                         "that checkpoint, the others are intact",
                         location=where,
                     )
+                if not isinstance(packed, bytes) or len(packed) % 8:
+                    raise StoreCorruptedError(
+                        f"{where}: segment {seg_id} of {path_text(tuple(path))} is not a list of "
+                        "entry ids; delete that checkpoint, the others are intact",
+                        location=where,
+                    )
                 blob_ids.extend(array("q", packed))
             label = f"{where} ({path_text(tuple(path))})"
-            items = await asyncio.to_thread(self._read_entries, blob_ids, label, where, path)
-            out.append((tuple(path), items))
+            out.append((tuple(path), self._read_entries(conn, blob_ids, label, where, path)))
         return out
 
-    def _read_entries(self, ids: list[int], label: str, where: str, path: Any) -> list[Any]:
-        """Fetch and decode the entries ``ids``, in order (runs in a worker thread).
+    def _read_entries(
+        self, conn: sqlite3.Connection, ids: list[int], label: str, where: str, path: Any
+    ) -> list[Any]:
+        """Fetch and decode the entries ``ids``, in order, within ``conn``'s open transaction.
 
-        A second thread with its own connection fetches piece k+1 while this one
-        decodes piece k: SQLite reads and concatenates without the GIL, and a
-        thread of its own is back in SQLite as soon as orjson lets go of the GIL,
-        with no event loop to pass through in between.
+        A second thread fetches piece k+1 on ``conn`` (so from the same snapshot)
+        while this one decodes piece k: SQLite reads and concatenates without the
+        GIL, and this thread never touches ``conn`` until the fetcher has ended.
         """
         pieces = [ids[start:start + _PIECE] for start in range(0, len(ids), _PIECE)]
-        try:
-            conn = sqlite3.connect(
-                self._uri(), uri=True, timeout=self.timeout, isolation_level=None, check_same_thread=False
-            )
-        except sqlite3.Error as exc:
-            raise self._wrap(exc) from exc
+        if len(pieces) == 1:
+            data, exact = _fetch_array(conn, pieces[0], where, path)
+            return codec.loads(data, label, trusted=not exact)  # type: ignore[no-any-return]
         ready: queue.Queue[tuple[bytes, bool] | BaseException] = queue.Queue(maxsize=2)
         stop = threading.Event()
 
         def fetch() -> None:
             try:
-                row = conn.execute(_STORE_UID_SQL).fetchone()
-                if (int(row[0]) if row else None) != self._uid:
-                    raise self._gone()
                 for piece in pieces:
                     if stop.is_set():
                         return
@@ -512,8 +590,6 @@ class SQLiteStore(BaseStore):
         try:
             for _ in pieces:
                 got = ready.get()
-                if isinstance(got, sqlite3.Error):
-                    raise self._wrap(got) from got
                 if isinstance(got, BaseException):
                     raise got
                 data, exact = got
@@ -524,8 +600,7 @@ class SQLiteStore(BaseStore):
                 with contextlib.suppress(queue.Empty):
                     ready.get_nowait()
                 fetcher.join(0.01)
-            conn.close()
-        return decoded[0] if len(decoded) == 1 else [x for piece in decoded for x in piece]
+        return [x for piece in decoded for x in piece]
 
     async def _history(self, key: SessionKey) -> list[Checkpoint]:
         if not self._ready and not self.path.exists():
@@ -647,7 +722,7 @@ class SQLiteStore(BaseStore):
                 if left == 0:
                     await db.execute("DELETE FROM nbs_sessions WHERE id = ?", (sid,))
                 if count:
-                    await _collect_garbage(db)
+                    await _collect_garbage(db, self.path)
             except BaseException:
                 await _rollback(db)
                 raise
@@ -726,7 +801,7 @@ class SQLiteStore(BaseStore):
 
         if len(text) >= 3:
             await self._update_index(db)
-            phrase = '"' + text.replace('"', '""') + '"'
+            phrase = '"' + _sqlite_text(text).replace('"', '""') + '"'
             async with db.execute(
                 "SELECT b.id, b.data FROM nbs_fts f JOIN nbs_blobs b ON b.id = f.rowid "
                 "WHERE nbs_fts MATCH ?",
@@ -735,7 +810,7 @@ class SQLiteStore(BaseStore):
                 rows = await cur.fetchall()
         else:
             # Too short for trigrams: a scan, narrowed by SQL first and confirmed below.
-            pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            pattern = "%" + _sqlite_text(text).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             async with db.execute(
                 "SELECT id, data FROM nbs_blobs WHERE CAST(data AS TEXT) LIKE ? ESCAPE '\\'", (pattern,)
             ) as cur:
@@ -750,20 +825,17 @@ class SQLiteStore(BaseStore):
 
     async def _update_index(self, db: aiosqlite.Connection) -> None:
         """Index the entries stored since the last search (the index is built on first use)."""
-        async with db.execute("SELECT value FROM nbs_meta WHERE key = 'fts_indexed_upto'") as cur:
-            row = await cur.fetchone()
-        upto = int(row[0]) if row else 0
+        upto = await _meta(db, "fts_indexed_upto", self.path) or 0
         async with db.execute("SELECT max(id) FROM nbs_blobs") as cur:
             top = (await cur.fetchone() or (None,))[0]
         if top is None or top <= upto:
             return
         await self._begin(db)
         try:
-            async with db.execute("SELECT value FROM nbs_meta WHERE key = 'fts_indexed_upto'") as cur:
-                upto = int((await cur.fetchone() or (0,))[0])  # another process may have done it
+            upto = await _meta(db, "fts_indexed_upto", self.path) or 0  # another process may have done it
             async with db.execute("SELECT id, data FROM nbs_blobs WHERE id > ? ORDER BY id", (upto,)) as cur:
                 rows = list(await cur.fetchall())
-            texts = [(i, t) for i, t in ((i, _index_text(d)) for i, d in rows) if t]
+            texts = [(i, _sqlite_text(t)) for i, t in ((i, _index_text(d)) for i, d in rows) if t]
             await db.executemany("INSERT INTO nbs_fts (rowid, text) VALUES (?, ?)", texts)
             if rows:
                 await db.execute(
@@ -839,18 +911,58 @@ async def _store_plans(db: aiosqlite.Connection, plans: Sequence[ChunkPlan]) -> 
 
 
 _STORE_UID_SQL = "SELECT value FROM nbs_meta WHERE key = 'store_uid'"
+# Functions with side effects and virtual tables stay out of triggers, views and indexes.
+_UNTRUSTED_SCHEMA = "PRAGMA trusted_schema = OFF"
 
 
-async def _store_uid(db: aiosqlite.Connection) -> int | None:
-    async with db.execute(_STORE_UID_SQL) as cur:
+def _meta_int(row: Any, key: str, path: Path) -> int | None:
+    """The integer an ``nbs_meta`` row holds (None for no row); anything else is a damaged store."""
+    if row is None:
+        return None
+    value = row[0]
+    if type(value) is not int:
+        raise StoreCorruptedError(
+            f"{path}: nbs_meta value {key!r} is {value!r}, not an integer; the store's own "
+            "bookkeeping was edited: restore the file from a backup",
+            location=f"{path} (nbs_meta {key})",
+        )
+    return value
+
+
+async def _meta(db: aiosqlite.Connection, key: str, path: Path) -> int | None:
+    async with db.execute("SELECT value FROM nbs_meta WHERE key = ?", (key,)) as cur:
         row = await cur.fetchone()
-    return int(row[0]) if row else None
+    return _meta_int(row, key, path)
 
 
-async def _gc_generation(db: aiosqlite.Connection) -> int:
-    async with db.execute("SELECT value FROM nbs_meta WHERE key = 'gc_generation'") as cur:
-        row = await cur.fetchone()
-    return int(row[0]) if row else 0
+async def _store_uid(db: aiosqlite.Connection, path: Path) -> int | None:
+    return await _meta(db, "store_uid", path)
+
+
+async def _gc_generation(db: aiosqlite.Connection, path: Path) -> int:
+    return await _meta(db, "gc_generation", path) or 0
+
+
+async def _check_schema(db: aiosqlite.Connection, path: Path) -> None:
+    """Refuse triggers and views on nbs_* tables: the migrations create none.
+
+    A trigger planted there would run on every save (rewriting what is stored);
+    a view named like one of our tables would change what is read.
+    """
+    async with db.execute(
+        "SELECT type, name, tbl_name FROM sqlite_master WHERE type IN ('trigger', 'view')"
+    ) as cur:
+        rows = await cur.fetchall()
+    for kind, name, table in rows:
+        if str(name).lower().startswith("nbs_") or str(table).lower().startswith("nbs_"):
+            raise StoreCorruptedError(
+                f"{path} holds a {kind} {name!r} on {table!r} that nb_sessions never creates: "
+                f"someone edited the schema. Inspect it (sqlite3 {path} '.schema {name}'), drop it "
+                f"(DROP {str(kind).upper()} \"{name}\") if you did not put it there, then open the store again",
+                location=f"{path} ({kind} {name})",
+            )
+
+
 
 
 async def _ids_by_hash(db: aiosqlite.Connection, table: str, hashes: Sequence[bytes]) -> dict[bytes, int]:
@@ -936,7 +1048,7 @@ def _fetch_run_joined(conn: sqlite3.Connection, ids: Sequence[int]) -> tuple[byt
     return b"".join((b"[", row[2], b"]")), row[1] > 0
 
 
-async def _collect_garbage(db: aiosqlite.Connection) -> None:
+async def _collect_garbage(db: aiosqlite.Connection, path: Path) -> None:
     """Delete segments and entries no checkpoint refers to any more (inside the caller's transaction)."""
     live_segments: set[int] = set()
     async with db.execute("SELECT chunks FROM nbs_checkpoints WHERE chunks IS NOT NULL") as cur:
@@ -947,15 +1059,14 @@ async def _collect_garbage(db: aiosqlite.Connection) -> None:
     segments = await _fetch_by_ids(db, "nbs_segments", "blobs", sorted(live_segments))
     for packed in segments.values():
         live_blobs.update(array("q", packed))
-    async with db.execute("SELECT value FROM nbs_meta WHERE key = 'fts_indexed_upto'") as cur:
-        indexed = int((await cur.fetchone() or (0,))[0])
+    indexed = await _meta(db, "fts_indexed_upto", path) or 0
     if indexed:
         # Contentless FTS rows go by FTS5's 'delete' command, which wants the indexed text back.
         async with db.execute("SELECT id, data FROM nbs_blobs WHERE id <= ?", (indexed,)) as cur:
             dead = [(i, d) async for i, d in cur if i not in live_blobs]
         await db.executemany(
             "INSERT INTO nbs_fts (nbs_fts, rowid, text) VALUES ('delete', ?, ?)",
-            [(i, t) for i, t in ((i, _index_text(d)) for i, d in dead) if t],
+            [(i, _sqlite_text(t)) for i, t in ((i, _index_text(d)) for i, d in dead) if t],
         )
     for table, live in (("nbs_segments", live_segments), ("nbs_blobs", live_blobs)):
         await db.execute("CREATE TEMP TABLE IF NOT EXISTS nbs_live (id INTEGER PRIMARY KEY)")
@@ -997,6 +1108,15 @@ def _locked_error(exc: BaseException) -> bool:
 def _read_only_error(exc: sqlite3.Error) -> bool:
     text = str(exc)
     return "readonly" in text or "read-only" in text or "unable to open" in text
+
+
+def _sqlite_text(text: str) -> str:
+    """``text`` as SQLite can bind it: a lone surrogate (half an emoji) becomes '?'.
+
+    Used for the search index and queries only; matches are confirmed on the
+    original text afterwards, so the replacement never invents a hit.
+    """
+    return text if text.isascii() else text.encode("utf-8", "replace").decode("utf-8")
 
 
 def _index_text(data: bytes) -> str:
