@@ -54,7 +54,7 @@ def test_a_planted_trigger_is_refused_by_name_and_never_runs(tmp_path: Path, whe
             "CREATE TRIGGER evil AFTER INSERT ON nbs_checkpoints BEGIN "
             "UPDATE nbs_checkpoints SET label = 'pwned' WHERE id = new.id; END"
         )
-    with pytest.raises(nbs.StoreCorruptedError, match="trigger 'evil'.*DROP TRIGGER"):
+    with pytest.raises(nbs.StoreCorruptedError, match=r"trigger 'evil'.*DROP TRIGGER"):
         store.save("s", box=Box("second"))
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT count(*) FROM nbs_checkpoints").fetchone()[0] == 1
@@ -81,7 +81,10 @@ def test_crafted_meta_values_are_a_named_error(tmp_path: Path, key: str, value: 
         except sqlite3.IntegrityError:
             pytest.skip("NOT NULL refuses it")
     store = nbs.SQLiteStore(path)
-    with pytest.raises(nbs.StoreCorruptedError, match=f"nbs_meta value '{key}'"):
+    def use() -> None:  # the first operation that reads the value raises
         store.save("s", box=Box([{"role": "user", "content": "hello again"}]))
         store.load("s")
         store.search("hello")
+
+    with pytest.raises(nbs.StoreCorruptedError, match=f"nbs_meta value '{key}'"):
+        use()
