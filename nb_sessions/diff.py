@@ -17,16 +17,11 @@ from typing import Any
 
 import pandas as pd
 
+from .generations import find_parts, message_text
+from .generations.v1 import memory_entries, notebook_plans
 from .state import as_stateful
 from .stores.base import BaseStore, Checkpoint
-from .views import (
-    _is_live,
-    find_parts,
-    memory_entries,
-    message_text,
-    notebook_plans,
-    to_json,
-)
+from .views import _is_live, to_json
 
 __all__ = ["SessionDiff", "diff", "diff_states"]
 

@@ -10,14 +10,13 @@ with the checkpoints it appears in.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
-from .views import find_parts, memory_entries, message_text
+from . import generations
 
 __all__ = ["SEARCH_COLUMNS", "Hit", "entry_message", "frame", "matches", "scan_state", "searchable_text"]
 
@@ -39,26 +38,8 @@ class Hit:
 
 
 def searchable_text(message: Mapping[str, Any]) -> str:
-    """The words a message is found by: its text, thinking, tool inputs and tool results."""
-    content = message.get("content")
-    if isinstance(content, str):
-        return content
-    parts: list[str] = []
-    if isinstance(content, list):
-        for block in content:
-            if not isinstance(block, Mapping):
-                continue
-            kind = block.get("type")
-            if kind == "text" and isinstance(block.get("text"), str):
-                parts.append(block["text"])
-            elif kind == "thinking" and isinstance(block.get("thinking"), str):
-                parts.append(block["thinking"])
-            elif kind == "tool_use":
-                parts.append(f"{block.get('name', '')} {json.dumps(block.get('input'), ensure_ascii=False, default=str)}")
-            elif kind == "tool_result":
-                output = block.get("output")
-                parts.append(output if isinstance(output, str) else message_text(output))
-    return "\n".join(p for p in parts if p)
+    """The words a message is found by: its text, thinking, tool inputs and tool results (1.x or 2.x)."""
+    return generations.searchable_text(message)
 
 
 def entry_message(entry: Any) -> Mapping[str, Any] | None:
@@ -76,14 +57,11 @@ def matches(text: str, query: str) -> bool:
 
 
 def scan_state(state: Mapping[str, Any], query: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
-    """Yield ``(memory_path, message)`` for every message of ``{module: state}`` matching ``query``."""
-    for name, module in state.items():
-        for kind, path, node in find_parts(module, name):
-            if kind != "memory":
-                continue
-            for msg, _ in memory_entries(node):
-                if matches(searchable_text(msg), query):
-                    yield path, msg
+    """Yield ``(conversation_path, message)`` for every message of ``{module: state}`` matching ``query``."""
+    for conversation in generations.conversations(state):
+        for msg, _ in conversation.entries():
+            if matches(searchable_text(msg), query):
+                yield conversation.path, msg
 
 
 def snippet(text: str, query: str, width: int = 60) -> str:

@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any, ParamSpec
 import pandas as pd
 
 from .codec import paused_gc
+from .generations import find_parts, message_text, v1
+from .generations.v1 import memory_entries, notebook_plans
 from .state import Stateful, as_stateful
 from .stores.base import BaseStore, Checkpoint
 
@@ -173,103 +175,17 @@ HISTORY_COLUMNS: Schema = (
 )
 
 
-# -- finding memories and plan notebooks in a state -------------------------
+# -- finding memories and plan notebooks: the generations layer knows the shapes ---
 
 
 def is_memory(node: Any) -> bool:
-    """True if ``node`` is a memory state: a dict whose ``content`` is a list of ``[msg, marks]`` or msgs."""
-    if not isinstance(node, Mapping):
-        return False
-    content = node.get("content")
-    if not isinstance(content, list):
-        return False
-    if not content:
-        return "role" not in node  # an empty memory, not a message with empty block list
-    first = content[0]
-    if isinstance(first, (list, tuple)):
-        return len(first) == 2 and isinstance(first[0], Mapping)
-    return isinstance(first, Mapping) and "role" in first
+    """True if ``node`` is a 1.x memory state (see :func:`nb_sessions.generations.v1.is_memory`)."""
+    return v1.is_memory(node)
 
 
 def is_plan_notebook(node: Any) -> bool:
-    """True if ``node`` is a PlanNotebook state: ``{"storage": {"plans": {...}}, "current_plan": ...}``."""
-    if not isinstance(node, Mapping) or "current_plan" not in node:
-        return False
-    storage = node.get("storage")
-    return isinstance(storage, Mapping) and isinstance(storage.get("plans"), Mapping)
-
-
-def find_parts(state: Any, path: str) -> Iterator[tuple[str, str, Mapping[str, Any]]]:
-    """Yield ``(kind, dotted_path, node)`` for every memory and plan notebook in ``state``, depth first."""
-    # An explicit stack, not recursion: a deeply nested custom value must not hit the recursion limit.
-    stack: list[tuple[str, Any]] = [(path, state)]
-    while stack:
-        where, node = stack.pop()
-        if isinstance(node, Mapping):
-            if is_memory(node):
-                yield "memory", where, node
-                continue
-            if is_plan_notebook(node):
-                yield "notebook", where, node
-                continue
-            children = [
-                (f"{where}.{key}" if where else str(key), value) for key, value in node.items()
-            ]
-        elif isinstance(node, list):
-            children = list(zip((f"{where}[{i}]" for i in range(len(node))), node, strict=True))
-        else:
-            continue
-        stack.extend(reversed([c for c in children if isinstance(c[1], (Mapping, list))]))
-
-
-def memory_entries(memory: Mapping[str, Any]) -> Iterator[tuple[Mapping[str, Any], list[Any]]]:
-    """Yield ``(message, marks)`` for each entry of a memory state (marks ``[]`` in the older layout)."""
-    for entry in memory.get("content") or ():
-        # dict before Mapping: isinstance against an ABC is slow over 100k entries.
-        if isinstance(entry, (list, tuple)):
-            if entry and isinstance(entry[0], (dict, Mapping)):
-                marks = entry[1] if len(entry) > 1 else []
-                yield entry[0], marks if isinstance(marks, list) else [marks]
-        elif isinstance(entry, Mapping):
-            yield entry, []
-
-
-def notebook_plans(notebook: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any], bool]]:
-    """Return ``(plan_id, plan, is_current)`` for stored plans, then the current one; a current plan also stored appears once."""
-    current = notebook.get("current_plan")
-    current_id = _plan_id(current, "") if isinstance(current, Mapping) else None
-    found: list[tuple[str, Mapping[str, Any], bool]] = []
-    for key, plan in (notebook.get("storage") or {}).get("plans", {}).items():
-        if not isinstance(plan, Mapping):
-            continue
-        pid = _plan_id(plan, str(key))
-        if current_id is not None and pid == current_id:
-            assert isinstance(current, Mapping)
-            found.append((pid, current, True))  # the live version wins over the stored copy
-            current_id = None
-        else:
-            found.append((pid, plan, False))
-    if current_id is not None and isinstance(current, Mapping):
-        found.append((current_id, current, True))
-    return found
-
-
-def _plan_id(plan: Mapping[str, Any], default: str) -> str:
-    pid = plan.get("id")
-    return pid if isinstance(pid, str) else default
-
-
-def message_text(content: Any) -> str:
-    """The text of a message's content (or a tool_result's output): a str as is, else its text blocks joined by newlines."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(
-            b["text"]
-            for b in content
-            if isinstance(b, Mapping) and b.get("type") == "text" and isinstance(b.get("text"), str)
-        )
-    return "" if content is None else str(content)
+    """True if ``node`` is a 1.x PlanNotebook state (see :mod:`nb_sessions.generations.v1`)."""
+    return v1.is_plan_notebook(node)
 
 
 def to_json(value: Any) -> str:

@@ -37,6 +37,7 @@ import filelock
 from .. import codec
 from ..chunks import ChunkCache, assemble, path_text, split
 from ..errors import CheckpointNotFoundError, ConflictError, StoreCorruptedError, StoreError
+from ..generations import conversation_path
 from ._fs import atomic_write, clean_temp_files, run_blocking
 from ._pack import EntryPack, PackState, Ranges, check_ranges, from_ranges, to_ranges
 from .base import BaseStore, Checkpoint, Redactor, SessionInfo, SessionKey, utcnow
@@ -642,7 +643,7 @@ class JSONStore(BaseStore):
                         skeleton = codec.loads((self._history_dir(key) / f"{seq}.json").read_bytes())
                         hits += [Hit(key.session_id, key.user_id, seq, p, m) for p, m in scan_state(skeleton, text)]
                     for p, ranges in entry.get("chunks", ()):
-                        where = path_text(tuple(p[:-1]) if p and p[-1] == "content" else tuple(p))
+                        where = path_text(conversation_path(p))
                         hits += [
                             Hit(key.session_id, key.user_id, seq, where, found[n])
                             for n in from_ranges(ranges) if n in found

@@ -38,6 +38,7 @@ from ..errors import (
     StoreCorruptedError,
     StoreError,
 )
+from ..generations import conversation_path
 from ._fs import settle_late_cancel
 from .base import BaseStore, Checkpoint, Redactor, SessionInfo, SessionKey, utcnow
 from .migrations import apply_migrations, latest_version
@@ -787,7 +788,7 @@ class SQLiteStore(BaseStore):
                         if missing:
                             fetched = await _fetch_by_ids(db, "nbs_segments", "blobs", missing)
                             segment_cache.update({i: array("q", b) for i, b in fetched.items()})
-                        where = path_text(tuple(path[:-1]) if path and path[-1] == "content" else tuple(path))
+                        where = path_text(conversation_path(path))
                         for seg_id in seg_ids:
                             for blob_id in segment_cache.get(seg_id, ()):
                                 msg = found.get(blob_id)

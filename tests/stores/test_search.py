@@ -56,3 +56,25 @@ def test_sync_search_and_plain_states(store: nbs.BaseStore) -> None:
     store.save("s", box=box)
     df = store.search("NEEDLE")
     assert df["path"].tolist() == ["box.value.memory"] and df["role"].tolist() == ["user"]
+
+
+async def test_search_finds_agentscope_2x_messages_short_and_long_contexts(store: nbs.BaseStore) -> None:
+    import copy
+    import json
+    from pathlib import Path
+
+    sample = json.loads((Path(__file__).parent.parent / "data" / "agentscope_2.0.11_agent_state.json").read_text())
+    await store.asave("two", agent=Box(sample))
+    long_state = copy.deepcopy(sample)
+    filler = copy.deepcopy(sample["context"][0])
+    for i in range(40):  # long enough to be stored entry by entry
+        long_state["context"].insert(0, {**filler, "id": f"f{i}", "content": [{**filler["content"][0], "text": f"filler {i}"}]})
+    await store.asave("two-long", agent=Box(long_state))
+
+    for query in ("Sunny, 21C", "get_weather", "paris"):
+        df = await store.asearch(query)
+        assert set(df["session"]) == {"two", "two-long"}, query
+        assert set(df["path"]) == {"agent.value"}
+    reply = (await store.asearch("sunny")).iloc[0]
+    assert reply["message_id"] == "025e8ae05c9e4b909a7c122bf925125b"
+    assert (await store.asearch("system-reminder")).empty, "hints are not conversation text"

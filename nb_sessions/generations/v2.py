@@ -1,0 +1,75 @@
+"""AgentScope 2.x state shapes: one pydantic ``AgentState`` per agent.
+
+``AgentState.model_dump()`` is ``{"session_id", "summary", "context": [Msg],
+"reply_context", "permission_context", "tool_context", "tasks_context":
+{"tasks": [Task]}, "middle_context"}``. A 2.x ``Msg`` always holds a list of
+blocks and carries ``created_at``/``finished_at`` (ISO), ``usage``,
+``finished_reason`` and ``error``. A tool call is a ``tool_call`` block whose
+``input`` is a JSON *string* and which has a ``state``; its ``tool_result``
+sits in the same assistant message. A call at ``asking`` (waiting for the
+user) or ``submitted`` (run elsewhere) is legitimately open; only a call at
+``allowed`` or ``pending`` with no result was cut off by a dead process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "AGENT_STATE_FIELDS",
+    "GENERATION",
+    "OPEN_CALL_STATES",
+    "TASK_STATES",
+    "context_messages",
+    "is_agent_state",
+    "is_message",
+    "tasks",
+]
+
+GENERATION = "2.x"
+
+#: The fields of ``agentscope.state.AgentState`` (2.0.11).
+AGENT_STATE_FIELDS = (
+    "session_id",
+    "summary",
+    "context",
+    "reply_context",
+    "permission_context",
+    "tool_context",
+    "tasks_context",
+    "middle_context",
+)
+#: The fields only a 2.x state has (a 1.x memory has ``content``, never these).
+_MARKERS = frozenset(AGENT_STATE_FIELDS) - {"session_id", "summary", "context"}
+
+#: Tool-call states that legitimately wait for someone else (not dangling).
+OPEN_CALL_STATES = frozenset({"asking", "submitted"})
+#: A task's states, in order.
+TASK_STATES = ("pending", "in_progress", "completed")
+
+
+def is_message(node: Any) -> bool:
+    """True if ``node`` looks like a 2.x ``Msg`` dict: a role and a list of blocks."""
+    return isinstance(node, Mapping) and "role" in node and isinstance(node.get("content"), list)
+
+
+def is_agent_state(node: Any) -> bool:
+    """True if ``node`` is an ``AgentState`` dump: ``context`` a list of messages, and a 2.x-only field."""
+    if not isinstance(node, Mapping) or not isinstance(node.get("context"), list):
+        return False
+    if not any(name in node for name in _MARKERS):
+        return False
+    return all(type(m) is dict or is_message(m) for m in node["context"])
+
+
+def context_messages(state: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The messages of an ``AgentState`` dump, in order (malformed items skipped)."""
+    return [m for m in state.get("context") or () if isinstance(m, Mapping)]
+
+
+def tasks(state: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The tasks of an ``AgentState`` dump (``tasks_context.tasks``), malformed items skipped."""
+    ctx = state.get("tasks_context")
+    items = ctx.get("tasks") if isinstance(ctx, Mapping) else None
+    return [t for t in items or () if isinstance(t, Mapping)] if isinstance(items, list) else []
