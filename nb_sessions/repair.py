@@ -18,9 +18,13 @@ already answer that message (the rest of that turn), so results stay next to
 their call. Pure functions over ``{module_name: state}`` dicts: no store, no
 live object, no I/O.
 
-A memory is any dict (at any depth of a module's state) whose ``content`` is
-a list of ``[message, marks]`` pairs (AgentScope 1.x ``InMemoryMemory``) or
-of bare message dicts (the older layout).
+AgentScope 2.x keeps a call and its result in the same assistant message,
+and a call at ``asking`` or ``submitted`` waits legitimately; a 2.x call cut
+off (``pending`` or ``allowed``, no result) is closed by an error
+``tool_result`` block inserted in that message right after the call (and the
+results following it), and the call's state set to ``finished``. Where the
+conversations are and what their blocks look like is asked of
+:mod:`nb_sessions.generations`.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from typing import Any
 
 from .agent.message import short_id, timestamp_now
 from .errors import _join
+from .generations import Conversation, conversations, unanswered, v1, v2
 
 __all__ = [
     "REPAIR_TEXT",
@@ -64,12 +69,27 @@ class DanglingCall:
     tool_name: str
     """The tool called."""
     inserted_at: int | None = None
-    """Index of the closing result in the repaired ``content`` (set by :func:`repair_states`)."""
+    """Where the closing result went (set by :func:`repair_states`): its index in the
+    repaired 1.x ``content``, or in the 2.x message's block list."""
+    generation: str = v1.GENERATION
+    """The AgentScope generation of the conversation: ``1.x`` or ``2.x``."""
+    state: str | None = None
+    """A 2.x call's state (``pending`` or ``allowed``: it was cut off)."""
 
     @property
     def where(self) -> str:
-        """``agent.memory.content[5]``: the message holding the call."""
-        return f"{_join(self.path, 'content')}[{self.index}]"
+        """``agent.memory.content[5]`` (1.x) or ``agent.context[5]`` (2.x): the message holding the call."""
+        key = "context" if self.generation == v2.GENERATION else "content"
+        return f"{_join(self.path, key)}[{self.index}]"
+
+    @property
+    def result_at(self) -> str:
+        """Where the closing result is, once repaired (empty before)."""
+        if self.inserted_at is None:
+            return ""
+        if self.generation == v2.GENERATION:
+            return f"{self.where}.content[{self.inserted_at}]"
+        return f"{_join(self.path, 'content')}[{self.inserted_at}]"
 
 
 @dataclass(frozen=True)
@@ -94,11 +114,7 @@ class RepairReport:
         lines = [f"{verb} {len(self.calls)} dangling tool call(s) with an error result:"]
         for call in self.calls:
             msg = f", message {call.message_id!r}" if call.message_id is not None else ""
-            at = (
-                f" -> result at {call.path}.content[{call.inserted_at}]"
-                if call.inserted_at is not None
-                else ""
-            )
+            at = f" -> result at {call.result_at}" if call.result_at else ""
             lines.append(
                 f"  {call.where}: {call.tool_name!r} (tool_use id {call.tool_use_id!r}{msg}){at}"
             )
@@ -124,7 +140,7 @@ class RepairReport:
                     call.tool_name,
                     call.tool_use_id,
                     call.message_id or "",
-                    "" if call.inserted_at is None else f"{call.path}.content[{call.inserted_at}]",
+                    call.result_at,
                 )
             )
             + "</tr>"
@@ -153,13 +169,6 @@ def _msg_of(item: Any) -> Mapping[str, Any] | None:
     return None
 
 
-def _is_memory(value: Any) -> bool:
-    if not isinstance(value, Mapping) or "role" in value:
-        return False
-    content = value.get("content")
-    return isinstance(content, (list, tuple)) and all(_msg_of(item) is not None for item in content)
-
-
 def _blocks(msg: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     content = msg.get("content")
     if not isinstance(content, (list, tuple)):
@@ -167,66 +176,27 @@ def _blocks(msg: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return [b for b in content if isinstance(b, Mapping)]
 
 
-def _memories(states: Mapping[str, Any]) -> list[tuple[str, str, Mapping[str, Any]]]:
-    """Every memory in ``states`` as ``(module, dotted path, memory dict)``, in state order."""
-    found: list[tuple[str, str, Mapping[str, Any]]] = []
-    for module, state in states.items():
-        stack: list[tuple[Any, str]] = [(state, str(module))]
-        while stack:
-            value, path = stack.pop()
-            if _is_memory(value):
-                found.append((str(module), path, value))
-                continue
-            if isinstance(value, Mapping):
-                if _is_msg(value):
-                    continue
-                children = [(v, _join(path, str(k))) for k, v in value.items()]
-            elif isinstance(value, (list, tuple)):
-                children = [(v, f"{path}[{i}]") for i, v in enumerate(value)]
-            else:
-                continue
-            stack.extend(reversed(children))
-    return found
-
-
-def _dangling_in(module: str, path: str, memory: Mapping[str, Any]) -> list[DanglingCall]:
-    pending: dict[str, list[DanglingCall]] = {}
-    order: list[DanglingCall] = []
-    for index, item in enumerate(memory["content"]):
-        msg = _msg_of(item)
-        assert msg is not None
-        msg_id = msg.get("id")
-        for block in _blocks(msg):
-            kind, call_id = block.get("type"), block.get("id")
-            if not isinstance(call_id, str):
-                continue
-            if kind == "tool_use":
-                name = block.get("name")
-                call = DanglingCall(
-                    module,
-                    path,
-                    index,
-                    msg_id if isinstance(msg_id, str) else None,
-                    call_id,
-                    name if isinstance(name, str) else "",
-                )
-                pending.setdefault(call_id, []).append(call)
-                order.append(call)
-            elif kind == "tool_result" and pending.get(call_id):
-                pending[call_id].pop(0)
-    left = {id(c) for calls in pending.values() for c in calls}
-    return [c for c in order if id(c) in left]
+def _dangling_in(conversation: Conversation) -> list[DanglingCall]:
+    return [
+        DanglingCall(
+            conversation.module, conversation.path, call.index, call.message_id, call.call_id, call.name,
+            generation=conversation.generation, state=call.state,
+        )
+        for call in unanswered(conversation)
+    ]
 
 
 def find_dangling_tool_calls(states: Mapping[str, Any]) -> list[DanglingCall]:
-    """Every ``tool_use`` in the memories of ``states`` that no later ``tool_result`` answers.
+    """Every tool call in the conversations of ``states`` that no later ``tool_result`` answers.
 
     A result answers the earliest open call with its id; calls are listed in
-    memory order. Malformed items (no id, not a dict) are skipped, never raised on.
+    conversation order. A 2.x call waiting for the user (``asking``) or for an
+    outside executor (``submitted``) is not dangling. Malformed items (no id,
+    not a dict) are skipped, never raised on.
     """
     out: list[DanglingCall] = []
-    for module, path, memory in _memories(states):
-        out += _dangling_in(module, path, memory)
+    for conversation in conversations(states):
+        out += _dangling_in(conversation)
     return out
 
 
@@ -312,11 +282,14 @@ def repair_states(
     make_time = clock or timestamp_now
     make_id = id_factory or short_id
     closed: list[DanglingCall] = []
-    for module, path, memory in _memories(new_states):
-        calls = _dangling_in(module, path, memory)
+    for conversation in conversations(new_states):
+        calls = _dangling_in(conversation)
         if not calls:
             continue
-        content: list[Any] = memory["content"]  # a list: _copy turned every tuple into one
+        if conversation.generation == v2.GENERATION:
+            closed += _close_in_messages(conversation, calls, clock, id_factory)
+            continue
+        content: list[Any] = conversation.node["content"]  # a list: _copy made it one
         # Where each closing result goes: after its message and the results answering it.
         slots: list[tuple[int, DanglingCall]] = []
         for call in calls:
@@ -335,3 +308,28 @@ def repair_states(
         merged.extend(content[cursor:])
         content[:] = merged
     return new_states, RepairReport(tuple(closed), dry_run=dry_run)
+
+
+def _close_in_messages(
+    conversation: Conversation,
+    calls: list[DanglingCall],
+    clock: Callable[[], str] | None,
+    id_factory: Callable[[], str] | None,
+) -> list[DanglingCall]:
+    """2.x: each call's error result goes into its own message, after the call and the results following it."""
+    make_time = clock or v2.timestamp_now
+    make_id = id_factory or v2.new_id
+    messages: list[Any] = conversation.node["context"]
+    closed: list[DanglingCall] = []
+    for call in calls:
+        blocks: list[Any] = messages[call.index]["content"]
+        at = next(i for i, b in enumerate(blocks) if isinstance(b, dict) and b.get("id") == call.tool_use_id
+                  and b.get("type") == "tool_call" and b.get("state") == call.state)
+        blocks[at]["state"] = "finished"
+        pos = at + 1
+        while pos < len(blocks) and isinstance(blocks[pos], dict) and blocks[pos].get("type") == "tool_result":
+            pos += 1
+        when = make_time()
+        blocks.insert(pos, v2.error_result(call.tool_use_id, call.tool_name, REPAIR_TEXT, when=when, text_id=make_id()))
+        closed.append(replace(call, inserted_at=pos))
+    return closed

@@ -73,3 +73,33 @@ def tasks(state: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     ctx = state.get("tasks_context")
     items = ctx.get("tasks") if isinstance(ctx, Mapping) else None
     return [t for t in items or () if isinstance(t, Mapping)] if isinstance(items, list) else []
+
+
+def new_id() -> str:
+    """A fresh id as 2.x makes them (32 hex digits)."""
+    import uuid
+
+    return uuid.uuid4().hex
+
+
+def timestamp_now() -> str:
+    """The current local time as 2.x writes it (ISO, with a ``T``)."""
+    from datetime import datetime
+
+    return datetime.now().isoformat()
+
+
+def error_result(
+    call_id: str, name: str, text: str, *, when: str, text_id: str
+) -> dict[str, Any]:
+    """A 2.x ``tool_result`` block reporting ``text`` as an error, closing the call ``call_id``."""
+    return {
+        "type": "tool_result",
+        "id": call_id,
+        "name": name,
+        "output": [{"type": "text", "text": text, "id": text_id, "created_at": when, "finished_at": None}],
+        "state": "error",
+        "metadata": {},
+        "created_at": when,
+        "finished_at": when,
+    }
