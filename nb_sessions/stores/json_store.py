@@ -126,6 +126,13 @@ class JSONStore(BaseStore):
             return None  # another session whose file name collides with this one
         return index
 
+    def _owned_by_other(self, key: SessionKey) -> bool:
+        """True when the history at this key's file name records another session as its owner.
+
+        The latest file then belongs to that session: this key must not read or delete it.
+        """
+        return self._read_index(key) is None and (self._history_dir(key) / "index.json").exists()
+
     def _write_index(self, key: SessionKey, index: dict[str, Any], check: Callable[[], None] | None = None) -> None:
         atomic_write(self._history_dir(key) / "index.json", codec.dumps(index), check)
 
@@ -197,6 +204,8 @@ class JSONStore(BaseStore):
     def _history_sync(self, key: SessionKey) -> list[Checkpoint]:
         index = self._read_index(key)
         if index is None:
+            if self._owned_by_other(key):
+                raise self._not_found(key)
             cp = self._file_checkpoint(key, 1, None, "an AgentScope JSONSession file")
             if cp is None:
                 raise self._not_found(key)
@@ -528,6 +537,8 @@ class JSONStore(BaseStore):
         def job(check_abort: Callable[[], None]) -> int:
             with self._locked(key, check_abort):
                 index = self._read_index(key)
+                if index is None and self._owned_by_other(key):
+                    raise self._not_found(key)  # the file and history are another session's
                 if index is None or seqs is None:
                     count = len(index["checkpoints"]) if index else 1
                     check_abort()
