@@ -6,12 +6,22 @@ import asyncio
 import contextlib
 import os
 import secrets
+import stat
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
-__all__ = ["Aborted", "atomic_write", "clean_temp_files", "fsync_dir", "run_blocking", "settle_late_cancel"]
+__all__ = [
+    "Aborted",
+    "atomic_write",
+    "clean_temp_files",
+    "fsync_dir",
+    "open_regular",
+    "read_regular",
+    "run_blocking",
+    "settle_late_cancel",
+]
 
 T = TypeVar("T")
 TEMP_SUFFIX = ".nbs-tmp"
@@ -19,6 +29,45 @@ TEMP_SUFFIX = ".nbs-tmp"
 
 class Aborted(Exception):
     """Raised inside a blocking job that was asked to stop before its commit point."""
+
+
+def open_regular(path: Path) -> int:
+    """Open a store file for reading: a regular file, never through a symlink, never blocking.
+
+    A FIFO, a device (``/dev/zero``), a folder or a symlink planted where a
+    store file belongs is refused with :class:`StoreCorruptedError` naming the
+    path, before a byte is read: nothing outside the store is read, nothing
+    hangs, and memory stays bounded by the file's size. A missing file raises
+    ``FileNotFoundError`` as usual.
+    """
+    from ..errors import StoreCorruptedError
+
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        if os.path.islink(path):
+            problem = "is a symbolic link; a store never follows links inside it"
+        else:
+            problem = f"cannot be opened ({exc.strerror or exc})"
+        raise StoreCorruptedError(
+            f"{path} {problem}: move it away (the rest of the store stays readable)", location=str(path)
+        ) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise StoreCorruptedError(
+            f"{path} is not a regular file (a folder, FIFO or device was put there): move it away",
+            location=str(path),
+        )
+    return fd
+
+
+def read_regular(path: Path) -> bytes:
+    """The bytes of the regular file ``path`` (see :func:`open_regular`)."""
+    with os.fdopen(open_regular(path), "rb") as fh:
+        return fh.read()
 
 
 def fsync_dir(path: Path) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import StoreCorruptedError
-from ._fs import fsync_dir
+from ._fs import fsync_dir, open_regular
 
 __all__ = ["EntryPack", "PackState", "Ranges", "check_ranges", "from_ranges", "to_ranges"]
 
@@ -219,7 +219,7 @@ class EntryPack:
     @contextlib.contextmanager
     def _mapped(self, where: str) -> Iterator[mmap.mmap]:
         try:
-            fh = open(self.data_path, "rb")  # noqa: SIM115 - closed below, with the map
+            fh = os.fdopen(open_regular(self.data_path), "rb")
         except FileNotFoundError:
             raise StoreCorruptedError(f"{where}: {self.data_path} is missing", location=str(self.data_path)) from None
         with fh:
@@ -270,7 +270,7 @@ class EntryPack:
             return self._index[1]
         need = self.state.count * _RECORD.size
         try:
-            with open(self.index_path, "rb") as fh:
+            with os.fdopen(open_regular(self.index_path), "rb") as fh:
                 raw = fh.read(need)
         except FileNotFoundError:
             raw = b""

@@ -38,7 +38,7 @@ from .. import codec
 from ..chunks import ChunkCache, assemble, path_text, split
 from ..errors import CheckpointNotFoundError, ConflictError, StoreCorruptedError, StoreError
 from ..generations import conversation_path
-from ._fs import atomic_write, clean_temp_files, run_blocking
+from ._fs import atomic_write, clean_temp_files, read_regular, run_blocking
 from ._pack import EntryPack, PackState, Ranges, check_ranges, from_ranges, to_ranges
 from .base import BaseStore, Checkpoint, Redactor, SessionInfo, SessionKey, utcnow
 
@@ -111,7 +111,7 @@ class JSONStore(BaseStore):
     def _read_index(self, key: SessionKey) -> dict[str, Any] | None:
         path = self._history_dir(key) / "index.json"
         try:
-            data = path.read_bytes()
+            data = read_regular(path)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -172,7 +172,7 @@ class JSONStore(BaseStore):
         cache_key = (str(path), st.st_size, st.st_mtime_ns)
         if cache_key not in self._modules_cache:
             try:
-                parsed = codec.loads(path.read_bytes(), str(path))
+                parsed = codec.loads(read_regular(path), str(path))
                 names = tuple(parsed) if isinstance(parsed, dict) else ()
             except (StoreCorruptedError, OSError):
                 names = ()
@@ -337,7 +337,7 @@ class JSONStore(BaseStore):
         """A checkpoint's whole state, as AgentScope's file holds it."""
         hdir = self._history_dir(key)
         where = f"checkpoint {key}@{entry['seq']}"
-        data = (hdir / f"{entry['seq']}.json").read_bytes()
+        data = read_regular(hdir / f"{entry['seq']}.json")
         if not entry.get("chunks"):
             return _Layout([data], None, where)
         skeleton = codec.loads(data, where)
@@ -399,7 +399,7 @@ class JSONStore(BaseStore):
             return index
         path = self._latest_file(key)
         try:
-            data = path.read_bytes()
+            data = read_regular(path)
             st = path.stat()
         except FileNotFoundError:
             return index
@@ -439,7 +439,7 @@ class JSONStore(BaseStore):
                 if entry.get("chunks") and entries[-1] is entry and index and self._latest_is_current(cp.key, index):
                     path, entry = self._latest_file(cp.key), None  # the same state, in one file
             try:
-                data = path.read_bytes()
+                data = read_regular(path)
             except FileNotFoundError:
                 raise StoreCorruptedError(
                     f"checkpoint {cp.ref}: its file {path} is missing; delete the checkpoint "
@@ -510,7 +510,7 @@ class JSONStore(BaseStore):
         if hidden.is_dir():
             for index_path in hidden.glob("*/index.json"):
                 with contextlib.suppress(StoreCorruptedError, OSError):
-                    index = codec.loads(index_path.read_bytes(), str(index_path))
+                    index = codec.loads(read_regular(index_path), str(index_path))
                     if isinstance(index, dict) and "session_id" in index:
                         keys[index_path.parent.name] = SessionKey(
                             str(index.get("user_id", "")), str(index["session_id"])
@@ -634,7 +634,7 @@ class JSONStore(BaseStore):
                 if index is None:
                     for cp in self._history_sync(key):
                         with contextlib.suppress(StoreCorruptedError, OSError):
-                            state = codec.loads(self._latest_file(key).read_bytes())
+                            state = codec.loads(read_regular(self._latest_file(key)))
                             hits += [Hit(key.session_id, key.user_id, cp.seq, p, m) for p, m in scan_state(state, text)]
                     continue
                 found: dict[int, Any] = {}
@@ -651,7 +651,7 @@ class JSONStore(BaseStore):
                 for entry in index["checkpoints"]:
                     seq = entry["seq"]
                     with contextlib.suppress(StoreCorruptedError, OSError):
-                        skeleton = codec.loads((self._history_dir(key) / f"{seq}.json").read_bytes())
+                        skeleton = codec.loads(read_regular(self._history_dir(key) / f"{seq}.json"))
                         hits += [Hit(key.session_id, key.user_id, seq, p, m) for p, m in scan_state(skeleton, text)]
                     for p, ranges in entry.get("chunks", ()):
                         where = path_text(conversation_path(p))
