@@ -423,7 +423,15 @@ class SQLiteStore(BaseStore):
         ) as cur:
             row = await cur.fetchone()
         if row is not None:
-            return int(row[0]), int(row[1])
+            sid, next_seq = row
+            if type(sid) is not int or type(next_seq) is not int or next_seq < 1:
+                where = f"nbs_sessions row of session {key} in {self.path}"
+                raise StoreCorruptedError(
+                    f"{where} holds next_seq={next_seq!r}, not a checkpoint number; nothing was saved. "
+                    "Set it to one more than the session's highest seq, or copy the session to a new store",
+                    location=where,
+                )
+            return sid, next_seq
         first = 2 if await self._legacy_row(db, key) else 1
         cur = await db.execute(
             "INSERT INTO nbs_sessions (user_id, session_id, created_at, updated_at, next_seq) "

@@ -55,3 +55,26 @@ def test_ids_and_labels_with_a_lone_surrogate_are_a_named_error(tmp_path: Path, 
     with pytest.raises(nbs.NbSessionsError):
         read()
     assert len(store.search("x\ud83d")) == 0
+
+
+@pytest.mark.parametrize("value", [b"\xff\x00", "x", 0, -3, 2.5, None])
+def test_a_garbled_next_seq_refuses_the_save_by_name_and_writes_nothing(tmp_path: Path, value: object) -> None:
+    """Found by the hostile-store fuzzer (seed 59): ``int(b'\\xff\\x00')`` escaped as a bare ValueError."""
+    import sqlite3 as _sqlite3
+
+    from nb_sessions.errors import StoreCorruptedError
+
+    path = tmp_path / "s.db"
+    store = nbs.open_store(path)
+    store.save("a", box=Box(1))
+    db = _sqlite3.connect(path)
+    try:
+        db.execute("UPDATE nbs_sessions SET next_seq = ?", (value,))
+        db.commit()
+    except _sqlite3.IntegrityError:
+        pytest.skip(f"the table's own constraints refuse next_seq={value!r}")
+    finally:
+        db.close()
+    with pytest.raises(StoreCorruptedError, match="next_seq"):
+        nbs.open_store(path).save("a", box=Box(2))
+    assert [cp.seq for cp in nbs.open_store(path).history("a")] == [1]

@@ -1,0 +1,90 @@
+"""Class 5 of the hostile review, JSON store: special files and symlinks planted in the store.
+
+A FIFO (which would block a reader forever), ``/dev/zero`` behind a symlink
+(which would eat memory), or any symlink where a store file belongs is
+refused with a StoreCorruptedError naming the path, before a byte is read.
+Each case runs under a deadline: a hang fails the test instead of stalling it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+import nb_sessions as nbs
+from nb_sessions.errors import NbSessionsError, StoreError
+from tests.reliability._states import Box
+
+
+@pytest.fixture
+def deadline() -> Iterator[None]:
+    def hang(signum: int, frame: object) -> None:
+        raise TimeoutError("the store hung on a planted file")
+
+    old = signal.signal(signal.SIGALRM, hang)
+    signal.alarm(10)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def _store(tmp_path: Path) -> tuple[nbs.BaseStore, Path]:
+    folder = tmp_path / "store"
+    store = nbs.open_store(folder)
+    store.save("s", box=Box([{"n": i} for i in range(40)]))  # long enough for the entry pack
+    store.save("s", box=Box([{"n": i} for i in range(41)]))
+    return store, folder
+
+
+def _fifo(path: Path) -> None:
+    path.unlink()
+    os.mkfifo(path)
+
+
+def _dev_zero(path: Path) -> None:
+    path.unlink()
+    path.symlink_to("/dev/zero")
+
+
+def _outside_link(path: Path) -> None:
+    outside = path.parent.parent.parent / f"outside-{path.name}"
+    if outside.parent.name == "store":
+        outside = outside.parent.parent / outside.name
+    outside.write_bytes(path.read_bytes())
+    path.unlink()
+    path.symlink_to(outside)
+
+
+PLANTS: dict[str, Callable[[Path], None]] = {"fifo": _fifo, "dev-zero": _dev_zero, "link-outside": _outside_link}
+TARGETS = ["s.json", ".nb_sessions/s/index.json", ".nb_sessions/s/1.json"]
+
+
+@pytest.mark.usefixtures("deadline")
+@pytest.mark.parametrize("plant", sorted(PLANTS))
+@pytest.mark.parametrize("target", TARGETS)
+def test_a_special_file_or_symlink_in_the_store_is_refused_by_name(tmp_path: Path, plant: str, target: str) -> None:
+    _, folder = _store(tmp_path)
+    path = folder / target
+    PLANTS[plant](path)
+    fresh = nbs.open_store(folder)
+    named: list[NbSessionsError] = []
+    for op in (
+        lambda: fresh.sessions(),
+        lambda: fresh.history("s"),
+        lambda: fresh.get_state("s@1"),
+        lambda: fresh.get_state("s"),
+        lambda: fresh.search("n"),
+    ):
+        try:
+            op()
+        except NbSessionsError as exc:
+            named.append(exc)
+    assert named, f"a {plant} at {target} went unnoticed"
+    store_errors = [e for e in named if isinstance(e, StoreError)]
+    assert store_errors and all(str(path) in str(e) for e in store_errors), [str(e) for e in named]
