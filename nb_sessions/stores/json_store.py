@@ -97,7 +97,11 @@ class JSONStore(BaseStore):
     def _prepare_folder(self) -> None:
         if not self.path.exists():
             try:
-                self.path.mkdir(mode=0o700, parents=True, exist_ok=True)  # another process may race us
+                # Each missing folder owner-only (parents=True would give the parents the umask's
+                # mode); exist_ok: another process may race us.
+                for folder in [*reversed(self.path.parents), self.path]:
+                    if not folder.exists():
+                        folder.mkdir(mode=0o700, exist_ok=True)
             except OSError as exc:
                 raise StoreError(f"cannot create store folder {self.path}: {_os_problem(exc)}") from exc
         if not self.path.is_dir():
