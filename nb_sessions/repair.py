@@ -156,15 +156,11 @@ class RepairReport:
 # -- finding ----------------------------------------------------------------------
 
 
-def _is_msg(value: Any) -> bool:
-    return isinstance(value, Mapping) and "role" in value and "content" in value
-
-
 def _msg_of(item: Any) -> Mapping[str, Any] | None:
     """The message of a content item: a ``[msg, marks]`` pair or a bare message dict."""
-    if _is_msg(item):
+    if v1.is_message(item):
         return item  # type: ignore[no-any-return]
-    if isinstance(item, (list, tuple)) and len(item) == 2 and _is_msg(item[0]):
+    if isinstance(item, (list, tuple)) and len(item) == 2 and v1.is_message(item[0]):
         return item[0]  # type: ignore[no-any-return]
     return None
 
@@ -304,7 +300,7 @@ def repair_states(
             cursor = pos
             msg = closing_message(call, clock=make_time, id_factory=make_id)
             closed.append(replace(call, inserted_at=len(merged)))
-            merged.append(msg if _is_msg(content[call.index]) else [msg, []])
+            merged.append(msg if v1.is_message(content[call.index]) else [msg, []])
         merged.extend(content[cursor:])
         content[:] = merged
     return new_states, RepairReport(tuple(closed), dry_run=dry_run)

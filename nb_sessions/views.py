@@ -178,14 +178,9 @@ HISTORY_COLUMNS: Schema = (
 # -- finding memories and plan notebooks: the generations layer knows the shapes ---
 
 
-def is_memory(node: Any) -> bool:
-    """True if ``node`` is a 1.x memory state (see :func:`nb_sessions.generations.v1.is_memory`)."""
-    return v1.is_memory(node)
-
-
-def is_plan_notebook(node: Any) -> bool:
-    """True if ``node`` is a 1.x PlanNotebook state (see :mod:`nb_sessions.generations.v1`)."""
-    return v1.is_plan_notebook(node)
+#: A 1.x memory state / plan notebook state (kept here for callers of the views module).
+is_memory = v1.is_memory
+is_plan_notebook = v1.is_plan_notebook
 
 
 def to_json(value: Any) -> str:

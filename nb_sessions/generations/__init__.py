@@ -31,10 +31,6 @@ __all__ = [
     "v2",
 ]
 
-#: Part kinds :func:`find_parts` yields: a 1.x memory, a 2.x ``AgentState``, a 1.x plan notebook.
-PART_KINDS = ("memory", "agent_state", "notebook")
-
-
 def find_parts(state: Any, path: str) -> Iterator[tuple[str, str, Mapping[str, Any]]]:
     """Yield ``(kind, dotted_path, node)`` for every memory, agent state and plan notebook in ``state``, depth first."""
     # An explicit stack, not recursion: a deeply nested custom value must not hit the recursion limit.
@@ -219,12 +215,6 @@ def _arguments(value: Any) -> Any:
         except ValueError:
             return value
     return value
-
-
-def generation_names(found: Sequence[str] | frozenset[str]) -> str:
-    """``"1.x"``, ``"2.x"``, ``"1.x and 2.x"`` or ``"neither generation"``, for messages."""
-    names = sorted(found)
-    return " and ".join(names) if names else "neither generation"
 
 
 #: The key under which each generation keeps a conversation's message list.

@@ -13,7 +13,9 @@ user) or ``submitted`` (run elsewhere) is legitimately open; only a call at
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 __all__ = [
@@ -77,15 +79,11 @@ def tasks(state: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 
 def new_id() -> str:
     """A fresh id as 2.x makes them (32 hex digits)."""
-    import uuid
-
     return uuid.uuid4().hex
 
 
 def timestamp_now() -> str:
     """The current local time as 2.x writes it (ISO, with a ``T``)."""
-    from datetime import datetime
-
     return datetime.now().isoformat()
 
 

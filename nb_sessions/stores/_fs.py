@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
+from ..errors import StoreCorruptedError
+
 __all__ = [
     "Aborted",
     "atomic_write",
@@ -40,8 +42,6 @@ def open_regular(path: Path) -> int:
     hangs, and memory stays bounded by the file's size. A missing file raises
     ``FileNotFoundError`` as usual.
     """
-    from ..errors import StoreCorruptedError
-
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(path, flags)

@@ -22,7 +22,7 @@ def load_sample() -> dict[str, Any]:
         if path.exists():
             data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
             return data
-    pytest.skip("the AgentScope sample file is not available")
+    pytest.fail(f"the AgentScope sample file is missing; it belongs at {_CANDIDATES[0]} (git checkout tests/data)")
 
 
 def dumps(value: Any) -> str:
