@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import sys
 import time
 from pathlib import Path
@@ -84,7 +85,13 @@ def load(path: str, session: str, size: str, tag: str, count: int, go_file: str)
             print("the go file never appeared", file=sys.stderr)
             return 1
         time.sleep(0.002)
+    think = random.Random(tag)
     for n in range(count):
+        if n:
+            # A pause between saves, as a user's cells have: without it, the writer that
+            # holds a lock takes it again before the others' polls see it free, and the
+            # writers run one after another instead of contending.
+            time.sleep(think.uniform(0, 0.02))
         try:
             print(_save(store, session, size, tag, n), flush=True)
         except Exception as exc:
