@@ -37,3 +37,13 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> nbs.BaseStore:
 def sample_state() -> dict[str, Any]:
     """The real AgentScope 1.0.21 file, parsed."""
     return json.loads(SAMPLE_FILE.read_text(encoding="utf-8"))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--long",
+        action="store_true",
+        help="also run the long versions of the reliability and property tests "
+        "(the same as NB_SESSIONS_LONG=1; tens of minutes)",
+    )
+

@@ -1,10 +1,10 @@
 """Reliability suite plumbing: the short/long switch and the figures every test reports.
 
 The short versions always run. The long versions carry the ``slow`` marker and
-run only with ``NB_SESSIONS_LONG=1`` in the environment (pytest options can
-only be added by the rootdir conftest, which this suite does not own)::
+run only with ``--long`` (``make test ARGS="--long"``) or ``NB_SESSIONS_LONG=1`` in
+the environment::
 
-    NB_SESSIONS_LONG=1 .venv/bin/pytest tests/reliability -m slow
+    .venv/bin/pytest tests/reliability -m slow --long
 
 Every test records its figures (trials, checkpoints written, lost: 0, ...)
 through the ``figures`` fixture: they are printed by the test and listed
@@ -14,13 +14,19 @@ together at the end of the run by :func:`pytest_terminal_summary`.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
-#: True when the long versions run (``NB_SESSIONS_LONG=1``).
-LONG = os.environ.get("NB_SESSIONS_LONG", "").strip().lower() in ("1", "true", "yes", "on")
+#: True when the long versions run (``--long`` or ``NB_SESSIONS_LONG=1``). Test modules read it
+#: when they are imported, and this conftest is imported before pytest parses its options,
+#: so the command line is looked at directly (the option itself is declared in tests/conftest.py).
+LONG = (
+    os.environ.get("NB_SESSIONS_LONG", "").strip().lower() in ("1", "true", "yes", "on")
+    or "--long" in sys.argv[1:]
+)
 
 _COLLECTED: list[Figure] = []
 
@@ -62,7 +68,7 @@ def figures(request: pytest.FixtureRequest) -> Figures:
 def _long_only(request: pytest.FixtureRequest) -> None:
     """Skip the ``slow`` (long) versions unless NB_SESSIONS_LONG=1."""
     if request.node.get_closest_marker("slow") is not None and not LONG:
-        pytest.skip("long version: set NB_SESSIONS_LONG=1 to run it")
+        pytest.skip("long version: run with --long (or NB_SESSIONS_LONG=1)")
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
