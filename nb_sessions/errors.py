@@ -15,6 +15,7 @@ __all__ = [
     "InvalidIdError",
     "NbSessionsError",
     "NotSerializableError",
+    "ReadOnlyStoreError",
     "SessionNotFoundError",
     "StateError",
     "StateMismatchError",
@@ -125,6 +126,17 @@ class NotSerializableError(NbSessionsError, TypeError):
 
 class StoreError(NbSessionsError, OSError):
     """The store cannot be read or written (missing, read-only, disk full, locked too long)."""
+
+
+class ReadOnlyStoreError(StoreError):
+    """The store is someone else's data (e.g. an AgentScope app's database) that nb_sessions only reads.
+
+    ``location`` names the store; the message says how to get a writable copy.
+    """
+
+    def __init__(self, message: str, *, location: str = "") -> None:
+        super().__init__(message)
+        self.location = location
 
 
 class StoreCorruptedError(StoreError):
