@@ -16,11 +16,13 @@ import pwd
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.parse
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -79,14 +81,14 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
 
 
 @pytest.fixture
-def redis_url(redis_server: int) -> Iterator[str]:
+def redis_url(redis_server: int) -> str:
     """``redis://127.0.0.1:PORT/0`` on the shared server, emptied before each test."""
     import redis
 
     client = redis.Redis(host="127.0.0.1", port=redis_server)
     client.flushall()
     client.close()
-    yield f"redis://127.0.0.1:{redis_server}/0"
+    return f"redis://127.0.0.1:{redis_server}/0"
 
 
 # -- PostgreSQL ----------------------------------------------------------------------
@@ -111,10 +113,12 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield configured
         return
     initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
-    folder = tmp_path_factory.mktemp("pg")
+    # Its own folder under the system temp dir: pytest's temp folders are private to root,
+    # and the server runs as the postgres user.
+    folder = Path(tempfile.mkdtemp(prefix="nbs-pg-"))
     data, log = folder / "data", folder / "pg.log"
     port = free_port()
-    as_postgres: dict[str, object] = {}
+    as_postgres: dict[str, Any] = {}
     if os.geteuid() == 0:  # PostgreSQL refuses to run as root: run it as the postgres user
         try:
             user = pwd.getpwnam("postgres")
@@ -122,18 +126,22 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             pytest.fail("running as root needs a 'postgres' OS user (apt-get install postgresql)", pytrace=False)
         os.chown(folder, user.pw_uid, user.pw_gid)
         as_postgres = {"user": user.pw_uid, "group": user.pw_gid}
-    subprocess.run([initdb, "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync"],
-                   check=True, capture_output=True, **as_postgres)  # type: ignore[call-overload]
-    subprocess.run(
-        [pg_ctl, "-D", str(data), "-l", str(log), "-w", "start", "-o",
-         f"-p {port} -h 127.0.0.1 -k {folder} -F"],
-        check=True, capture_output=True, **as_postgres,  # type: ignore[call-overload]
-    )
+
+    def run(*args: str) -> None:
+        done = subprocess.run(args, capture_output=True, text=True, check=False, **as_postgres)
+        if done.returncode:
+            pytest.fail(f"{' '.join(args)} failed:\n{done.stderr[-3000:]}\n{_tail(log)}", pytrace=False)
+
     try:
+        run(initdb, "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync")
+        run(pg_ctl, "-D", str(data), "-l", str(log), "-w", "start", "-o",
+            f"-p {port} -h 127.0.0.1 -k {folder} -F")
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:
-        subprocess.run([pg_ctl, "-D", str(data), "-m", "immediate", "stop"],
-                       check=False, capture_output=True, **as_postgres)  # type: ignore[call-overload]
+        if data.exists():
+            subprocess.run([pg_ctl, "-D", str(data), "-m", "immediate", "stop"],
+                           check=False, capture_output=True, **as_postgres)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

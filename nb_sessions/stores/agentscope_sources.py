@@ -446,7 +446,8 @@ class AgentScopeRedisSource(_RedisSource):
     def _row_from(self, key: SessionKey, name: str, data: bytes | None) -> SourceRow:
         where = f"Redis key {name!r} of {self.location}"
         meta: dict[str, Any] = {"agentscope": "2.x"}
-        created = updated = _EPOCH
+        created: datetime | None = None
+        updated: datetime | None = None
         with contextlib.suppress(StoreCorruptedError):
             record = codec.loads(data or b"", where, trusted=False)
             if isinstance(record, dict):
