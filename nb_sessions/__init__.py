@@ -83,6 +83,10 @@ def __getattr__(name: str) -> Any:
         from .notebook.widgets import SessionPanel
 
         return SessionPanel
+    if name == "VersionedStorage":  # imports AgentScope 2.x: only when asked for
+        from .versioned import VersionedStorage
+
+        return VersionedStorage
     if name in _LAZY_MODULES:
         import importlib
 
