@@ -294,7 +294,7 @@ class AgentScopeSQLSource(ReadOnlySource):
         return SourceRow(
             key=SessionKey(str(uid), str(sid)), data=data, where=where,
             created_at=_utc(created), updated_at=_utc(updated),
-            metadata={"agentscope": "2.x", "agent_id": agent_id, "team_id": team_id},
+            metadata={"agentscope": "2.x", "agent_id": agent_id, **({"team_id": team_id} if team_id else {})},
             size=len(data.encode("utf-8", "surrogatepass")) if isinstance(data, str) else len(data or b""),
         )
 
@@ -451,7 +451,7 @@ class AgentScopeRedisSource(_RedisSource):
         with contextlib.suppress(StoreCorruptedError):
             record = codec.loads(data or b"", where, trusted=False)
             if isinstance(record, dict):
-                meta.update({k: record[k] for k in ("agent_id", "team_id", "origin", "config") if k in record})
+                meta.update({k: record[k] for k in ("agent_id", "team_id", "origin", "config") if record.get(k)})
                 # RedisStorage stamps records in the app's local time, without a zone.
                 created = _local(record.get("created_at"))
                 updated = _local(record.get("updated_at")) or created
