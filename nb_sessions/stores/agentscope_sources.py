@@ -46,8 +46,9 @@ from typing import Any
 import aiosqlite
 
 from .. import codec
+from .._loop import run_sync
 from ..errors import CheckpointNotFoundError, ReadOnlyStoreError, StoreCorruptedError, StoreError
-from .base import BaseStore, Checkpoint, PruneResult, SessionInfo, SessionKey
+from .base import BaseStore, Checkpoint, PruneResult, SessionInfo, SessionKey, parse_ref
 
 __all__ = [
     "AgentScope1RedisSource",
@@ -194,20 +195,50 @@ class ReadOnlySource(BaseStore):
         ]
 
 
+class _TranscriptSource(ReadOnlySource):
+    """A 2.x source: besides the state, the app keeps a message log per session (what its UI shows)."""
+
+    async def _transcript(self, key: SessionKey) -> list[tuple[str, Any]]:
+        """``(where, json)`` of each logged message, oldest first."""
+        raise NotImplementedError
+
+    async def atranscript(self, session: str | SessionKey, *, user_id: str | None = None) -> list[dict[str, Any]]:
+        """The app's message log of ``session``, oldest first, as ``Msg`` dicts.
+
+        AgentScope 2.x keeps it apart from the agent's state (a ``messages``
+        table, or a Redis list): it is what the app shows, and outlives the
+        context a compression shortens.
+        """
+        key = parse_ref(session, user_id).key
+        await self._history(key)  # a named error for a session the app does not have
+        out: list[dict[str, Any]] = []
+        for where, data in await self._transcript(key):
+            msg = codec.loads(_as_bytes(data), where, trusted=False)
+            if not isinstance(msg, dict):
+                raise StoreCorruptedError(f"{where} holds {type(msg).__name__} JSON, not a message",
+                                          location=where)
+            out.append(msg)
+        return out
+
+    def transcript(self, session: str | SessionKey, *, user_id: str | None = None) -> list[dict[str, Any]]:
+        """The app's message log of ``session``; see :meth:`atranscript`."""
+        return run_sync(self.atranscript(session, user_id=user_id))
+
+
 # -- AgentScope 2.x SQL storage ----------------------------------------------------------
 
 
 _SQL_COLUMNS = "id, user_id, agent_id, team_id, created_at, updated_at"
 
 
-class AgentScopeSQLSource(ReadOnlySource):
+class AgentScopeSQLSource(_TranscriptSource):
     """An AgentScope 2.x ``AsyncSQLAlchemyStorage`` database (SQLite or PostgreSQL), read-only.
 
     Each ``sessions`` row is a session keyed ``(user_id, id)``; its checkpoint
     ``@1`` holds ``{"agent": payload.state}`` (the ``AgentState``), and its
     metadata the row's ``agent_id``, ``team_id``, ``origin`` and ``config``.
     The ``messages`` table (the app's transcript for display) is not part of
-    the state: the agent's own context is.
+    the state (the agent's own context is): :meth:`transcript` reads it.
     """
 
     kind = "AgentScope 2.x SQL storage"
@@ -320,6 +351,14 @@ class AgentScopeSQLSource(ReadOnlySource):
     def _states(self, row: SourceRow, parsed: Any) -> dict[str, Any]:
         return {AGENT_MODULE: _record_state(row, parsed)}
 
+    async def _transcript(self, key: SessionKey) -> list[tuple[str, Any]]:
+        payload = "payload::text" if self.path is None else "payload"
+        rows = await self._query(
+            f"SELECT msg_id, {payload} FROM messages WHERE session_id = ? ORDER BY created_at, msg_id",
+            (key.session_id,),
+        )
+        return [(f"messages row {mid!r} of session {key} in {self.location}", data) for mid, data in rows]
+
 
 def is_agentscope2_sqlite(path: str | Path) -> bool:
     """True if ``path`` is an AgentScope 2.x SQL storage database nb_sessions has not been added to.
@@ -428,11 +467,12 @@ class _RedisSource(ReadOnlySource):
         return None if data is None else self._row_from(key, name, data)
 
 
-class AgentScopeRedisSource(_RedisSource):
+class AgentScopeRedisSource(_RedisSource, _TranscriptSource):
     """AgentScope 2.x ``RedisStorage``: ``agentscope:user:{u}:session:{s}`` holds a ``SessionRecord``.
 
-    ``?session_key=...`` gives another template when the app customised
-    ``RedisStorage.KeyConfig.session``.
+    ``?session_key=...`` (and ``?messages_key=...``) give other templates when
+    the app customised ``RedisStorage.KeyConfig``. :meth:`transcript` reads the
+    session's message list.
     """
 
     kind = "AgentScope 2.x Redis storage"
@@ -440,7 +480,8 @@ class AgentScopeRedisSource(_RedisSource):
     def __init__(self, url: str) -> None:
         query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
         self.template = query.get("session_key", "agentscope:user:{user_id}:session:{session_id}")
-        self.others = (self.template + ":messages", self.template + ":message_ids")
+        self.messages_template = query.get("messages_key", self.template + ":messages")
+        self.others = (self.messages_template, self.template + ":message_ids")
         super().__init__(url)
 
     def _row_from(self, key: SessionKey, name: str, data: bytes | None) -> SourceRow:
@@ -459,6 +500,12 @@ class AgentScopeRedisSource(_RedisSource):
 
     def _states(self, row: SourceRow, parsed: Any) -> dict[str, Any]:
         return {AGENT_MODULE: _record_state(row, parsed)}
+
+    async def _transcript(self, key: SessionKey) -> list[tuple[str, Any]]:
+        name = self.messages_template.format(user_id=key.user_id, session_id=key.session_id)
+        async with self._client() as client:
+            items = await client.lrange(name, 0, -1)  # LRANGE: the list's TTL is left as it is
+        return [(f"Redis list {name!r}[{i}] of {self.location}", data) for i, data in enumerate(items)]
 
 
 class AgentScope1RedisSource(_RedisSource):

@@ -27,6 +27,7 @@ from nb_sessions import views
 from nb_sessions.errors import ReadOnlyStoreError, SessionNotFoundError, StoreError
 from nb_sessions.stores.agentscope_sources import (
     AgentScope1RedisSource,
+    AgentScopeRedisSource,
     AgentScopeSQLSource,
     open_source,
 )
@@ -75,6 +76,17 @@ def check_reads(store: nbs.BaseStore, expected: dict[Any, AgentState]) -> None:
         live = AgentState()
         store.load(ref, agent=live)
         assert live.model_dump(mode="json") == state.model_dump(mode="json")
+    # The app's message log, kept apart from the state (only u1's turn was logged).
+    assert isinstance(store, (AgentScopeSQLSource, AgentScopeRedisSource))
+    for (user, sid), state in expected.items():
+        logged = store.transcript(f"{user}/{sid}")
+        if user == "u1":
+            assert [m["id"] for m in logged] == [state.context[-1].id]
+            assert logged[0]["content"][0]["text"] == "the Kyoto itinerary, final"
+        else:
+            assert logged == []
+    with pytest.raises(SessionNotFoundError):
+        store.transcript("u1/none-such")
     found = store.search("Kyoto")
     assert set(found["user_id"]) == {"u1"}
     (a, b) = sorted(expected)
