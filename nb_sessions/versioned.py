@@ -30,9 +30,11 @@ This module imports AgentScope 2.x (``agentscope[service,storage-sql]`` or
 from __future__ import annotations
 
 import abc
+import asyncio
 import inspect
 import logging
 import os
+import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, Literal
 
@@ -96,6 +98,16 @@ class VersionedStorage(_StorageBase):  # type: ignore[misc]
         self.on_checkpoint_error = on_checkpoint_error
         #: Checkpoints that could not be saved since this wrapper was made (the app's writes stood).
         self.failures = 0
+        # One state write at a time per session, app write and checkpoint together: two
+        # concurrent turns must reach the history in the order they reached the app.
+        # Weak: a lock lives while a write holds it, so a long-running app does not collect them.
+        self._locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def _lock(self, user_id: str, session_id: str) -> asyncio.Lock:
+        lock = self._locks.get((user_id, session_id))
+        if lock is None:
+            lock = self._locks[(user_id, session_id)] = asyncio.Lock()
+        return lock
 
     async def __aenter__(self) -> VersionedStorage:
         await self.storage.__aenter__()
@@ -109,24 +121,31 @@ class VersionedStorage(_StorageBase):  # type: ignore[misc]
     async def upsert_session(self, *args: Any, **kwargs: Any) -> SessionRecord:
         """The app's ``upsert_session``, then a checkpoint when it created a session or set a state."""
         bound = _bind("upsert_session", self, args, kwargs)
-        record = await self.storage.upsert_session(*args, **kwargs)
-        if bound.get("state") is not None or not bound.get("session_id"):
-            meta = {
-                "config": record.config.model_dump(mode="json"),
-                "origin": record.origin.model_dump(mode="json"),
-                "via": "upsert_session",
-            }
-            await self._checkpoint(record.user_id, record.id, record.agent_id, record.state, meta)
+        if not bound.get("session_id"):  # a new session: nobody else writes it yet
+            record = await self.storage.upsert_session(*args, **kwargs)
+            await self._checkpoint_record(record, "upsert_session")
+            return record
+        async with self._lock(bound["user_id"], bound["session_id"]):
+            record = await self.storage.upsert_session(*args, **kwargs)
+            if bound.get("state") is not None:
+                await self._checkpoint_record(record, "upsert_session")
         return record
+
+    async def _checkpoint_record(self, record: SessionRecord, via: str, **meta: Any) -> None:
+        meta.update(
+            config=record.config.model_dump(mode="json"), origin=record.origin.model_dump(mode="json"), via=via
+        )
+        await self._checkpoint(record.user_id, record.id, record.agent_id, record.state, meta)
 
     async def update_session_state(self, *args: Any, **kwargs: Any) -> None:
         """The app's ``update_session_state``, then a checkpoint of that state."""
         bound = _bind("update_session_state", self, args, kwargs)
-        await self.storage.update_session_state(*args, **kwargs)
-        await self._checkpoint(
-            bound["user_id"], bound["session_id"], bound["agent_id"], bound["state"],
-            {"via": "update_session_state"},
-        )
+        async with self._lock(bound["user_id"], bound["session_id"]):
+            await self.storage.update_session_state(*args, **kwargs)  # KeyError: no checkpoint
+            await self._checkpoint(
+                bound["user_id"], bound["session_id"], bound["agent_id"], bound["state"],
+                {"via": "update_session_state"},
+            )
 
     async def _checkpoint(
         self, user_id: str, session_id: str, agent_id: str, state: AgentState, meta: dict[str, Any]
@@ -169,23 +188,22 @@ class VersionedStorage(_StorageBase):  # type: ignore[misc]
         if not isinstance(agent_id, str):
             raise StateError([("metadata.agent_id", "missing: not a checkpoint VersionedStorage wrote")],
                              module=cp.ref)
-        meta = {"rolled_back_to": cp.ref}
-        existing = await self.storage.get_session(user_id, agent_id, session_id)
-        if existing is not None:
-            await self.storage.update_session_state(user_id, agent_id, session_id, state)
-            await self._checkpoint(user_id, session_id, agent_id, state, {**meta, "via": "rollback"})
-            record = await self.storage.get_session(user_id, agent_id, session_id)
-            assert record is not None  # it existed a moment ago, and nothing here deletes
+        async with self._lock(user_id, session_id):
+            existing = await self.storage.get_session(user_id, agent_id, session_id)
+            if existing is not None:
+                await self.storage.update_session_state(user_id, agent_id, session_id, state)
+                await self._checkpoint(
+                    user_id, session_id, agent_id, state, {"rolled_back_to": cp.ref, "via": "rollback"}
+                )
+                record = await self.storage.get_session(user_id, agent_id, session_id)
+                assert record is not None  # it existed a moment ago, and nothing here deletes
+                return record
+            config, origin = await self._last_config(key)
+            record = await self.storage.upsert_session(
+                user_id, agent_id, config, state=state, session_id=session_id, origin=origin
+            )
+            await self._checkpoint_record(record, "rollback", rolled_back_to=cp.ref)
             return record
-        config, origin = await self._last_config(key)
-        record = await self.storage.upsert_session(
-            user_id, agent_id, config, state=state, session_id=session_id, origin=origin
-        )
-        await self._checkpoint(user_id, session_id, agent_id, state, {
-            **meta, "via": "rollback", "config": record.config.model_dump(mode="json"),
-            "origin": record.origin.model_dump(mode="json"),
-        })
-        return record
 
     async def _last_config(self, key: SessionKey) -> tuple[SessionConfig, Any]:
         """The newest config (and origin) a checkpoint of ``key`` recorded: to recreate a deleted session."""

@@ -6,6 +6,7 @@ Driven with the real 2.0.11 ``AsyncSQLAlchemyStorage`` (on SQLite) and
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from unittest import mock
@@ -132,3 +133,27 @@ async def test_rollback_refuses_a_state_that_is_no_agent_state(tmp_path: Path) -
             await wrapped.rollback("u1", record.id, 2)
         after = await app.get_session("u1", "agent-a", record.id)
         assert before is not None and after is not None and dumped(after.state) == dumped(before.state)
+
+
+async def test_concurrent_turns_reach_the_history_in_the_apps_order(tmp_path: Path) -> None:
+    app = AsyncSQLAlchemyStorage(f"sqlite+aiosqlite:///{tmp_path / 'app.db'}")
+    async with VersionedStorage(app, tmp_path / "h.db") as wrapped:
+        record = await wrapped.upsert_session("u1", "agent-a", CONFIG, state=agent_state("start"))
+        turns = [agent_state(f"turn {i}") for i in range(8)]
+        await asyncio.gather(
+            *(wrapped.update_session_state("u1", "agent-a", record.id, s) for s in turns)
+        )
+        history = await wrapped.history("u1", record.id)
+        assert len(history) == 9
+        got = await app.get_session("u1", "agent-a", record.id)
+        assert got is not None
+        assert await wrapped.store.aget_state(history[-1]) == {"agent": dumped(got.state)}
+        assert not wrapped._locks  # no lock outlives the writes that held it
+
+
+async def test_a_write_the_app_refuses_records_nothing(tmp_path: Path) -> None:
+    app = AsyncSQLAlchemyStorage(f"sqlite+aiosqlite:///{tmp_path / 'app.db'}")
+    async with VersionedStorage(app, tmp_path / "h.db") as wrapped:
+        with pytest.raises(KeyError):
+            await wrapped.update_session_state("u1", "agent-a", "no-such-session", agent_state("x"))
+        assert wrapped.store.sessions() == [] and wrapped.failures == 0

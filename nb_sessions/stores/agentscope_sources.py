@@ -523,9 +523,21 @@ class AgentScope1RedisSource(_RedisSource):
         self.template = prefix + "user_id:{user_id}:session:{session_id}:state"
         super().__init__(url)
 
-    def _row_from(self, key: SessionKey, name: str, data: bytes | None) -> SourceRow:
+    def _row_from(self, key: SessionKey, name: str, data: bytes | None, size: int | None = None) -> SourceRow:
         where = f"Redis key {name!r} of {self.location}"
-        return SourceRow(key, data, where, metadata={"agentscope": "1.x"}, size=len(data or b""))
+        return SourceRow(key, data, where, metadata={"agentscope": "1.x"},
+                         size=len(data or b"") if size is None else size)
+
+    async def _rows(self) -> list[SourceRow]:
+        # The values hold nothing a listing shows (no times): their lengths will do.
+        async with self._client() as client:
+            keys = await self._scan(client)
+            async with client.pipeline(transaction=False) as pipe:
+                for _, name in keys:
+                    pipe.strlen(name)
+                sizes = await pipe.execute() if keys else []
+        # STRLEN is 0 for a key that expired since the SCAN: not a session any more.
+        return [self._row_from(k, n, None, size) for (k, n), size in zip(keys, sizes, strict=True) if size]
 
 
 # -- addresses --------------------------------------------------------------------------

@@ -328,3 +328,23 @@ async def test_cli_reads_a_source_and_copies_it_into_a_store(
     mine.save(ref, agent=copy_state, label="after-copy")
     assert [c.seq for c in mine.history(ref)] == [1, 2]
     assert files_of(path) == before
+
+
+def test_addresses_follow_sqlalchemys_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    relative = open_source("agentscope+sqlite+aiosqlite:///data/app.db")
+    assert isinstance(relative, AgentScopeSQLSource) and relative.path == tmp_path / "data" / "app.db"
+    absolute = open_source("agentscope+sqlite:////srv/app.db")
+    assert isinstance(absolute, AgentScopeSQLSource) and absolute.path == Path("/srv/app.db")
+    pg = open_source("agentscope+postgresql+asyncpg://app:s3cret@db:5432/prod")
+    assert isinstance(pg, AgentScopeSQLSource) and pg.dsn == "postgresql://app:s3cret@db:5432/prod"
+    assert "s3cret" not in pg.location and "s3cret" not in repr(pg)
+    two = open_source("agentscope+redis://:pw@cache:6380/2")
+    assert isinstance(two, AgentScopeRedisSource) and "pw" not in two.location
+    one = open_source("agentscope1+redis://cache/0?prefix=a*b:")
+    assert isinstance(one, AgentScope1RedisSource)
+    assert one._parse_key("a*b:user_id:u:1:session:s:state") == ("u:1", "s")
+    assert one._parse_key("axb:user_id:u:session:s:state") is None
+    for bad in ("agentscope+sqlite://app.db", "agentscope1+sqlite:///app.db", "agentscope+mysql://h/db"):
+        with pytest.raises(StoreError, match="agentscope\\+sqlite:///"):
+            open_source(bad)
