@@ -13,6 +13,7 @@ __all__ = [
     "CheckpointNotFoundError",
     "ConflictError",
     "InvalidIdError",
+    "MissingDependencyError",
     "NbSessionsError",
     "NotSerializableError",
     "ReadOnlyStoreError",
@@ -109,6 +110,10 @@ class StateMismatchError(StateError):
     def unexpected(self) -> list[str]:
         """Dotted paths the state holds but the object does not know."""
         return [p for p, m in self.problems if m.startswith("unexpected")]
+
+
+class MissingDependencyError(NbSessionsError, ImportError):
+    """An optional package a feature needs is not installed; the message names what to install."""
 
 
 class NotSerializableError(NbSessionsError, TypeError):

@@ -38,10 +38,18 @@ import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, Literal
 
-from agentscope.app.storage import SessionConfig, SessionRecord, StorageBase
-from agentscope.state import AgentState
+from .errors import MissingDependencyError, NbSessionsError, StateError
 
-from .errors import NbSessionsError, StateError
+try:
+    from agentscope.app.storage import SessionConfig, SessionRecord, StorageBase
+    from agentscope.state import AgentState
+except ImportError as exc:
+    raise MissingDependencyError(
+        f"nbs.VersionedStorage wraps an AgentScope 2.x app's storage, and AgentScope 2.x cannot be "
+        f"imported here ({exc}): pip install 'agentscope[service,storage-sql]' (or storage-redis), "
+        "Python >= 3.11"
+    ) from exc
+
 from .generations import v2
 from .stores import DEFAULT_STORE, BaseStore, Checkpoint, open_store
 from .stores.base import Ref, SessionKey, validate_label

@@ -8,17 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
 from pathlib import Path
 from unittest import mock
 
 import pytest
-from agentscope.app.storage import AsyncSQLAlchemyStorage, RedisStorage, SessionConfig, StorageBase
-from agentscope.state import AgentState
 
 import nb_sessions as nbs
 from nb_sessions.errors import StateError, StoreError
 from nb_sessions.stores import SessionKey
 from nb_sessions.versioned import FORWARDED, VersionedStorage
+from tests.agentscope2 import (
+    AgentState,
+    AsyncSQLAlchemyStorage,
+    RedisStorage,
+    SessionConfig,
+    StorageBase,
+)
 from tests.conftest import Box
 from tests.servers import redis_server, redis_url  # noqa: F401 - fixtures
 from tests.stores.test_agentscope_sources import agent_state, dumped
@@ -157,3 +164,14 @@ async def test_a_write_the_app_refuses_records_nothing(tmp_path: Path) -> None:
         with pytest.raises(KeyError):
             await wrapped.update_session_state("u1", "agent-a", "no-such-session", agent_state("x"))
         assert wrapped.store.sessions() == [] and wrapped.failures == 0
+
+
+def test_without_agentscope_the_wrapper_says_what_to_install() -> None:
+    code = (
+        "import sys; sys.modules['agentscope'] = None\n"
+        "import nb_sessions as nbs\n"
+        "try:\n    nbs.VersionedStorage\n"
+        "except nbs.MissingDependencyError as e:\n    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "pip install 'agentscope[service,storage-sql]'" in out

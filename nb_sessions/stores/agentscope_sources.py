@@ -47,7 +47,13 @@ import aiosqlite
 
 from .. import codec
 from .._loop import run_sync
-from ..errors import CheckpointNotFoundError, ReadOnlyStoreError, StoreCorruptedError, StoreError
+from ..errors import (
+    CheckpointNotFoundError,
+    MissingDependencyError,
+    ReadOnlyStoreError,
+    StoreCorruptedError,
+    StoreError,
+)
 from .base import BaseStore, Checkpoint, PruneResult, SessionInfo, SessionKey, parse_ref
 
 __all__ = [
@@ -293,8 +299,8 @@ class AgentScopeSQLSource(_TranscriptSource):
         try:
             import psycopg
         except ImportError as exc:
-            raise StoreError(
-                f"reading {self.location} needs psycopg 3: pip install 'psycopg[binary]'"
+            raise MissingDependencyError(
+                f"reading {self.location} needs psycopg 3: pip install 'nb_sessions[sources]'"
             ) from exc
         try:
             async with await psycopg.AsyncConnection.connect(self.dsn) as conn:
@@ -420,7 +426,9 @@ class _RedisSource(ReadOnlySource):
         try:
             import redis.asyncio as aredis
         except ImportError as exc:
-            raise StoreError(f"reading {self.location} needs the redis client: pip install redis") from exc
+            raise MissingDependencyError(
+                f"reading {self.location} needs the redis client: pip install 'nb_sessions[sources]'"
+            ) from exc
         client = aredis.Redis.from_url(self._redis_url, decode_responses=False)
         try:
             yield client

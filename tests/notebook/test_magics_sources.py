@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agentscope.app.storage import AsyncSQLAlchemyStorage
-from agentscope.state import AgentState
 from IPython.core.interactiveshell import InteractiveShell
 
+from tests.agentscope2 import AgentState, AsyncSQLAlchemyStorage
 from tests.stores.test_agentscope_sources import dumped, fill_storage
 
 from .conftest import ok

@@ -18,9 +18,6 @@ from typing import Any
 
 import pytest
 import redis
-from agentscope.app.storage import AsyncSQLAlchemyStorage, RedisStorage, SessionConfig
-from agentscope.message import Msg, TextBlock
-from agentscope.state import AgentState
 
 import nb_sessions as nbs
 from nb_sessions import views
@@ -30,6 +27,14 @@ from nb_sessions.stores.agentscope_sources import (
     AgentScopeRedisSource,
     AgentScopeSQLSource,
     open_source,
+)
+from tests.agentscope2 import (
+    AgentState,
+    AsyncSQLAlchemyStorage,
+    Msg,
+    RedisStorage,
+    SessionConfig,
+    TextBlock,
 )
 from tests.servers import pg_dsn, pg_server, redis_server, redis_url  # noqa: F401 - fixtures
 from tests.stores.test_agentscope_real import agentscope_python, peer_states  # noqa: F401 - fixture
