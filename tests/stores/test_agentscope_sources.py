@@ -318,10 +318,14 @@ async def test_cli_reads_a_source_and_copies_it_into_a_store(
     before = files_of(path)
     (user, sid), state = next(iter(sorted(expected.items())))
     ref = f"{user}/{sid}"
-    for argv in (["ls"], ["show", ref], ["messages", ref], ["search", "Kyoto"], ["history", ref]):
+    other = next(f"{u}/{s}" for u, s in expected if u != user)
+    for argv in (["ls"], ["show", ref], ["messages", ref], ["search", "Kyoto"], ["history", ref],
+                 ["diff", ref, other], ["check"]):
         assert await asyncio.to_thread(main, ["--store", url, *argv]) == 0, argv
     out = capsys.readouterr().out
-    assert sid in out and "Kyoto" in out
+    assert sid in out and "Kyoto" in out and "all readable" in out
+    assert await asyncio.to_thread(main, ["--store", url, "prune", "--keep-last", "1"]) == 1
+    assert "read-only" in capsys.readouterr().err
     target = tmp_path / "mine.db"
     assert await asyncio.to_thread(main, ["copy", url, str(target)]) == 0
     mine = nbs.open_store(target)
