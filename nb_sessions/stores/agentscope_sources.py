@@ -114,6 +114,12 @@ class ReadOnlySource(BaseStore):
             )
         return parsed
 
+    def _modules(self, row: SourceRow) -> tuple[str, ...]:
+        """The module names of a row's state (empty when it cannot be parsed)."""
+        with contextlib.suppress(StoreCorruptedError):
+            return tuple(self._parse(row))
+        return ()
+
     # -- what every source shares ---------------------------------------------------
 
     def _read_only(self, cp: Checkpoint) -> bool:
@@ -164,13 +170,10 @@ class ReadOnlySource(BaseStore):
         row = await self._row(key)
         if row is None:
             raise self._not_found(key)
-        modules: tuple[str, ...] = ()
-        with contextlib.suppress(StoreCorruptedError):
-            modules = tuple(self._parse(row))
         return [
             Checkpoint(
                 session_id=key.session_id, user_id=key.user_id, seq=1,
-                created_at=row.updated_at, modules=modules, size=row.size,
+                created_at=row.updated_at, modules=self._modules(row), size=row.size,
                 metadata=dict(row.metadata or {}), store=self, origin=row.where,
             )
         ]
@@ -203,6 +206,9 @@ class ReadOnlySource(BaseStore):
 
 class _TranscriptSource(ReadOnlySource):
     """A 2.x source: besides the state, the app keeps a message log per session (what its UI shows)."""
+
+    def _modules(self, row: SourceRow) -> tuple[str, ...]:
+        return (AGENT_MODULE,)  # one AgentState per session: no need to parse it to say so
 
     async def _transcript(self, key: SessionKey) -> list[tuple[str, Any]]:
         """``(where, json)`` of each logged message, oldest first."""

@@ -21,7 +21,7 @@ import redis
 
 import nb_sessions as nbs
 from nb_sessions import views
-from nb_sessions.errors import ReadOnlyStoreError, SessionNotFoundError, StoreError
+from nb_sessions.errors import ReadOnlyStoreError, SessionNotFoundError, StoreCorruptedError, StoreError
 from nb_sessions.stores.agentscope_sources import (
     AgentScope1RedisSource,
     AgentScopeRedisSource,
@@ -357,3 +357,22 @@ def test_addresses_follow_sqlalchemys_urls(tmp_path: Path, monkeypatch: pytest.M
     for bad in ("agentscope+sqlite://app.db", "agentscope1+sqlite:///app.db", "agentscope+mysql://h/db"):
         with pytest.raises(StoreError, match="agentscope\\+sqlite:///"):
             open_source(bad)
+
+
+async def test_damaged_rows_are_named_by_row_and_still_listed(
+    app_db: tuple[Path, dict[Any, AgentState]],
+) -> None:
+    import sqlite3
+
+    path, expected = app_db
+    (user, sid), (user2, sid2) = sorted(expected)
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE sessions SET payload = ? WHERE id = ?", ('{"config": {}}', sid))
+        conn.execute("UPDATE sessions SET payload = ? WHERE id = ?", ("not json", sid2))
+    store = nbs.open_store(path)
+    assert len(store.sessions()) == 2
+    with pytest.raises(StoreCorruptedError, match=f"sessions row '{sid}'.*no AgentState"):
+        store.get_state(f"{user}/{sid}")
+    with pytest.raises(StoreCorruptedError, match=f"sessions row '{sid2}'") as info:
+        store.get_state(f"{user2}/{sid2}")
+    assert sid2 in info.value.location
