@@ -21,7 +21,12 @@ import redis
 
 import nb_sessions as nbs
 from nb_sessions import views
-from nb_sessions.errors import ReadOnlyStoreError, SessionNotFoundError, StoreCorruptedError, StoreError
+from nb_sessions.errors import (
+    ReadOnlyStoreError,
+    SessionNotFoundError,
+    StoreCorruptedError,
+    StoreError,
+)
 from nb_sessions.stores.agentscope_sources import (
     AgentScope1RedisSource,
     AgentScopeRedisSource,
