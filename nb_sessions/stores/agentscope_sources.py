@@ -34,6 +34,7 @@ SQL and Redis commands.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 import sqlite3
 import urllib.parse
@@ -357,7 +358,8 @@ class AgentScopeSQLSource(_TranscriptSource):
             parsed = codec.loads(_as_bytes(row.data), row.where, trusted=False)
             if isinstance(parsed, dict):
                 extra = {k: parsed[k] for k in ("origin", "config") if k in parsed}
-                row = SourceRow(**{**row.__dict__, "metadata": {**dict(row.metadata or {}), **extra}})
+                # Keep what was parsed: reading the state must not parse it a second time.
+                row = dataclasses.replace(row, data=parsed, metadata={**dict(row.metadata or {}), **extra})
         return row
 
     def _states(self, row: SourceRow, parsed: Any) -> dict[str, Any]:
@@ -501,8 +503,6 @@ class AgentScopeRedisSource(_RedisSource, _TranscriptSource):
     def _row_from(self, key: SessionKey, name: str, data: bytes | None) -> SourceRow:
         where = f"Redis key {name!r} of {self.location}"
         meta: dict[str, Any] = {"agentscope": "2.x"}
-        created: datetime | None = None
-        updated: datetime | None = None
         with contextlib.suppress(StoreCorruptedError):
             record = codec.loads(data or b"", where, trusted=False)
             if isinstance(record, dict):
@@ -510,7 +510,8 @@ class AgentScopeRedisSource(_RedisSource, _TranscriptSource):
                 # RedisStorage stamps records in the app's local time, without a zone.
                 created = _local(record.get("created_at"))
                 updated = _local(record.get("updated_at")) or created
-        return SourceRow(key, data, where, created or _EPOCH, updated or _EPOCH, meta, len(data or b""))
+                return SourceRow(key, record, where, created or _EPOCH, updated or _EPOCH, meta, len(data or b""))
+        return SourceRow(key, data, where, _EPOCH, _EPOCH, meta, len(data or b""))
 
     def _states(self, row: SourceRow, parsed: Any) -> dict[str, Any]:
         return {AGENT_MODULE: _record_state(row, parsed)}
