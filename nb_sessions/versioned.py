@@ -117,6 +117,12 @@ class VersionedStorage(_StorageBase):  # type: ignore[misc]
             lock = self._locks[(user_id, session_id)] = asyncio.Lock()
         return lock
 
+    def __getattr__(self, name: str) -> Any:
+        # Backend-specific attributes the app may read (``key_config``, ``key_ttl``, ...).
+        if name == "storage":  # not set yet (during __init__ or unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.storage, name)
+
     async def __aenter__(self) -> VersionedStorage:
         await self.storage.__aenter__()
         return self

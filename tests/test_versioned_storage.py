@@ -104,7 +104,9 @@ async def test_sqlalchemy_storage_gains_history_and_rollback(tmp_path: Path) -> 
 
 async def test_redis_storage_gains_history_and_rollback(redis_url: str, tmp_path: Path) -> None:  # noqa: F811
     port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
-    async with VersionedStorage(RedisStorage(host="127.0.0.1", port=port), tmp_path / "h.db") as wrapped:
+    app = RedisStorage(host="127.0.0.1", port=port)
+    async with VersionedStorage(app, tmp_path / "h.db") as wrapped:
+        assert wrapped.key_config is app.key_config  # backend attributes read through
         await check_history_and_rollback(wrapped)
 
 
