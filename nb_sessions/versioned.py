@@ -183,7 +183,7 @@ class VersionedStorage(_StorageBase):  # type: ignore[misc]
 
     async def history(self, user_id: str, session_id: str) -> list[Checkpoint]:
         """The checkpoints of a session, oldest first."""
-        return await self.store.ahistory(SessionKey(user_id, session_id))  # type: ignore[arg-type]
+        return await self.store.ahistory(SessionKey(user_id, session_id))
 
     async def rollback(self, user_id: str, session_id: str, to: int | str) -> SessionRecord:
         """Write checkpoint ``to`` (a number, a label, or ``"~N"``: N before the latest) back to the app.
@@ -221,7 +221,7 @@ class VersionedStorage(_StorageBase):  # type: ignore[misc]
 
     async def _last_config(self, key: SessionKey) -> tuple[SessionConfig, Any]:
         """The newest config (and origin) a checkpoint of ``key`` recorded: to recreate a deleted session."""
-        for cp in reversed(await self.store.ahistory(key)):  # type: ignore[arg-type]
+        for cp in reversed(await self.store.ahistory(key)):
             config = cp.metadata.get("config")
             if isinstance(config, dict):
                 origin = cp.metadata.get("origin")

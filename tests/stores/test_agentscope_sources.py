@@ -20,7 +20,7 @@ import pytest
 import redis
 
 import nb_sessions as nbs
-from nb_sessions import views
+from nb_sessions import bundle, views
 from nb_sessions.errors import (
     ReadOnlyStoreError,
     SessionNotFoundError,
@@ -274,7 +274,7 @@ async def test_agentscope2_redis_storage_reads_and_never_changes(redis_url: str)
 
 
 async def test_agentscope1_redis_session_keys_read_without_sliding_ttls(
-    agentscope_python: str, redis_server: int  # noqa: F811
+    agentscope_python: str, redis_server: int, tmp_path: Path  # noqa: F811
 ) -> None:
     url = f"redis://127.0.0.1:{redis_server}/0"
     redis.Redis.from_url(url).flushall()
@@ -299,6 +299,10 @@ async def test_agentscope1_redis_session_keys_read_without_sliding_ttls(
     assert len(store.search("Paris")) > 0 or len(store.search("trip")) > 0
     with pytest.raises(ReadOnlyStoreError):
         store.save(key, agent=AgentState())
+    # A snapshot into a store of one's own keeps the ids as they are ('@' and ':' included).
+    mine = nbs.open_store(tmp_path / "snapshot.db")
+    bundle.copy_sessions(store, mine)
+    assert mine.get_state(key) == written
     assert_untouched(before, keyspace(url))
 
 
