@@ -98,7 +98,9 @@ class VersionedStorage(_StorageBase):  # type: ignore[misc]
         on_checkpoint_error: Literal["log", "raise"] = "log",
     ) -> None:
         if not isinstance(storage, StorageBase):
-            raise TypeError(f"VersionedStorage wraps an AgentScope StorageBase, not {type(storage).__name__}")
+            raise TypeError(
+                f"VersionedStorage wraps an AgentScope StorageBase, not {type(storage).__name__}"
+            )
         if on_checkpoint_error not in ("log", "raise"):
             raise ValueError("on_checkpoint_error is 'log' or 'raise'")
         self.storage = storage
@@ -109,7 +111,9 @@ class VersionedStorage(_StorageBase):  # type: ignore[misc]
         # One state write at a time per session, app write and checkpoint together: two
         # concurrent turns must reach the history in the order they reached the app.
         # Weak: a lock lives while a write holds it, so a long-running app does not collect them.
-        self._locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = weakref.WeakValueDictionary()
+        self._locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
 
     def _lock(self, user_id: str, session_id: str) -> asyncio.Lock:
         lock = self._locks.get((user_id, session_id))
@@ -147,7 +151,9 @@ class VersionedStorage(_StorageBase):  # type: ignore[misc]
 
     async def _checkpoint_record(self, record: SessionRecord, via: str, **meta: Any) -> None:
         meta.update(
-            config=record.config.model_dump(mode="json"), origin=record.origin.model_dump(mode="json"), via=via
+            config=record.config.model_dump(mode="json"),
+            origin=record.origin.model_dump(mode="json"),
+            via=via,
         )
         await self._checkpoint(record.user_id, record.id, record.agent_id, record.state, meta)
 
@@ -157,7 +163,10 @@ class VersionedStorage(_StorageBase):  # type: ignore[misc]
         async with self._lock(bound["user_id"], bound["session_id"]):
             await self.storage.update_session_state(*args, **kwargs)  # KeyError: no checkpoint
             await self._checkpoint(
-                bound["user_id"], bound["session_id"], bound["agent_id"], bound["state"],
+                bound["user_id"],
+                bound["session_id"],
+                bound["agent_id"],
+                bound["state"],
                 {"via": "update_session_state"},
             )
 
@@ -166,7 +175,9 @@ class VersionedStorage(_StorageBase):  # type: ignore[misc]
     ) -> Checkpoint | None:
         try:
             return await self.store.asave(
-                SessionKey(user_id, session_id), metadata={"agent_id": agent_id, **meta}, agent=state
+                SessionKey(user_id, session_id),
+                metadata={"agent_id": agent_id, **meta},
+                agent=state,
             )
         except Exception as exc:
             self.failures += 1
@@ -175,7 +186,11 @@ class VersionedStorage(_StorageBase):  # type: ignore[misc]
             log.error(
                 "nb_sessions: the app saved session %s/%s, but its checkpoint in %s failed (%s: %s); "
                 "its history misses this state",
-                user_id, session_id, self.store.location, type(exc).__name__, exc,
+                user_id,
+                session_id,
+                self.store.location,
+                type(exc).__name__,
+                exc,
             )
             return None
 
@@ -200,14 +215,20 @@ class VersionedStorage(_StorageBase):  # type: ignore[misc]
         state = _agent_state(cp, states)
         agent_id = cp.metadata.get("agent_id")
         if not isinstance(agent_id, str):
-            raise StateError([("metadata.agent_id", "missing: not a checkpoint VersionedStorage wrote")],
-                             module=cp.ref)
+            raise StateError(
+                [("metadata.agent_id", "missing: not a checkpoint VersionedStorage wrote")],
+                module=cp.ref,
+            )
         async with self._lock(user_id, session_id):
             existing = await self.storage.get_session(user_id, agent_id, session_id)
             if existing is not None:
                 await self.storage.update_session_state(user_id, agent_id, session_id, state)
                 await self._checkpoint(
-                    user_id, session_id, agent_id, state, {"rolled_back_to": cp.ref, "via": "rollback"}
+                    user_id,
+                    session_id,
+                    agent_id,
+                    state,
+                    {"rolled_back_to": cp.ref, "via": "rollback"},
                 )
                 record = await self.storage.get_session(user_id, agent_id, session_id)
                 assert record is not None  # it existed a moment ago, and nothing here deletes
@@ -226,8 +247,12 @@ class VersionedStorage(_StorageBase):  # type: ignore[misc]
             if isinstance(config, dict):
                 origin = cp.metadata.get("origin")
                 record = SessionRecord.model_validate(
-                    {"user_id": key.user_id, "agent_id": "", "config": config,
-                     **({"origin": origin} if origin else {})}
+                    {
+                        "user_id": key.user_id,
+                        "agent_id": "",
+                        "config": config,
+                        **({"origin": origin} if origin else {}),
+                    }
                 )
                 return record.config, record.origin
         raise NbSessionsError(
@@ -237,7 +262,9 @@ class VersionedStorage(_StorageBase):  # type: ignore[misc]
         )
 
 
-def _bind(name: str, self: VersionedStorage, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+def _bind(
+    name: str, self: VersionedStorage, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> dict[str, Any]:
     """The arguments of a ``StorageBase.<name>`` call by parameter name, defaults filled in."""
     bound = inspect.signature(getattr(StorageBase, name)).bind(self, *args, **kwargs)
     bound.apply_defaults()
@@ -246,7 +273,9 @@ def _bind(name: str, self: VersionedStorage, args: tuple[Any, ...], kwargs: dict
 
 def _ref(key: SessionKey, to: int | str) -> Ref:
     if isinstance(to, bool) or not isinstance(to, (int, str)):
-        raise TypeError(f"rollback(to=...) takes a checkpoint number or label, got {type(to).__name__}")
+        raise TypeError(
+            f"rollback(to=...) takes a checkpoint number or label, got {type(to).__name__}"
+        )
     if isinstance(to, int):
         return Ref(key, seq=to)
     if to.startswith("~") and to[1:].isdigit():

@@ -40,8 +40,13 @@ def _wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str, log: Pat
     # Polls until the server accepts connections; the deadline only bounds a broken start.
     for _ in range(600):
         if proc.poll() is not None:
-            pytest.fail(f"{what} exited with {proc.returncode} at start:\n{_tail(log)}", pytrace=False)
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            pytest.fail(
+                f"{what} exited with {proc.returncode} at start:\n{_tail(log)}", pytrace=False
+            )
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", port), timeout=0.2),
+        ):
             return
         time.sleep(0.05)
     pytest.fail(f"{what} did not accept connections on port {port}:\n{_tail(log)}", pytrace=False)
@@ -68,9 +73,25 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     port = free_port()
     log = folder / "redis.log"
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(folder), "--logfile", str(log), "--protected-mode", "yes"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(folder),
+            "--logfile",
+            str(log),
+            "--protected-mode",
+            "yes",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         _wait_for_port(port, proc, "redis-server", log)
@@ -95,7 +116,9 @@ def redis_url(redis_server: int) -> str:
 
 
 def _pg_bin(name: str) -> str:
-    found = shutil.which(name) or next(iter(sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))), None)
+    found = shutil.which(name) or next(
+        iter(sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))), None
+    )
     if found is None:
         pytest.fail(
             f"these tests need PostgreSQL's {name}: install Debian's package (apt-get install "
@@ -123,24 +146,42 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         try:
             user = pwd.getpwnam("postgres")
         except KeyError:
-            pytest.fail("running as root needs a 'postgres' OS user (apt-get install postgresql)", pytrace=False)
+            pytest.fail(
+                "running as root needs a 'postgres' OS user (apt-get install postgresql)",
+                pytrace=False,
+            )
         os.chown(folder, user.pw_uid, user.pw_gid)
         as_postgres = {"user": user.pw_uid, "group": user.pw_gid}
 
     def run(*args: str) -> None:
         done = subprocess.run(args, capture_output=True, text=True, check=False, **as_postgres)
         if done.returncode:
-            pytest.fail(f"{' '.join(args)} failed:\n{done.stderr[-3000:]}\n{_tail(log)}", pytrace=False)
+            pytest.fail(
+                f"{' '.join(args)} failed:\n{done.stderr[-3000:]}\n{_tail(log)}", pytrace=False
+            )
 
     try:
         run(initdb, "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync")
-        run(pg_ctl, "-D", str(data), "-l", str(log), "-w", "start", "-o",
-            f"-p {port} -h 127.0.0.1 -k {folder} -F")
+        run(
+            pg_ctl,
+            "-D",
+            str(data),
+            "-l",
+            str(log),
+            "-w",
+            "start",
+            "-o",
+            f"-p {port} -h 127.0.0.1 -k {folder} -F",
+        )
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:
         if data.exists():
-            subprocess.run([pg_ctl, "-D", str(data), "-m", "immediate", "stop"],
-                           check=False, capture_output=True, **as_postgres)
+            subprocess.run(
+                [pg_ctl, "-D", str(data), "-m", "immediate", "stop"],
+                check=False,
+                capture_output=True,
+                **as_postgres,
+            )
         shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -42,8 +42,12 @@ def test_every_storage_base_method_is_forwarded() -> None:
     assert nbs.VersionedStorage is VersionedStorage
 
 
-@pytest.mark.parametrize("name", sorted(set(FORWARDED) - {"upsert_session", "update_session_state"}))
-async def test_a_method_reaches_the_apps_storage_with_its_arguments(name: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "name", sorted(set(FORWARDED) - {"upsert_session", "update_session_state"})
+)
+async def test_a_method_reaches_the_apps_storage_with_its_arguments(
+    name: str, tmp_path: Path
+) -> None:
     inner = mock.AsyncMock(spec=StorageBase)
     wrapped = VersionedStorage(inner, tmp_path / "history.db")
     getattr(inner, name).return_value = sentinel = object()
@@ -65,7 +69,9 @@ async def run_app(storage: StorageBase) -> tuple[str, list[AgentState]]:
     states = [agent_state(f"turn {i}") for i in range(3)]
     record = await storage.upsert_session("u1", "agent-a", CONFIG, state=states[0])
     await storage.update_session_state("u1", "agent-a", record.id, states[1])
-    await storage.update_session_state(user_id="u1", agent_id="agent-a", session_id=record.id, state=states[2])
+    await storage.update_session_state(
+        user_id="u1", agent_id="agent-a", session_id=record.id, state=states[2]
+    )
     return record.id, states
 
 
@@ -74,7 +80,11 @@ async def check_history_and_rollback(wrapped: VersionedStorage) -> None:
     store, key = wrapped.store, SessionKey("u1", sid)
     history = await wrapped.history("u1", sid)
     assert [c.seq for c in history] == [1, 2, 3]
-    assert [c.metadata["via"] for c in history] == ["upsert_session", "update_session_state", "update_session_state"]
+    assert [c.metadata["via"] for c in history] == [
+        "upsert_session",
+        "update_session_state",
+        "update_session_state",
+    ]
     assert history[0].metadata["config"]["name"] == "trip planning"
     for cp, state in zip(history, states, strict=True):
         assert cp.metadata["agent_id"] == "agent-a"
@@ -117,7 +127,9 @@ async def test_a_failed_checkpoint_never_undoes_the_apps_write(
     unreachable = tmp_path / "no-such-folder" / "history.db"
     async with VersionedStorage(app, unreachable) as wrapped:
         with caplog.at_level(logging.ERROR, logger="nb_sessions"):
-            record = await wrapped.upsert_session("u1", "agent-a", CONFIG, state=agent_state("kept"))
+            record = await wrapped.upsert_session(
+                "u1", "agent-a", CONFIG, state=agent_state("kept")
+            )
         assert wrapped.failures == 1
         assert "its checkpoint in" in caplog.text and record.id in caplog.text
         got = await app.get_session("u1", "agent-a", record.id)
@@ -136,12 +148,17 @@ async def test_rollback_refuses_a_state_that_is_no_agent_state(tmp_path: Path) -
         record = await wrapped.upsert_session("u1", "agent-a", CONFIG, state=agent_state("real"))
         before = await app.get_session("u1", "agent-a", record.id)
         # A 1.x-shaped module under the same name would validate into an empty AgentState.
-        wrapped.store.save(SessionKey("u1", record.id), agent=Box({"content": []}),
-                           metadata={"agent_id": "agent-a"})
+        wrapped.store.save(
+            SessionKey("u1", record.id),
+            agent=Box({"content": []}),
+            metadata={"agent_id": "agent-a"},
+        )
         with pytest.raises(StateError, match=r"not an AgentScope 2\.x AgentState"):
             await wrapped.rollback("u1", record.id, 2)
         after = await app.get_session("u1", "agent-a", record.id)
-        assert before is not None and after is not None and dumped(after.state) == dumped(before.state)
+        assert (
+            before is not None and after is not None and dumped(after.state) == dumped(before.state)
+        )
 
 
 async def test_concurrent_turns_reach_the_history_in_the_apps_order(tmp_path: Path) -> None:
@@ -175,5 +192,7 @@ def test_without_agentscope_the_wrapper_says_what_to_install() -> None:
         "try:\n    nbs.VersionedStorage\n"
         "except nbs.MissingDependencyError as e:\n    print(e)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     assert "pip install 'agentscope[service,storage-sql]'" in out

@@ -173,9 +173,15 @@ class ReadOnlySource(BaseStore):
             raise self._not_found(key)
         return [
             Checkpoint(
-                session_id=key.session_id, user_id=key.user_id, seq=1,
-                created_at=row.updated_at, modules=self._modules(row), size=row.size,
-                metadata=dict(row.metadata or {}), store=self, origin=row.where,
+                session_id=key.session_id,
+                user_id=key.user_id,
+                seq=1,
+                created_at=row.updated_at,
+                modules=self._modules(row),
+                size=row.size,
+                metadata=dict(row.metadata or {}),
+                store=self,
+                origin=row.where,
             )
         ]
 
@@ -198,8 +204,12 @@ class ReadOnlySource(BaseStore):
     async def _sessions(self) -> list[SessionInfo]:
         return [
             SessionInfo(
-                session_id=row.key.session_id, user_id=row.key.user_id, checkpoints=1,
-                latest_seq=1, created_at=row.created_at, updated_at=row.updated_at,
+                session_id=row.key.session_id,
+                user_id=row.key.user_id,
+                checkpoints=1,
+                latest_seq=1,
+                created_at=row.created_at,
+                updated_at=row.updated_at,
             )
             for row in await self._rows()
         ]
@@ -215,7 +225,9 @@ class _TranscriptSource(ReadOnlySource):
         """``(where, json)`` of each logged message, oldest first."""
         raise NotImplementedError
 
-    async def atranscript(self, session: str | SessionKey, *, user_id: str | None = None) -> list[dict[str, Any]]:
+    async def atranscript(
+        self, session: str | SessionKey, *, user_id: str | None = None
+    ) -> list[dict[str, Any]]:
         """The app's message log of ``session``, oldest first, as ``Msg`` dicts.
 
         AgentScope 2.x keeps it apart from the agent's state (a ``messages``
@@ -228,12 +240,15 @@ class _TranscriptSource(ReadOnlySource):
         for where, data in await self._transcript(key):
             msg = codec.loads(_as_bytes(data), where, trusted=False)
             if not isinstance(msg, dict):
-                raise StoreCorruptedError(f"{where} holds {type(msg).__name__} JSON, not a message",
-                                          location=where)
+                raise StoreCorruptedError(
+                    f"{where} holds {type(msg).__name__} JSON, not a message", location=where
+                )
             out.append(msg)
         return out
 
-    def transcript(self, session: str | SessionKey, *, user_id: str | None = None) -> list[dict[str, Any]]:
+    def transcript(
+        self, session: str | SessionKey, *, user_id: str | None = None
+    ) -> list[dict[str, Any]]:
         """The app's message log of ``session``; see :meth:`atranscript`."""
         return run_sync(self.atranscript(session, user_id=user_id))
 
@@ -268,7 +283,9 @@ class AgentScopeSQLSource(_TranscriptSource):
                     f"{url!r}: write agentscope+sqlite:///relative/app.db or "
                     "agentscope+sqlite:////absolute/app.db (SQLAlchemy's form, with 'agentscope+' in front)"
                 )
-            self.path: Path | None = Path(urllib.parse.unquote(rest[1:].split("?", 1)[0])).absolute()
+            self.path: Path | None = Path(
+                urllib.parse.unquote(rest[1:].split("?", 1)[0])
+            ).absolute()
             self.dsn = ""
         elif dialect in ("postgresql", "postgres"):
             self.path = None
@@ -289,7 +306,9 @@ class AgentScopeSQLSource(_TranscriptSource):
             return await self._query_sqlite(self.path, sql, params)
         return await self._query_postgres(sql.replace("?", "%s"), params)
 
-    async def _query_sqlite(self, path: Path, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    async def _query_sqlite(
+        self, path: Path, sql: str, params: Sequence[Any]
+    ) -> list[tuple[Any, ...]]:
         if not path.is_file():
             raise StoreError(f"no AgentScope database at {path}: check the path in {self.location}")
         uri = f"file:{urllib.parse.quote(str(path))}?mode=ro"
@@ -328,22 +347,35 @@ class AgentScopeSQLSource(_TranscriptSource):
                 "database your app passes to AsyncSQLAlchemyStorage, and has the app started once?"
             )
         if "not a database" in text or "malformed" in text:
-            return StoreCorruptedError(f"{self.location} is not a readable SQLite database ({text})",
-                                       location=self.location)
+            return StoreCorruptedError(
+                f"{self.location} is not a readable SQLite database ({text})",
+                location=self.location,
+            )
         return StoreError(f"cannot read {self.location}: {text}")
 
     def _row_of(self, found: tuple[Any, ...], data: Any) -> SourceRow:
         sid, uid, agent_id, team_id, created, updated = found[:6]
         where = f"sessions row {sid!r} in {self.location}"
         return SourceRow(
-            key=SessionKey(str(uid), str(sid)), data=data, where=where,
-            created_at=_utc(created), updated_at=_utc(updated),
-            metadata={"agentscope": "2.x", "agent_id": agent_id, **({"team_id": team_id} if team_id else {})},
-            size=len(data.encode("utf-8", "surrogatepass")) if isinstance(data, str) else len(data or b""),
+            key=SessionKey(str(uid), str(sid)),
+            data=data,
+            where=where,
+            created_at=_utc(created),
+            updated_at=_utc(updated),
+            metadata={
+                "agentscope": "2.x",
+                "agent_id": agent_id,
+                **({"team_id": team_id} if team_id else {}),
+            },
+            size=len(data.encode("utf-8", "surrogatepass"))
+            if isinstance(data, str)
+            else len(data or b""),
         )
 
     async def _rows(self) -> list[SourceRow]:
-        return [self._row_of(r, None) for r in await self._query(f"SELECT {_SQL_COLUMNS} FROM sessions")]
+        return [
+            self._row_of(r, None) for r in await self._query(f"SELECT {_SQL_COLUMNS} FROM sessions")
+        ]
 
     async def _row(self, key: SessionKey) -> SourceRow | None:
         payload = "payload::text" if self.path is None else "payload"
@@ -359,7 +391,9 @@ class AgentScopeSQLSource(_TranscriptSource):
             if isinstance(parsed, dict):
                 extra = {k: parsed[k] for k in ("origin", "config") if k in parsed}
                 # Keep what was parsed: reading the state must not parse it a second time.
-                row = dataclasses.replace(row, data=parsed, metadata={**dict(row.metadata or {}), **extra})
+                row = dataclasses.replace(
+                    row, data=parsed, metadata={**dict(row.metadata or {}), **extra}
+                )
         return row
 
     def _states(self, row: SourceRow, parsed: Any) -> dict[str, Any]:
@@ -371,7 +405,10 @@ class AgentScopeSQLSource(_TranscriptSource):
             f"SELECT msg_id, {payload} FROM messages WHERE session_id = ? ORDER BY created_at, msg_id",
             (key.session_id,),
         )
-        return [(f"messages row {mid!r} of session {key} in {self.location}", data) for mid, data in rows]
+        return [
+            (f"messages row {mid!r} of session {key} in {self.location}", data)
+            for mid, data in rows
+        ]
 
 
 def is_agentscope2_sqlite(path: str | Path) -> bool:
@@ -390,7 +427,11 @@ def is_agentscope2_sqlite(path: str | Path) -> bool:
     try:
         conn.execute("PRAGMA trusted_schema = OFF")
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        columns = {r[1] for r in conn.execute("PRAGMA table_info(sessions)")} if "sessions" in names else set()
+        columns = (
+            {r[1] for r in conn.execute("PRAGMA table_info(sessions)")}
+            if "sessions" in names
+            else set()
+        )
     except sqlite3.Error:
         return False
     finally:
@@ -474,7 +515,9 @@ class _RedisSource(ReadOnlySource):
             keys = await self._scan(client)
             values = await client.mget([name for _, name in keys]) if keys else []
         # A key that expired between SCAN and MGET is gone: not a session any more.
-        return [self._row_from(k, n, v) for (k, n), v in zip(keys, values, strict=True) if v is not None]
+        return [
+            self._row_from(k, n, v) for (k, n), v in zip(keys, values, strict=True) if v is not None
+        ]
 
     async def _row(self, key: SessionKey) -> SourceRow | None:
         name = self._key(key)
@@ -506,11 +549,19 @@ class AgentScopeRedisSource(_RedisSource, _TranscriptSource):
         with contextlib.suppress(StoreCorruptedError):
             record = codec.loads(data or b"", where, trusted=False)
             if isinstance(record, dict):
-                meta.update({k: record[k] for k in ("agent_id", "team_id", "origin", "config") if record.get(k)})
+                meta.update(
+                    {
+                        k: record[k]
+                        for k in ("agent_id", "team_id", "origin", "config")
+                        if record.get(k)
+                    }
+                )
                 # RedisStorage stamps records in the app's local time, without a zone.
                 created = _local(record.get("created_at"))
                 updated = _local(record.get("updated_at")) or created
-                return SourceRow(key, record, where, created or _EPOCH, updated or _EPOCH, meta, len(data or b""))
+                return SourceRow(
+                    key, record, where, created or _EPOCH, updated or _EPOCH, meta, len(data or b"")
+                )
         return SourceRow(key, data, where, _EPOCH, _EPOCH, meta, len(data or b""))
 
     def _states(self, row: SourceRow, parsed: Any) -> dict[str, Any]:
@@ -520,7 +571,9 @@ class AgentScopeRedisSource(_RedisSource, _TranscriptSource):
         name = self.messages_template.format(user_id=key.user_id, session_id=key.session_id)
         async with self._client() as client:
             items = await client.lrange(name, 0, -1)  # LRANGE: the list's TTL is left as it is
-        return [(f"Redis list {name!r}[{i}] of {self.location}", data) for i, data in enumerate(items)]
+        return [
+            (f"Redis list {name!r}[{i}] of {self.location}", data) for i, data in enumerate(items)
+        ]
 
 
 class AgentScope1RedisSource(_RedisSource):
@@ -538,10 +591,17 @@ class AgentScope1RedisSource(_RedisSource):
         self.template = prefix + "user_id:{user_id}:session:{session_id}:state"
         super().__init__(url)
 
-    def _row_from(self, key: SessionKey, name: str, data: bytes | None, size: int | None = None) -> SourceRow:
+    def _row_from(
+        self, key: SessionKey, name: str, data: bytes | None, size: int | None = None
+    ) -> SourceRow:
         where = f"Redis key {name!r} of {self.location}"
-        return SourceRow(key, data, where, metadata={"agentscope": "1.x"},
-                         size=len(data or b"") if size is None else size)
+        return SourceRow(
+            key,
+            data,
+            where,
+            metadata={"agentscope": "1.x"},
+            size=len(data or b"") if size is None else size,
+        )
 
     async def _rows(self) -> list[SourceRow]:
         # The values hold nothing a listing shows (no times): their lengths will do.
@@ -552,7 +612,11 @@ class AgentScope1RedisSource(_RedisSource):
                     pipe.strlen(name)
                 sizes = await pipe.execute() if keys else []
         # STRLEN is 0 for a key that expired since the SCAN: not a session any more.
-        return [self._row_from(k, n, None, size) for (k, n), size in zip(keys, sizes, strict=True) if size]
+        return [
+            self._row_from(k, n, None, size)
+            for (k, n), size in zip(keys, sizes, strict=True)
+            if size
+        ]
 
 
 # -- addresses --------------------------------------------------------------------------
@@ -599,7 +663,10 @@ def _record_state(row: SourceRow, parsed: Any) -> Any:
 def _template_regex(template: str) -> re.Pattern[str]:
     parts = re.split(r"(\{user_id\}|\{session_id\})", template)
     body = "".join(
-        "(?P<user_id>.+?)" if p == "{user_id}" else "(?P<session_id>.+)" if p == "{session_id}"
+        "(?P<user_id>.+?)"
+        if p == "{user_id}"
+        else "(?P<session_id>.+)"
+        if p == "{session_id}"
         else re.escape(p.replace("{{", "{").replace("}}", "}"))
         for p in parts
     )

@@ -13,7 +13,9 @@ from .conftest import ok
 from .test_magics import usage_error
 
 
-async def test_magics_read_an_agentscope_database_by_url(shell: InteractiveShell, tmp_path: Path) -> None:
+async def test_magics_read_an_agentscope_database_by_url(
+    shell: InteractiveShell, tmp_path: Path
+) -> None:
     path = tmp_path / "app.db"
     async with AsyncSQLAlchemyStorage(f"sqlite+aiosqlite:///{path}") as storage:
         expected = await fill_storage(storage)

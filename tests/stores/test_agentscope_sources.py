@@ -61,7 +61,9 @@ def dumped(state: AgentState) -> dict[str, Any]:
 async def fill_storage(storage: Any) -> dict[str, Any]:
     """Two users' sessions through the app's own storage; returns ``{(user, id): AgentState}``."""
     config = SessionConfig(workspace_id="ws-1", name="trip planning")
-    first = await storage.upsert_session("u1", "agent-a", config, state=agent_state("draft itinerary"))
+    first = await storage.upsert_session(
+        "u1", "agent-a", config, state=agent_state("draft itinerary")
+    )
     latest = agent_state("the Kyoto itinerary, final")
     await storage.update_session_state("u1", "agent-a", first.id, latest)
     await storage.upsert_message("u1", first.id, latest.context[-1])
@@ -174,7 +176,9 @@ async def test_sqlite_store_never_migrates_another_apps_database(tmp_path: Path)
     with sqlite3.connect(path) as conn:
         conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT)")
     before = files_of(path)
-    with pytest.raises(StoreError, match=r"another application's SQLite database \(tables: items\).*new file"):
+    with pytest.raises(
+        StoreError, match=r"another application's SQLite database \(tables: items\).*new file"
+    ):
         nbs.open_store(path).save("s", agent=AgentState())
     assert files_of(path) == before
     # An empty file is a new store, as before.
@@ -206,8 +210,12 @@ def pg_rows(dsn: str) -> list[tuple[Any, ...]]:
     import psycopg
 
     with psycopg.connect(dsn) as conn:
-        sessions = conn.execute("SELECT xmin::text, id, updated_at, payload::text FROM sessions ORDER BY id")
-        messages = conn.execute("SELECT xmin::text, session_id, msg_id, payload::text FROM messages ORDER BY 2, 3")
+        sessions = conn.execute(
+            "SELECT xmin::text, id, updated_at, payload::text FROM sessions ORDER BY id"
+        )
+        messages = conn.execute(
+            "SELECT xmin::text, session_id, msg_id, payload::text FROM messages ORDER BY 2, 3"
+        )
         return [*sessions.fetchall(), *messages.fetchall()]
 
 
@@ -274,16 +282,33 @@ async def test_agentscope2_redis_storage_reads_and_never_changes(redis_url: str)
 
 
 async def test_agentscope1_redis_session_keys_read_without_sliding_ttls(
-    agentscope_python: str, redis_server: int, tmp_path: Path  # noqa: F811
+    agentscope_python: str,  # noqa: F811 - the fixture imported above
+    redis_server: int,  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     url = f"redis://127.0.0.1:{redis_server}/0"
     redis.Redis.from_url(url).flushall()
     written = await asyncio.to_thread(
-        peer_states, agentscope_python, "redis-write", str(redis_server), "trip:42",
-        "--user", "u@example.com", "--prefix", "prod:", "--ttl", "3600",
+        peer_states,
+        agentscope_python,
+        "redis-write",
+        str(redis_server),
+        "trip:42",
+        "--user",
+        "u@example.com",
+        "--prefix",
+        "prod:",
+        "--ttl",
+        "3600",
     )
     await asyncio.to_thread(
-        peer_states, agentscope_python, "redis-write", str(redis_server), "other", "--prefix", "staging:"
+        peer_states,
+        agentscope_python,
+        "redis-write",
+        str(redis_server),
+        "other",
+        "--prefix",
+        "staging:",
     )
     shorten_ttls(url, 1_000_000)
     before = keyspace(url)
@@ -328,8 +353,15 @@ async def test_cli_reads_a_source_and_copies_it_into_a_store(
     (user, sid), state = next(iter(sorted(expected.items())))
     ref = f"{user}/{sid}"
     other = next(f"{u}/{s}" for u, s in expected if u != user)
-    for argv in (["ls"], ["show", ref], ["messages", ref], ["search", "Kyoto"], ["history", ref],
-                 ["diff", ref, other], ["check"]):
+    for argv in (
+        ["ls"],
+        ["show", ref],
+        ["messages", ref],
+        ["search", "Kyoto"],
+        ["history", ref],
+        ["diff", ref, other],
+        ["check"],
+    ):
         assert await asyncio.to_thread(main, ["--store", url, *argv]) == 0, argv
     out = capsys.readouterr().out
     assert sid in out and "Kyoto" in out and "all readable" in out
@@ -351,7 +383,9 @@ async def test_cli_reads_a_source_and_copies_it_into_a_store(
 def test_addresses_follow_sqlalchemys_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     relative = open_source("agentscope+sqlite+aiosqlite:///data/app.db")
-    assert isinstance(relative, AgentScopeSQLSource) and relative.path == tmp_path / "data" / "app.db"
+    assert (
+        isinstance(relative, AgentScopeSQLSource) and relative.path == tmp_path / "data" / "app.db"
+    )
     absolute = open_source("agentscope+sqlite:////srv/app.db")
     assert isinstance(absolute, AgentScopeSQLSource) and absolute.path == Path("/srv/app.db")
     pg = open_source("agentscope+postgresql+asyncpg://app:s3cret@db:5432/prod")
@@ -363,7 +397,11 @@ def test_addresses_follow_sqlalchemys_urls(tmp_path: Path, monkeypatch: pytest.M
     assert isinstance(one, AgentScope1RedisSource)
     assert one._parse_key("a*b:user_id:u:1:session:s:state") == ("u:1", "s")
     assert one._parse_key("axb:user_id:u:session:s:state") is None
-    for bad in ("agentscope+sqlite://app.db", "agentscope1+sqlite:///app.db", "agentscope+mysql://h/db"):
+    for bad in (
+        "agentscope+sqlite://app.db",
+        "agentscope1+sqlite:///app.db",
+        "agentscope+mysql://h/db",
+    ):
         with pytest.raises(StoreError, match="agentscope\\+sqlite:///"):
             open_source(bad)
 
