@@ -14,8 +14,10 @@ from .errors import (
     CheckpointNotFoundError,
     ConflictError,
     InvalidIdError,
+    MissingDependencyError,
     NbSessionsError,
     NotSerializableError,
+    ReadOnlyStoreError,
     SessionNotFoundError,
     StateError,
     StateMismatchError,
@@ -46,10 +48,12 @@ __all__ = [
     "InvalidIdError",
     "JSONSession",
     "JSONStore",
+    "MissingDependencyError",
     "NbSessionsError",
     "NotSerializableError",
     "PruneResult",
     "PydanticState",
+    "ReadOnlyStoreError",
     "SQLiteSession",
     "SQLiteStore",
     "SessionDiff",
@@ -81,6 +85,10 @@ def __getattr__(name: str) -> Any:
         from .notebook.widgets import SessionPanel
 
         return SessionPanel
+    if name == "VersionedStorage":  # imports AgentScope 2.x: only when asked for
+        from .versioned import VersionedStorage
+
+        return VersionedStorage
     if name in _LAZY_MODULES:
         import importlib
 

@@ -42,7 +42,7 @@ from typing import IO, Any
 
 from . import codec
 from .errors import ConflictError, NbSessionsError, SessionNotFoundError, StoreCorruptedError
-from .stores.base import BaseStore, Checkpoint, SessionKey, _InSession, parse_ref, validate_id
+from .stores.base import BaseStore, Checkpoint, Ref, SessionKey, _InSession, parse_ref, validate_id
 
 __all__ = [
     "FORMAT",
@@ -230,7 +230,7 @@ def _histories(store: BaseStore, sessions: Sequence[str] | None) -> list[tuple[S
         keys = [info.key for info in sorted(store.sessions(), key=lambda i: (i.user_id, i.session_id))]
     else:
         keys = list(dict.fromkeys(_session_key(s) for s in sessions))
-    return [(key, store.history(str(key))) for key in keys]
+    return [(key, store.history(key)) for key in keys]  # the key: its ids may hold "@"
 
 
 def _session_key(session: str) -> SessionKey:
@@ -421,8 +421,8 @@ def _replay(
                 meta["original_parent"] = entry.parent  # pruned in the source: the copy follows on
             if parent is not None and written and parent != written[-1].seq:
                 # Go back to the parent's copy, as a notebook would: the next save branches from it.
-                dst.load(f"{session}@{parent}", strict=False, **_holders(dict.fromkeys(modules_of[parent])))
-            cp = dst.save(session, entry.label, meta, **_holders(state))
+                dst.load(Ref(key, seq=parent), strict=False, **_holders(dict.fromkeys(modules_of[parent])))
+            cp = dst.save(key, entry.label, meta, **_holders(state))
             seq_map[entry.seq] = cp.seq
             modules_of[cp.seq] = tuple(state)
             written.append(cp)
@@ -430,7 +430,7 @@ def _replay(
     except BaseException:
         if written:
             with contextlib.suppress(NbSessionsError):
-                dst.delete(session)
+                dst.delete(key)
         raise
     return Copied(source, session, tuple(written), seq_map)
 
@@ -444,7 +444,7 @@ def _refuse_existing(dst: BaseStore, keys: Sequence[SessionKey]) -> None:
     clash = []
     for key in keys:
         try:
-            dst.history(str(key))
+            dst.history(key)
         except SessionNotFoundError:
             continue
         clash.append(str(key))

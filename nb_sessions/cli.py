@@ -310,7 +310,7 @@ class _Ctx:
     def store(self, path: str | None = None, *, must_exist: bool = True) -> BaseStore:
         """Open the store: ``path``, else ``--store``, else ``$NB_SESSIONS_STORE``, else ``nb_sessions.db``."""
         chosen = path or getattr(self.args, "store", None) or os.environ.get(ENV_STORE) or DEFAULT_STORE
-        if must_exist and not Path(chosen).exists():
+        if must_exist and "://" not in chosen and not Path(chosen).exists():
             raise StoreError(
                 f"no store at {chosen}: pass --store PATH (a .db file or a JSON folder) "
                 f"or set {ENV_STORE}"

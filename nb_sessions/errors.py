@@ -13,8 +13,10 @@ __all__ = [
     "CheckpointNotFoundError",
     "ConflictError",
     "InvalidIdError",
+    "MissingDependencyError",
     "NbSessionsError",
     "NotSerializableError",
+    "ReadOnlyStoreError",
     "SessionNotFoundError",
     "StateError",
     "StateMismatchError",
@@ -110,6 +112,10 @@ class StateMismatchError(StateError):
         return [p for p, m in self.problems if m.startswith("unexpected")]
 
 
+class MissingDependencyError(NbSessionsError, ImportError):
+    """An optional package a feature needs is not installed; the message names what to install."""
+
+
 class NotSerializableError(NbSessionsError, TypeError):
     """A value in a state cannot be written as JSON; ``path`` names it, e.g. ``agent.memory.content[3][0].metadata.when``."""
 
@@ -125,6 +131,17 @@ class NotSerializableError(NbSessionsError, TypeError):
 
 class StoreError(NbSessionsError, OSError):
     """The store cannot be read or written (missing, read-only, disk full, locked too long)."""
+
+
+class ReadOnlyStoreError(StoreError):
+    """The store is someone else's data (e.g. an AgentScope app's database) that nb_sessions only reads.
+
+    ``location`` names the store; the message says how to get a writable copy.
+    """
+
+    def __init__(self, message: str, *, location: str = "") -> None:
+        super().__init__(message)
+        self.location = location
 
 
 class StoreCorruptedError(StoreError):

@@ -16,6 +16,17 @@ if ! command -v chromium >/dev/null 2>&1; then
     fi
 fi
 
+# The AgentScope Redis storage tests start throwaway servers from Debian's redis-server.
+if ! command -v redis-server >/dev/null 2>&1; then
+    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing redis-server (Debian package) for the Redis storage tests"
+        apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
+    else
+        echo "redis-server is missing: install Debian's 'redis-server' package (sudo apt-get install redis-server)" >&2
+        exit 1
+    fi
+fi
+
 # Real AgentScope 1.0.21 for the interop tests, in a venv of its own (its pins clash with ours).
 AS_VENV="${AS_VENV:-.venv-agentscope}"
 as_stamp="$AS_VENV/.installed-$(sha256sum tests/agentscope-requirements.txt | cut -c1-16)"

@@ -149,8 +149,12 @@ def notebook_path(namespace: Mapping[str, Any]) -> str | None:
 
 
 def store_exists(store: BaseStore) -> bool:
-    """True when the store's file or folder exists (listing a missing one would create it)."""
-    return Path(store.location).exists()
+    """True when the store's file or folder exists (listing a missing one would create it).
+
+    A store behind a URL (a server, an AgentScope app's storage) is never created by
+    reading: it says itself, with a named error, when it cannot be reached.
+    """
+    return "://" in store.location or Path(store.location).exists()
 
 
 def human_size(n: int) -> str:

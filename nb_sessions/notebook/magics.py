@@ -170,8 +170,10 @@ class SessionMagics(Magics):
 
     def open_store(self, path: str | None = None) -> BaseStore:
         """The store at ``path`` (default: the ``store`` setting), one instance per resolved path."""
-        p = Path(path or self.store).expanduser()
-        key = str(p if p.is_absolute() else Path.cwd() / p)
+        chosen = str(path or self.store)
+        p = Path(chosen).expanduser()
+        # A URL (a database server, an AgentScope app's storage) is its own key, not a path.
+        key = chosen if "://" in chosen else str(p if p.is_absolute() else Path.cwd() / p)
         if key not in self._stores:
             # One instance per path, so a save after a load records the loaded checkpoint as parent.
             self._stores[key] = open_store(key)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .agentscope_sources import ReadOnlySource, is_agentscope2_sqlite, is_source_url, open_source
 from .base import BaseStore, Checkpoint, PruneResult, Redactor, SessionInfo, SessionKey, parse_ref
 from .json_store import JSONStore
 from .sqlite_store import SQLiteStore
@@ -15,6 +16,7 @@ __all__ = [
     "Checkpoint",
     "JSONStore",
     "PruneResult",
+    "ReadOnlySource",
     "SQLiteStore",
     "SessionInfo",
     "SessionKey",
@@ -30,10 +32,22 @@ SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 def open_store(
     path: str | os.PathLike[str] | BaseStore = DEFAULT_STORE, *, redact: Redactor | None = None
 ) -> BaseStore:
-    """Open the store at ``path``: ``.db``/``.sqlite``/``.sqlite3`` is SQLite, anything else a JSON folder."""
+    """Open the store at ``path``: ``.db``/``.sqlite``/``.sqlite3`` is SQLite, anything else a JSON folder.
+
+    ``agentscope+sqlite:///app.db``, ``agentscope+postgresql://...``,
+    ``agentscope+redis://...`` and ``agentscope1+redis://...`` open an
+    AgentScope app's own storage read-only (see
+    :mod:`~nb_sessions.stores.agentscope_sources`); so does a ``.db`` file
+    that is an AgentScope 2.x database.
+    """
     if isinstance(path, BaseStore):
         return path
+    if isinstance(path, str) and is_source_url(path):
+        return open_source(path)
     p = Path(path)
     if p.suffix.lower() in SQLITE_SUFFIXES:
+        if is_agentscope2_sqlite(p):
+            # An app's database: read it in place, never add nb_sessions' tables to it.
+            return open_source(f"agentscope+sqlite:///{p.absolute()}")
         return SQLiteStore(p, redact=redact)
     return JSONStore(p, redact=redact)

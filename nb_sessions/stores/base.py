@@ -454,7 +454,7 @@ class BaseStore:
         infos = await self._sessions()
         return sorted(infos, key=lambda i: i.updated_at, reverse=True)
 
-    async def ahistory(self, session: str, *, user_id: str | None = None) -> list[Checkpoint]:
+    async def ahistory(self, session: str | SessionKey, *, user_id: str | None = None) -> list[Checkpoint]:
         """The checkpoints of ``session``, oldest first."""
         return await self._history(parse_ref(session, user_id).key)
 
@@ -630,7 +630,7 @@ class BaseStore:
         """Every session in the store, most recently updated first."""
         return run_sync(self.asessions())
 
-    def history(self, session: str, *, user_id: str | None = None) -> list[Checkpoint]:
+    def history(self, session: str | SessionKey, *, user_id: str | None = None) -> list[Checkpoint]:
         """The checkpoints of ``session``, oldest first."""
         return run_sync(self.ahistory(session, user_id=user_id))
 

@@ -214,6 +214,7 @@ class SQLiteStore(BaseStore):
         try:
             await db.execute(_UNTRUSTED_SCHEMA)
             await _check_schema(db, self.path)
+            await _refuse_foreign(db, self.path)
             mode = await (await db.execute("PRAGMA journal_mode = WAL")).fetchone()
             if mode is None or str(mode[0]).lower() != "wal":
                 raise StoreError(f"{self.path}: SQLite refused WAL mode (got {mode}); use a local disk")
@@ -972,6 +973,36 @@ async def _check_schema(db: aiosqlite.Connection, path: Path) -> None:
             )
 
 
+
+
+async def _refuse_foreign(db: aiosqlite.Connection, path: Path) -> None:
+    """Refuse a database of another application: nb_sessions never adds its tables to it.
+
+    A file with tables, none of them ``nbs_*`` and no AgentScope ``as_session``
+    table, belongs to someone else (an AgentScope 2.x app's storage, say):
+    migrating it would change another program's database behind its back.
+    """
+    async with db.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
+    ) as cur:
+        names = sorted(str(row[0]) for row in await cur.fetchall())
+    if not names or LEGACY_TABLE in names or any(n.lower().startswith("nbs_") for n in names):
+        return
+    from .agentscope_sources import is_agentscope2_sqlite
+
+    if is_agentscope2_sqlite(path):
+        advice = (
+            f"it is an AgentScope 2.x app database: open it read-only with "
+            f"nbs.open_store('agentscope+sqlite:///{path}') (or open_store('{path}'), which does so), "
+            "or copy its sessions out with nb-sessions copy"
+        )
+    else:
+        advice = "choose a new file for the store"
+    shown = ", ".join(names[:8]) + (" …" if len(names) > 8 else "")
+    raise StoreError(
+        f"{path} is another application's SQLite database (tables: {shown}); nb_sessions never adds "
+        f"its tables to a database it did not create: {advice}"
+    )
 
 
 async def _ids_by_hash(db: aiosqlite.Connection, table: str, hashes: Sequence[bytes]) -> dict[bytes, int]:

@@ -7,6 +7,8 @@ runs it in a subprocess::
     python agentscope_peer.py write DIR SESSION [--user U]   # real objects -> JSONSession files
     python agentscope_peer.py load DIR SESSION [--user U]    # JSONSession files -> fresh real objects
     python agentscope_peer.py expected-bytes < states.json   # what JSONSession writes for these states
+    python agentscope_peer.py redis-write PORT SESSION [--user U] [--prefix P] [--ttl N]
+                                                             # real objects -> RedisSession keys
 
 ``write`` and ``load`` print ``{"agent": state_dict, "notebook": state_dict}``
 as JSON (``ensure_ascii=False``, UTF-8) on stdout; ``expected-bytes`` prints
@@ -257,6 +259,17 @@ async def cmd_load(args: argparse.Namespace) -> None:
     emit(states(agent=agent, notebook=notebook))
 
 
+async def cmd_redis_write(args: argparse.Namespace) -> None:
+    from agentscope.session import RedisSession
+
+    agent, notebook = build()
+    await fill(agent, notebook)
+    session = RedisSession(port=args.port, host="127.0.0.1", key_ttl=args.ttl, key_prefix=args.prefix)
+    await session.save_session_state(args.session, user_id=args.user, agent=agent, notebook=notebook)
+    await session.get_client().aclose()
+    emit(states(agent=agent, notebook=notebook))
+
+
 async def cmd_expected_bytes(args: argparse.Namespace) -> None:
     given = json.loads(sys.stdin.buffer.read().decode("utf-8", "surrogatepass"))
     if not isinstance(given, dict):
@@ -283,6 +296,13 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("session")
         p.add_argument("--user", default="")
         p.set_defaults(func=func)
+    p = sub.add_parser("redis-write")
+    p.add_argument("port", type=int)
+    p.add_argument("session")
+    p.add_argument("--user", default="default_user")
+    p.add_argument("--prefix", default="")
+    p.add_argument("--ttl", type=int, default=None)
+    p.set_defaults(func=cmd_redis_write)
     p = sub.add_parser("expected-bytes")
     p.set_defaults(func=cmd_expected_bytes)
     args = parser.parse_args(argv)
