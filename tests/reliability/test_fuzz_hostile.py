@@ -21,7 +21,7 @@ import pytest
 
 import nb_sessions as nbs
 from nb_sessions.agent import InMemoryMemory, Msg
-from nb_sessions.stores.base import SessionKey
+from nb_sessions.stores.base import Ref, SessionKey
 from tests.reliability._states import Box
 from tests.reliability.conftest import LONG
 
@@ -218,7 +218,12 @@ def operate(op: str, rng: random.Random, path: Path, expected: dict[tuple[Sessio
         bundle.copy_sessions(store, fresh)
         for s in fresh.sessions():
             for cp in fresh.history(s.key):
-                _check_state(fresh.get_state(cp), cp, expected)
+                # A copy numbers its checkpoints afresh; the source's number is in the metadata,
+                # and what the copy holds must be what the source holds there, checked as it is.
+                original = store.checkpoint(Ref(cp.key, seq=cp.metadata["original_seq"]))
+                if fresh.get_state(cp) != store.get_state(original):
+                    raise AssertionError(f"WRONG COPY of {original.key}@{original.seq}")
+                _check_state(store.get_state(original), original, expected)
     else:  # cli
         args = rng.choice([["ls"], ["check"], ["show", "u/s"], ["history", "long"], ["search", "m1"], ["prune", "--keep-last", "1"], ["vacuum"], ["export", "--bundle", "--all", "-o", str(out / "c.json")]])
         import contextlib
