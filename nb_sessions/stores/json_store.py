@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import filelock
 
 from .. import codec
-from ..chunks import ChunkCache, assemble, path_text, split
+from ..chunks import ChunkCache, assemble, blob_hash, path_text, split
 from ..errors import CheckpointNotFoundError, ConflictError, StoreCorruptedError, StoreError
 from ..generations import conversation_path
 from ._fs import atomic_write, clean_temp_files, read_regular, run_blocking
@@ -298,6 +298,7 @@ class JSONStore(BaseStore):
                 entry: dict[str, Any] = {
                     "seq": seq, "parent": chosen, "created_at": now.isoformat(), "label": label,
                     "modules": list(states), "size": size, "metadata": metadata,
+                    "hash": blob_hash(skeleton_data).hex(),  # of <seq>.json, checked on every read
                 }
                 if chunk_rows:
                     entry["chunks"] = chunk_rows
@@ -342,12 +343,27 @@ class JSONStore(BaseStore):
         hdir = self._history_dir(key)
         where = f"checkpoint {key}@{entry['seq']}"
         data = read_regular(hdir / f"{entry['seq']}.json")
+        self._verify_file(f"{key}@{entry['seq']}", hdir / f"{entry['seq']}.json", data, entry)
         if not entry.get("chunks"):
             return _Layout([data], None, where)
         skeleton = codec.loads(data, where)
         pack = EntryPack(hdir, PackState.from_json(index.get("pack")))
         rows = [(tuple(p), check_ranges(r)) for p, r in entry["chunks"]]
         return _Layout.of(skeleton, rows, pack, where)
+
+    def _verify_file(self, ref: str, path: Path, data: bytes, entry: dict[str, Any]) -> None:
+        """Refuse a checkpoint file whose bytes are not the ones its index entry recorded.
+
+        Entries written before hashes were recorded carry none and are read as they are.
+        """
+        recorded = entry.get("hash")
+        if recorded is not None and blob_hash(data).hex() != recorded:
+            raise StoreCorruptedError(
+                f"checkpoint {ref}: {path} is not the file that was saved (its content hash "
+                "differs from the one in index.json: edited or damaged); restore it from a "
+                f"backup, or delete the checkpoint (nb-sessions prune / store.delete({ref!r}))",
+                location=str(path),
+            )
 
     def _write_latest(self, key: SessionKey, latest: _Layout, mtime_ns: int) -> None:
         """Rewrite AgentScope's file after the index committed; a failure here loses nothing."""
@@ -416,7 +432,7 @@ class JSONStore(BaseStore):
             "seq": seq, "parent": entries[-1]["seq"] if entries else None,
             "created_at": datetime.fromtimestamp(st.st_mtime, timezone.utc).isoformat(),
             "label": None, "modules": list(self._modules_of(path, st)), "size": len(data),
-            "metadata": {"note": note}, "origin": "imported",
+            "metadata": {"note": note}, "origin": "imported", "hash": blob_hash(data).hex(),
         }
         index = {**index, "next_seq": seq + 1, "checkpoints": [*entries, entry],
                  "latest_file": {"size": st.st_size, "mtime_ns": st.st_mtime_ns}}
@@ -452,6 +468,8 @@ class JSONStore(BaseStore):
                 ) from None
             except OSError as exc:
                 raise StoreError(f"cannot read {path}: {exc}") from exc
+            if entry is not None:
+                self._verify_file(cp.ref, path, data, entry)
             state = codec.loads(data, f"checkpoint {cp.ref} ({path})", trusted=trusted)
             if not isinstance(state, dict):
                 raise StoreCorruptedError(

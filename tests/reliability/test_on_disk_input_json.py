@@ -88,3 +88,30 @@ def test_a_special_file_or_symlink_in_the_store_is_refused_by_name(tmp_path: Pat
     assert named, f"a {plant} at {target} went unnoticed"
     store_errors = [e for e in named if isinstance(e, StoreError)]
     assert store_errors and all(str(path) in str(e) for e in store_errors), [str(e) for e in named]
+
+
+@pytest.mark.parametrize("long_list", [False, True], ids=["whole-file", "skeleton"])
+def test_a_hand_edited_checkpoint_file_is_refused_and_check_finds_it(
+    tmp_path: Path, long_list: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Still valid JSON, still the right shape: only the content hash in index.json tells."""
+    from nb_sessions import cli
+
+    folder = tmp_path / "store"
+    store = nbs.open_store(folder)
+    value = [{"n": i} for i in range(40)] if long_list else {"n": 1}
+    store.save("s", box=Box(value), note=Box("first"))
+    store.save("s", box=Box(value), note=Box("second"))
+    first = folder / ".nb_sessions" / "s" / "1.json"
+    edited = first.read_bytes().replace(b'"first"', b'"forged"')
+    assert edited != first.read_bytes()
+    first.write_bytes(edited)
+
+    with pytest.raises(nbs.StoreCorruptedError, match=r"s@1.*1\.json.*content hash") as info:
+        store.get_state("s@1")
+    assert info.value.location == str(first)
+    assert store.get_state("s@2")["note"] == {"value": "second"}  # the other checkpoint is intact
+
+    assert cli.main(["--store", str(folder), "check"]) == 3
+    out = capsys.readouterr().out
+    assert "s@1" in out and "1 problem" in out
