@@ -30,7 +30,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import filelock
 
@@ -38,7 +38,7 @@ from .. import codec
 from ..chunks import ChunkCache, assemble, blob_hash, path_text, split
 from ..errors import CheckpointNotFoundError, ConflictError, StoreCorruptedError, StoreError
 from ..generations import conversation_path
-from ._fs import atomic_write, clean_temp_files, read_regular, run_blocking
+from ._fs import atomic_write, clean_temp_files, open_regular, read_regular, run_blocking
 from ._pack import EntryPack, PackState, Ranges, check_ranges, from_ranges, to_ranges
 from .base import BaseStore, Checkpoint, Redactor, SessionInfo, SessionKey, utcnow
 
@@ -68,6 +68,7 @@ class JSONStore(BaseStore):
         self.timeout = timeout
         self._cleaned = False
         self._modules_cache: dict[tuple[str, int, int], tuple[str, ...]] = {}
+        self._same_content: dict[tuple[Any, ...], bool] = {}
         self._caches: dict[SessionKey, _PackCache] = {}
 
     @property
@@ -190,7 +191,31 @@ class JSONStore(BaseStore):
         # the file that was there before in place: stale, not a foreign write.
         return stamp is not None and not any(
             _same_stamp(stamp, recorded) for recorded in (index.get("latest_file"), index.get("stale_latest_file"))
-        )
+        ) and not self._holds_last_checkpoint(key, index, stamp)
+
+    def _holds_last_checkpoint(self, key: SessionKey, index: dict[str, Any], stamp: dict[str, int]) -> bool:
+        """True when the latest file's bytes are exactly the last checkpoint's, whatever its mtime.
+
+        A copied store (``cp -r``, ``git clone``, a restored backup) has new mtimes and
+        the same content: judged by content, its latest file is not a foreign write. Only
+        a file of the recorded size is compared, once per (size, mtime) in this process.
+        """
+        recorded = index.get("latest_file")
+        entries = index.get("checkpoints") or []
+        if not isinstance(recorded, dict) or recorded.get("size") != stamp["size"] or not entries:
+            return False
+        memo = (key, stamp["size"], stamp["mtime_ns"], int(index.get("next_seq", 0)), str(index.get("pack")))
+        if memo not in self._same_content:
+            try:
+                layout = self._full_layout(key, index, entries[-1])
+                with os.fdopen(open_regular(self._latest_file(key)), "rb") as f:
+                    sink = _Comparer(f)
+                    layout.write(cast("BinaryIO", sink))  # file-like enough for the copy
+                    same = sink.same and not f.read(1)
+            except (OSError, StoreCorruptedError, KeyError, TypeError, ValueError):
+                same = False
+            self._same_content[memo] = same
+        return self._same_content[memo]
 
     def _latest_stamp(self, key: SessionKey) -> dict[str, int] | None:
         """Size and mtime of the latest file as it is now, or None when there is none."""
@@ -203,7 +228,9 @@ class JSONStore(BaseStore):
     def _latest_is_current(self, key: SessionKey, index: dict[str, Any]) -> bool:
         """True when the latest file holds exactly the last checkpoint of the index."""
         stamp = self._latest_stamp(key)
-        return stamp is not None and _same_stamp(stamp, index.get("latest_file"))
+        return stamp is not None and (
+            _same_stamp(stamp, index.get("latest_file")) or self._holds_last_checkpoint(key, index, stamp)
+        )
 
     def _history_sync(self, key: SessionKey) -> list[Checkpoint]:
         index = self._read_index(key)
@@ -756,6 +783,42 @@ class _PackCache:
         self.pack = pack
         self.ordinals = ordinals
         self.chunks = chunks or ChunkCache()
+
+
+class _Comparer:
+    """A write-only sink that compares what is written with a file's bytes at the same place.
+
+    It answers ``tell``/``seek``/``truncate`` as the pack's copy expects of a file, so a
+    span that is rewritten entry by entry is compared again from where it restarted.
+    """
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f = f
+        self.pos = 0
+        self.mismatch: int | None = None
+
+    @property
+    def same(self) -> bool:
+        return self.mismatch is None
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        if self.f.read(len(data)) != data and self.mismatch is None:
+            self.mismatch = self.pos
+        self.pos += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, pos: int) -> int:
+        self.pos = pos
+        self.f.seek(pos)
+        if self.mismatch is not None and self.mismatch >= pos:
+            self.mismatch = None
+        return pos
+
+    def truncate(self) -> int:
+        return self.pos
 
 
 def _same_stamp(stamp: dict[str, int], recorded: Any) -> bool:
