@@ -295,7 +295,7 @@ def _read_session(raw: Any, where: str) -> BundleSession:
         raise StoreCorruptedError(f"{where} is not a session record", location=where)
     user_id, session_id = raw.get("user_id", ""), raw.get("session_id")
     try:
-        key = SessionKey(validate_id(user_id, "user id"), validate_id(session_id))
+        key = SessionKey(validate_id(user_id, "user id", literal=True), validate_id(session_id, literal=True))
     except NbSessionsError as exc:
         raise StoreCorruptedError(f"{where}: {exc}", location=where) from None
     checkpoints: list[BundleCheckpoint] = []

@@ -35,7 +35,7 @@ from .errors import (
     StoreCorruptedError,
     StoreError,
 )
-from .stores import DEFAULT_STORE, BaseStore, Checkpoint, open_store, parse_ref
+from .stores import DEFAULT_STORE, BaseStore, Checkpoint, SessionKey, open_store, parse_ref
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -385,7 +385,7 @@ def summarize(store: BaseStore, cp: Checkpoint) -> dict[str, Any]:
     from . import views
 
     state = store.get_state(cp)
-    history = store.history(cp.session)
+    history = store.history(cp.key)
     msgs = views.messages(state)
     calls = views.tool_calls(state)
     plans = views.plans(state)
@@ -676,16 +676,22 @@ def _positive(text: str) -> int:
     return value
 
 
-def _session_names(store: BaseStore, names: Sequence[str]) -> list[str]:
-    """The named sessions (each checked to exist), or every session of the store."""
+def _session_keys(store: BaseStore, names: Sequence[str]) -> list[SessionKey]:
+    """The named sessions' keys (each checked to exist), or every session's key in the store.
+
+    Keys, never their text: an id may hold ``@`` (AgentScope takes ids literally), and
+    ``a@b`` parsed again would be checkpoint ``b`` of session ``a``.
+    """
     if not names:
-        return sorted(info.session for info in store.sessions())
+        return [info.key for info in sorted(store.sessions(), key=lambda i: (i.user_id, i.session_id))]
+    keys = []
     for name in names:
         ref = parse_ref(name)
         if not ref.is_latest:
             raise UsageError(f"{name!r} names a checkpoint; give a session, e.g. {str(ref.key)!r}")
-        store.history(name)  # raises SessionNotFoundError
-    return list(dict.fromkeys(names))
+        store.history(ref.key)  # raises SessionNotFoundError
+        keys.append(ref.key)
+    return list(dict.fromkeys(keys))
 
 
 def cmd_prune(ctx: _Ctx) -> int:
@@ -694,12 +700,13 @@ def cmd_prune(ctx: _Ctx) -> int:
     if args.keep_last is None and args.older_than is None:
         raise UsageError("prune needs --keep-last N and/or --older-than DURATION to know what to remove")
     store = ctx.store()
-    names = _session_names(store, args.sessions)
+    keys = _session_keys(store, args.sessions)
     results = [
-        store.prune(name, keep_last=args.keep_last, keep_labeled=not args.drop_labeled,
+        store.prune(key, keep_last=args.keep_last, keep_labeled=not args.drop_labeled,
                     older_than=args.older_than, dry_run=args.dry_run)
-        for name in names
+        for key in keys
     ]
+    names = [str(key) for key in keys]
     if ctx.json:
         ctx.emit_json([
             {"session": name, "dry_run": r.dry_run,
@@ -749,11 +756,11 @@ def check_store(
     """Read back every checkpoint of ``sessions`` (all by default); return ``(sessions, checkpoints, problems)``."""
     problems: list[Problem] = []
     histories: list[list[Checkpoint]] = []
-    for name in _session_names(store, sessions):
+    for key in _session_keys(store, sessions):
         try:
-            histories.append(store.history(name))
+            histories.append(store.history(key))
         except (StoreError, LookupError) as exc:
-            problems.append(_problem(name, exc))
+            problems.append(_problem(str(key), exc))
     total = sum(len(h) for h in histories)
     done = 0
     for history in histories:

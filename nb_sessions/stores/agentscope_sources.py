@@ -156,7 +156,7 @@ class ReadOnlySource(BaseStore):
 
     async def aprune(
         self,
-        session: str,
+        session: str | SessionKey,
         keep_last: int | None = None,
         keep_labeled: bool = True,
         older_than: timedelta | datetime | None = None,

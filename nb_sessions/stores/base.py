@@ -508,7 +508,7 @@ class BaseStore:
 
     async def aprune(
         self,
-        session: str,
+        session: str | SessionKey,
         keep_last: int | None = None,
         keep_labeled: bool = True,
         older_than: timedelta | datetime | None = None,
@@ -552,7 +552,7 @@ class BaseStore:
         return PruneResult(tuple(removed), tuple(kept), dry_run)
 
     async def asearch(
-        self, text: str, session: str | None = None, *, user_id: str | None = None
+        self, text: str, session: str | SessionKey | None = None, *, user_id: str | None = None
     ) -> pd.DataFrame:
         """Messages containing ``text`` (case-insensitive) across sessions and checkpoints.
 
@@ -650,7 +650,7 @@ class BaseStore:
 
     def prune(
         self,
-        session: str,
+        session: str | SessionKey,
         keep_last: int | None = None,
         keep_labeled: bool = True,
         older_than: timedelta | datetime | None = None,
@@ -667,7 +667,9 @@ class BaseStore:
         """Reclaim disk space; return bytes reclaimed."""
         return run_sync(self.avacuum())
 
-    def search(self, text: str, session: str | None = None, *, user_id: str | None = None) -> pd.DataFrame:
+    def search(
+        self, text: str, session: str | SessionKey | None = None, *, user_id: str | None = None
+    ) -> pd.DataFrame:
         """Messages containing ``text`` across sessions and checkpoints; see :meth:`asearch`."""
         return run_sync(self.asearch(text, session, user_id=user_id))
 
