@@ -20,9 +20,12 @@ live object, no I/O.
 
 AgentScope 2.x keeps a call and its result in the same assistant message,
 and a call at ``asking`` or ``submitted`` waits legitimately; a 2.x call cut
-off (``pending`` or ``allowed``, no result) is closed by an error
-``tool_result`` block inserted in that message right after the call (and the
-results following it), and the call's state set to ``finished``. Where the
+off (``pending`` or ``allowed``, no result) is closed as AgentScope 2.x
+closes a call it interrupts: the call's state set to ``finished`` and a
+``tool_result`` block with state ``interrupted`` and AgentScope's own
+interruption text (:data:`nb_sessions.generations.v2.INTERRUPT_TEXT`) as
+its output, inserted in that message right after the call (and the results
+following it); its metadata says ``{"closed_by": "nb_sessions repair"}``. Where the
 conversations are and what their blocks look like is asked of
 :mod:`nb_sessions.generations`.
 """
@@ -39,12 +42,16 @@ from .errors import _join
 from .generations import Conversation, conversations, unanswered, v1, v2
 
 __all__ = [
+    "REPAIR_METADATA",
     "REPAIR_TEXT",
     "DanglingCall",
     "RepairReport",
     "find_dangling_tool_calls",
     "repair_states",
 ]
+
+#: Recorded in the metadata of a 2.x result that repair wrote (AgentScope's own text stays as is).
+REPAIR_METADATA = {"closed_by": "nb_sessions repair"}
 
 #: The text of the error result that closes a dangling call.
 REPAIR_TEXT = (
@@ -283,7 +290,7 @@ def repair_states(
         if not calls:
             continue
         if conversation.generation == v2.GENERATION:
-            closed += _close_in_messages(conversation, calls, clock, id_factory)
+            closed += _close_in_messages(conversation, calls, clock)
             continue
         content: list[Any] = conversation.node["content"]  # a list: _copy made it one
         # Where each closing result goes: after its message and the results answering it.
@@ -310,11 +317,9 @@ def _close_in_messages(
     conversation: Conversation,
     calls: list[DanglingCall],
     clock: Callable[[], str] | None,
-    id_factory: Callable[[], str] | None,
 ) -> list[DanglingCall]:
-    """2.x: each call's error result goes into its own message, after the call and the results following it."""
+    """2.x: each call's interrupted result goes into its own message, after the call and the results following it."""
     make_time = clock or v2.timestamp_now
-    make_id = id_factory or v2.new_id
     messages: list[Any] = conversation.node["context"]
     closed: list[DanglingCall] = []
     for call in calls:
@@ -326,6 +331,6 @@ def _close_in_messages(
         while pos < len(blocks) and isinstance(blocks[pos], dict) and blocks[pos].get("type") == "tool_result":
             pos += 1
         when = make_time()
-        blocks.insert(pos, v2.error_result(call.tool_use_id, call.tool_name, REPAIR_TEXT, when=when, text_id=make_id()))
+        blocks.insert(pos, v2.interrupted_result(call.tool_use_id, call.tool_name, when=when, metadata=REPAIR_METADATA))
         closed.append(replace(call, inserted_at=pos))
     return closed
