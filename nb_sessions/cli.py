@@ -386,10 +386,11 @@ def summarize(store: BaseStore, cp: Checkpoint) -> dict[str, Any]:
 
     state = store.get_state(cp)
     history = store.history(cp.session)
-    msgs = views.messages(state)
-    calls = views.tool_calls(state)
-    plans = views.plans(state)
-    tasks = views.subtasks(state)
+    with views.silenced():  # a summary shows what there is; absent parts are simply not listed
+        msgs = views.messages(state)
+        calls = views.tool_calls(state)
+        plans = views.plans(state)
+        tasks = views.subtasks(state)
     current = plans[plans["is_current"]]
     return {
         "ref": cp.ref,
