@@ -347,14 +347,9 @@ def _diff_tasks(
         }
 
     def add(change: str, pos: int, task: Mapping[str, Any], state_b: Any, state_a: Any) -> None:
-        rows["module"].append(module)
-        rows["path"].append(path)
-        rows["task_id"].append(task.get("id"))
-        rows["subject"].append(task.get("subject"))
-        rows["position"].append(pos)
-        rows["change"].append(change)
-        rows["state_before"].append(state_b)
-        rows["state_after"].append(state_a)
+        values = (module, path, task.get("id"), task.get("subject"), pos, change, state_b, state_a)
+        for column, value in zip(TASK_DIFF_COLUMNS, values, strict=True):
+            rows[column].append(value)
 
     old, new = keyed(before), keyed(after)
     for key, (pos, task) in old.items():
