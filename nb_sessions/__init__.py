@@ -14,6 +14,7 @@ from .errors import (
     CheckpointNotFoundError,
     ConflictError,
     InvalidIdError,
+    MigrationError,
     NbSessionsError,
     NotSerializableError,
     SessionNotFoundError,
@@ -22,6 +23,7 @@ from .errors import (
     StoreCorruptedError,
     StoreError,
 )
+from .migrate import MigrationReport, migrate
 from .sessions import JSONSession, SQLiteSession
 from .state import PydanticState, Stateful, StateModule, as_stateful
 from .stores import (
@@ -46,6 +48,8 @@ __all__ = [
     "InvalidIdError",
     "JSONSession",
     "JSONStore",
+    "MigrationError",
+    "MigrationReport",
     "NbSessionsError",
     "NotSerializableError",
     "PruneResult",
@@ -66,6 +70,7 @@ __all__ = [
     "as_stateful",
     "diff",
     "load_ipython_extension",
+    "migrate",
     "open_store",
     "unload_ipython_extension",
     "views",

@@ -13,6 +13,7 @@ __all__ = [
     "CheckpointNotFoundError",
     "ConflictError",
     "InvalidIdError",
+    "MigrationError",
     "NbSessionsError",
     "NotSerializableError",
     "SessionNotFoundError",
@@ -108,6 +109,16 @@ class StateMismatchError(StateError):
     def unexpected(self) -> list[str]:
         """Dotted paths the state holds but the object does not know."""
         return [p for p, m in self.problems if m.startswith("unexpected")]
+
+
+class MigrationError(StateError):
+    """A migration found nothing to migrate: no AgentScope 1.x agent or memory where it looked."""
+
+    def _advice(self) -> str:
+        return (
+            "Nothing was saved. Name the modules holding a 1.x agent (modules=[...] or --module), "
+            "or pick a checkpoint written by AgentScope 1.x."
+        )
 
 
 class NotSerializableError(NbSessionsError, TypeError):

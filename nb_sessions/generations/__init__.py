@@ -28,6 +28,8 @@ __all__ = [
     "find_parts",
     "message_text",
     "message_time",
+    "mismatch_message",
+    "module_generation",
     "searchable_text",
     "tool_blocks",
     "v1",
@@ -99,6 +101,40 @@ def detect(states: Mapping[str, Any]) -> frozenset[str]:
     if "agent_state" in kinds:
         out.add(v2.GENERATION)
     return frozenset(out)
+
+
+def module_generation(state: Any) -> str | None:
+    """The AgentScope generation one module's state was written by: ``"2.x"`` for an ``AgentState`` dump,
+    ``"1.x"`` when 1.x shapes (a memory, a plan notebook) are in it, None when neither."""
+    if v2.is_agent_state(state):
+        return v2.GENERATION
+    found = detect({"state": state})
+    if v1.GENERATION in found:
+        return v1.GENERATION
+    return v2.GENERATION if found else None
+
+
+def mismatch_message(module: str, state_generation: str, object_generation: str, where: str = "") -> str:
+    """Why a load is refused: module ``module`` holds a ``state_generation`` state, the object is ``object_generation``.
+
+    One wording for every place that refuses such a load (the store, the
+    magics, the CLI); ``where`` names the checkpoint when there is one.
+    """
+    at = f" of {where}" if where else ""
+    if state_generation == v1.GENERATION and object_generation == v2.GENERATION:
+        fix = (
+            f"Migrate the session first: nbs.migrate(store, {where or 'ref'!r}) (or `nb-sessions migrate`) "
+            "saves a 2.x copy as a new checkpoint, then load that."
+        )
+    else:
+        fix = (
+            "nb_sessions migrates 1.x to 2.x only (nbs.migrate); load this state into an AgentScope "
+            f"{state_generation} object."
+        )
+    return (
+        f"module {module!r}{at} holds an AgentScope {state_generation} state, but the object to load it "
+        f"into is an AgentScope {object_generation} object: nothing was loaded. {fix}"
+    )
 
 
 def message_text(content: Any) -> str:
