@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from .generations import find_parts, message_text, v2
+from .generations import find_parts, message_text, v1, v2
 from .generations.v1 import memory_entries, notebook_plans
 from .state import as_stateful
 from .stores.base import BaseStore, Checkpoint
@@ -378,9 +378,7 @@ def _subtask_keys(tasks: list[Mapping[str, Any]]) -> list[str]:
     return keys
 
 
-def _tasks(plan: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
-    raw = plan.get("subtasks") if plan is not None else None
-    return [t for t in raw if isinstance(t, Mapping)] if isinstance(raw, list) else []
+_tasks = v1.plan_subtasks
 
 
 def _diff_notebook(

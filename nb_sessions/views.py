@@ -36,10 +36,13 @@ import pandas as pd
 
 from .codec import paused_gc
 from .generations import (
+    CALL_KINDS,
+    TOOL_KINDS,
     Conversation,
     ToolCall,
     ToolResult,
     block_text,
+    content_blocks,
     conversations,
     find_parts,
     message_text,
@@ -509,7 +512,7 @@ def messages(src: Any, ref: Any = None) -> pd.DataFrame:
                         text = block.get("text")
                         if isinstance(text, str):
                             texts.append(text)
-                    elif btype == "tool_use" or btype == "tool_call":
+                    elif btype in CALL_KINDS:
                         n_tools += 1
                     if isinstance(btype, str) and btype not in types:
                         types.append(btype)
@@ -549,9 +552,6 @@ def messages(src: Any, ref: Any = None) -> pd.DataFrame:
     return _frame(cols, MESSAGE_COLUMNS, len(pos_c), source)
 
 
-_TOOL_BLOCKS = ("tool_use", "tool_call", "tool_result")
-
-
 @_bulk
 def blocks(src: Any, ref: Any = None) -> pd.DataFrame:
     """One row per content block of every message (a str content is one ``text`` block).
@@ -568,18 +568,12 @@ def blocks(src: Any, ref: Any = None) -> pd.DataFrame:
     for conv in _conversations(source, "blocks"):
         module, path = conv.module, conv.path
         for position, (msg, _marks) in enumerate(conv.entries()):
-            content = msg.get("content")
-            items = (
-                content
-                if isinstance(content, list)
-                else [{"type": "text", "text": message_text(content)}]
-            )
-            for index, block in enumerate(items):
+            for index, block in enumerate(content_blocks(msg)):
                 if not isinstance(block, (dict, Mapping)):
                     continue
                 btype = block.get("type")
-                call = btype == "tool_use" or btype == "tool_call"
-                tool = btype in _TOOL_BLOCKS
+                call = btype in CALL_KINDS
+                tool = btype in TOOL_KINDS
                 src_info = block.get("source")
                 src_map = src_info if isinstance(src_info, Mapping) else {}
                 raw_input = block.get("input")
@@ -786,10 +780,7 @@ def subtasks(src: Any, ref: Any = None) -> pd.DataFrame:
     cols = _columns(SUBTASK_COLUMNS)
     for module, path, notebook in _notebooks(source, "subtasks"):
         for pid, plan, current in notebook_plans(notebook):
-            items = plan.get("subtasks")
-            for position, task in enumerate(items if isinstance(items, list) else []):
-                if not isinstance(task, Mapping):
-                    continue
+            for position, task in enumerate(v1.plan_subtasks(plan)):
                 cols["module"].append(module)
                 cols["path"].append(path)
                 cols["plan_id"].append(pid)
@@ -819,8 +810,7 @@ def plans(src: Any, ref: Any = None) -> pd.DataFrame:
     cols = _columns(PLAN_COLUMNS)
     for module, path, notebook in _notebooks(source, "plans"):
         for pid, plan, current in notebook_plans(notebook):
-            raw = plan.get("subtasks")
-            items = [t for t in raw if isinstance(t, Mapping)] if isinstance(raw, list) else []
+            items = v1.plan_subtasks(plan)
             cols["module"].append(module)
             cols["path"].append(path)
             cols["plan_id"].append(pid)

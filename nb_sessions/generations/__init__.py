@@ -18,10 +18,13 @@ from typing import Any
 from . import v1, v2
 
 __all__ = [
+    "CALL_KINDS",
+    "TOOL_KINDS",
     "Conversation",
     "ToolCall",
     "ToolResult",
     "block_text",
+    "content_blocks",
     "conversations",
     "detect",
     "entry_message",
@@ -148,6 +151,17 @@ def message_text(content: Any) -> str:
             if isinstance(b, Mapping) and b.get("type") == "text" and isinstance(b.get("text"), str)
         )
     return "" if content is None else str(content)
+
+
+#: The block types of a tool call (1.x, 2.x) and of any tool block.
+CALL_KINDS = frozenset({"tool_use", "tool_call"})
+TOOL_KINDS = CALL_KINDS | {"tool_result"}
+
+
+def content_blocks(message: Mapping[str, Any]) -> list[Any]:
+    """A message's blocks: its list, or a 1.x str content as one ``text`` block."""
+    content = message.get("content")
+    return content if isinstance(content, list) else [{"type": "text", "text": message_text(content)}]
 
 
 def block_text(block: Mapping[str, Any]) -> str | None:

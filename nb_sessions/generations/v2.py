@@ -138,3 +138,25 @@ def interrupted_result(
         "created_at": when,
         "finished_at": None,
     }
+
+
+def close_call(
+    message: Mapping[str, Any], call_id: str, call_state: str | None, result: dict[str, Any]
+) -> int:
+    """Close the call ``call_id`` (at ``call_state``) of ``message`` in place with ``result``; return where it went.
+
+    The call's state becomes ``finished``; the result goes right after the call
+    and the results following it, in the same message (2.x keeps both there).
+    """
+    blocks: list[Any] = message["content"]
+    at = next(
+        i for i, b in enumerate(blocks)
+        if isinstance(b, dict) and b.get("id") == call_id and b.get("type") == "tool_call"
+        and b.get("state") == call_state
+    )
+    blocks[at]["state"] = "finished"
+    pos = at + 1
+    while pos < len(blocks) and isinstance(blocks[pos], dict) and blocks[pos].get("type") == "tool_result":
+        pos += 1
+    blocks.insert(pos, result)
+    return pos
