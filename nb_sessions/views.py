@@ -10,11 +10,14 @@ Every view takes ``src`` and an optional ``ref``:
 - a :class:`~nb_sessions.stores.Checkpoint`;
 - a store plus a reference: ``views.messages(store, "alice@3")``.
 
-Memories and plan notebooks are found by walking each module's state: a
-memory is a dict whose ``"content"`` is a list of ``[msg, marks]`` pairs (or
-of bare message dicts, the older layout); a plan notebook is a dict with
-``"storage": {"plans": {...}}`` and ``"current_plan"``. The ``path`` column
-names where one was found, e.g. ``agent.memory``.
+Conversations, plan notebooks and task lists are found by walking each
+module's state, asking :mod:`nb_sessions.generations`: an AgentScope 1.x
+memory (``"content"`` a list of ``[msg, marks]`` pairs, or bare messages in
+the older layout), a 1.x plan notebook (``"storage": {"plans": {...}}`` and
+``"current_plan"``), or a 2.x ``AgentState`` dump (``context``,
+``tasks_context``). The ``path`` column names where one was found, e.g.
+``agent.memory``. A view that finds none of what it shows warns with
+:class:`NothingToShowWarning`; an empty one that is there does not.
 
 Frames hold only scalars, strings, timestamps and categoricals: dicts and
 lists become JSON strings, so editing a frame can never change the agent.
