@@ -14,6 +14,7 @@ from .errors import (
     CheckpointNotFoundError,
     ConflictError,
     InvalidIdError,
+    MigrationError,
     MissingDependencyError,
     NbSessionsError,
     NotSerializableError,
@@ -24,6 +25,7 @@ from .errors import (
     StoreCorruptedError,
     StoreError,
 )
+from .migrate import MigrationReport, migrate
 from .sessions import JSONSession, SQLiteSession
 from .state import PydanticState, Stateful, StateModule, as_stateful
 from .stores import (
@@ -48,6 +50,8 @@ __all__ = [
     "InvalidIdError",
     "JSONSession",
     "JSONStore",
+    "MigrationError",
+    "MigrationReport",
     "MissingDependencyError",
     "NbSessionsError",
     "NotSerializableError",
@@ -70,6 +74,7 @@ __all__ = [
     "as_stateful",
     "diff",
     "load_ipython_extension",
+    "migrate",
     "open_store",
     "unload_ipython_extension",
     "views",

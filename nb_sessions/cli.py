@@ -386,10 +386,11 @@ def summarize(store: BaseStore, cp: Checkpoint) -> dict[str, Any]:
 
     state = store.get_state(cp)
     history = store.history(cp.key)
-    msgs = views.messages(state)
-    calls = views.tool_calls(state)
-    plans = views.plans(state)
-    tasks = views.subtasks(state)
+    with views.silenced():  # a summary shows what there is; absent parts are simply not listed
+        msgs = views.messages(state)
+        calls = views.tool_calls(state)
+        plans = views.plans(state)
+        tasks = views.subtasks(state)
     current = plans[plans["is_current"]]
     return {
         "ref": cp.ref,
@@ -531,10 +532,12 @@ def cmd_diff(ctx: _Ctx) -> int:
             "a": result.label_a, "b": result.label_b, "empty": result.empty,
             "summary": result.summary(), "messages": _records(result.messages),
             "subtasks": _records(result.subtasks), "keys": _records(result.keys),
+            "tasks": _records(result.tasks),
         })
         return EXIT_OK
     ctx.write(_clean(result.summary()))
-    for title, frame in (("messages", result.messages), ("plans", result.subtasks), ("other keys", result.keys)):
+    for title, frame in (("messages", result.messages), ("tasks", result.tasks), ("plans", result.subtasks),
+                         ("other keys", result.keys)):
         if frame.empty:
             continue
         ctx.write(f"\n{title}:")
@@ -560,6 +563,25 @@ def cmd_search(ctx: _Ctx) -> int:
 
 
 # -- commands: moving data -------------------------------------------------------
+
+
+def cmd_migrate(ctx: _Ctx) -> int:
+    """Save a 2.x copy of a 1.x checkpoint as a new checkpoint (``nbs.migrate``); the 1.x ones stay."""
+    from .migrate import migrate
+
+    store = ctx.store()
+    report = migrate(store, ctx.args.ref, to=ctx.args.to, modules=ctx.args.module or None,
+                     label=ctx.args.label)
+    if ctx.json:
+        assert report.checkpoint is not None
+        ctx.emit_json({
+            "source": report.source, "checkpoint": report.checkpoint.ref,
+            "migrated": list(report.migrated), "kept": list(report.kept),
+            "leftovers": [{"path": i.path, "what": i.what, "why": i.why} for i in report.leftovers],
+        })
+        return EXIT_OK
+    ctx.write(_clean_lines(str(report)))
+    return EXIT_OK
 
 
 def cmd_export(ctx: _Ctx) -> int:
@@ -871,6 +893,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bundle: the sessions to import (default all); AgentScope file: the session to "
                         "save it as (default: the file name)")
     p.add_argument("--label", help="label the checkpoint made from an AgentScope file")
+    p = command("migrate", cmd_migrate,
+                "save an AgentScope 2.x copy of a 1.x checkpoint as a new checkpoint (the 1.x ones stay)")
+    p.add_argument("ref", metavar="REF", help=ref_help)
+    p.add_argument("--to", metavar="SESSION", help="save it as this new session (default: the same session)")
+    p.add_argument("--module", action="append", metavar="NAME",
+                   help="migrate this module (repeat; default: every module holding a 1.x agent)")
+    p.add_argument("--label", help="label the new checkpoint")
     p = command("copy", cmd_copy, "copy sessions with their history from one store to another")
     p.add_argument("src", metavar="SRC_STORE")
     p.add_argument("dst", metavar="DST_STORE")

@@ -1,10 +1,12 @@
-"""What changed between two states of a session: messages, plans and every other key.
+"""What changed between two states of a session: messages, tasks, plans and every other key.
 
 ``diff(store, "alice@2", "alice@5")`` compares two checkpoints;
 ``diff(store, "alice@2", agent=agent)`` a checkpoint with live objects;
 ``diff(cp_a, cp_b)`` two Checkpoint objects; ``diff(state_a, state_b)`` two
 ``{module: state}`` dicts. The result is a :class:`SessionDiff`: three
-DataFrames, a one-paragraph summary and an HTML view.
+DataFrames (four with AgentScope 2.x tasks), a one-paragraph summary and an
+HTML view. Where the messages, tasks and plans are is asked of
+:mod:`nb_sessions.generations`.
 """
 
 from __future__ import annotations
@@ -12,12 +14,12 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
-from .generations import find_parts, message_text
+from .generations import find_parts, message_text, v1, v2
 from .generations.v1 import memory_entries, notebook_plans
 from .state import as_stateful
 from .stores.base import BaseStore, Checkpoint
@@ -49,6 +51,16 @@ SUBTASK_DIFF_COLUMNS = (
     "state_after",
 )
 KEY_DIFF_COLUMNS = ("module", "path", "change", "before", "after")
+TASK_DIFF_COLUMNS = (
+    "module",
+    "path",
+    "task_id",
+    "subject",
+    "position",
+    "change",
+    "state_before",
+    "state_after",
+)
 
 #: Longest JSON repr kept in the ``keys`` frame; longer values end with "…".
 MAX_REPR = 200
@@ -59,7 +71,11 @@ class SessionDiff:
     """The differences between two session states, ``label_a`` (before) and ``label_b`` (after).
 
     ``messages``: one row per message added, removed, changed or whose marks
-    changed, matched by message id within each memory. ``subtasks``: plans
+    changed, matched by message id within each conversation (a 1.x memory or
+    a 2.x agent state's ``context``). ``tasks``: AgentScope 2.x tasks added,
+    removed, or whose state or other fields changed (``change`` is
+    ``"state"`` for a state change, ``"changed"`` for any other), matched by
+    task id within each agent state. ``subtasks``: 1.x plans
     added, removed or whose state changed (``subtask == ""``) and subtasks
     added, removed or whose state changed. ``keys``: every other changed key by
     dotted path, values as short JSON; a module on one side only is a row here.
@@ -70,18 +86,21 @@ class SessionDiff:
     keys: pd.DataFrame
     label_a: str = "a"
     label_b: str = "b"
+    tasks: pd.DataFrame = field(
+        default_factory=lambda: _frame({c: [] for c in TASK_DIFF_COLUMNS}, ints=("position",))
+    )
 
     @property
     def empty(self) -> bool:
         """True when the two states hold the same data."""
-        return self.messages.empty and self.subtasks.empty and self.keys.empty
+        return self.messages.empty and self.subtasks.empty and self.keys.empty and self.tasks.empty
 
     def summary(self) -> str:
         """One paragraph: message counts per memory, plan and subtask changes, other keys."""
         head = f"{self.label_a} → {self.label_b}"
         if self.empty:
             return f"{head}: no differences."
-        parts = [*self._message_parts(), *self._plan_parts(), *self._key_parts()]
+        parts = [*self._message_parts(), *self._task_parts(), *self._plan_parts(), *self._key_parts()]
         return f"{head}: " + "; ".join(parts) + "."
 
     def _message_parts(self) -> Iterator[str]:
@@ -97,6 +116,25 @@ class SessionDiff:
                 bits.append(f"{int(counts['changed'])} changed")
             if counts.get("marks changed", 0):
                 bits.append(f"{int(counts['marks changed'])} with marks changed")
+            yield f"{path}: " + ", ".join(bits)
+
+    def _task_parts(self) -> Iterator[str]:
+        frame = self.tasks
+        for path in dict.fromkeys(frame["path"]):
+            rows = frame[frame["path"] == path]
+            bits = []
+            for row in rows.itertuples(index=False):
+                what = f"task {_quote(row.subject)}"
+                if row.change == "added":
+                    bits.append(f"{what} added ({_state(row.state_after)})")
+                elif row.change == "removed":
+                    bits.append(f"{what} removed (was {_state(row.state_before)})")
+                elif row.change == "state":
+                    bits.append(f"{what} {_state(row.state_before)} → {_state(row.state_after)}")
+                else:
+                    bits.append(f"{what} changed")
+            if len(bits) > 4:
+                bits = [f"{len(bits)} tasks changed"]
             yield f"{path}: " + ", ".join(bits)
 
     def _plan_parts(self) -> Iterator[str]:
@@ -153,7 +191,7 @@ class SessionDiff:
     def __repr__(self) -> str:
         return (
             f"<SessionDiff {self.label_a} → {self.label_b}: {len(self.messages)} message rows, "
-            f"{len(self.subtasks)} plan rows, {len(self.keys)} key rows>"
+            f"{len(self.tasks)} task rows, {len(self.subtasks)} plan rows, {len(self.keys)} key rows>"
         )
 
     def _repr_html_(self) -> str:
@@ -163,6 +201,7 @@ class SessionDiff:
         ]
         for title, frame in (
             ("Messages", self.messages),
+            ("Tasks", self.tasks),
             ("Plans", self.subtasks),
             ("Other keys", self.keys),
         ):
@@ -246,15 +285,22 @@ def _marks_text(marks: list[Any] | None) -> str | None:
     return None if marks is None else ",".join(str(m) for m in marks)
 
 
+def _entries(kind: str, node: Mapping[str, Any] | None) -> list[tuple[Mapping[str, Any], list[Any]]]:
+    """``(message, marks)`` of a 1.x memory or a 2.x agent state (2.x messages have no marks)."""
+    if node is None:
+        return []
+    if kind == "memory":
+        return list(memory_entries(node))
+    return [(msg, []) for msg in v2.context_messages(node)]
+
+
 def _diff_memory(
     module: str,
     path: str,
-    before: Mapping[str, Any] | None,
-    after: Mapping[str, Any] | None,
+    old: list[tuple[Mapping[str, Any], list[Any]]],
+    new: list[tuple[Mapping[str, Any], list[Any]]],
     rows: dict[str, list[Any]],
 ) -> None:
-    old = list(memory_entries(before)) if before is not None else []
-    new = list(memory_entries(after)) if after is not None else []
     old_map = dict(zip(_msg_keys(old), old, strict=True))
     new_map = dict(zip(_msg_keys(new), new, strict=True))
 
@@ -284,6 +330,43 @@ def _diff_memory(
             add("added", None, entry)
 
 
+def _diff_tasks(
+    module: str,
+    path: str,
+    before: Mapping[str, Any] | None,
+    after: Mapping[str, Any] | None,
+    rows: dict[str, list[Any]],
+) -> None:
+    """2.x tasks, matched by id (by position when a task has none)."""
+
+    def keyed(state: Mapping[str, Any] | None) -> dict[str, tuple[int, Mapping[str, Any]]]:
+        items = v2.tasks(state) if state is not None else []
+        return {
+            str(t["id"]) if isinstance(t.get("id"), (str, int)) else f"@{i}": (i, t)
+            for i, t in enumerate(items)
+        }
+
+    def add(change: str, pos: int, task: Mapping[str, Any], state_b: Any, state_a: Any) -> None:
+        values = (module, path, task.get("id"), task.get("subject"), pos, change, state_b, state_a)
+        for column, value in zip(TASK_DIFF_COLUMNS, values, strict=True):
+            rows[column].append(value)
+
+    old, new = keyed(before), keyed(after)
+    for key, (pos, task) in old.items():
+        match = new.get(key)
+        if match is None:
+            add("removed", pos, task, task.get("state"), None)
+            continue
+        other = match[1]
+        if not _same(task.get("state"), other.get("state")):
+            add("state", match[0], other, task.get("state"), other.get("state"))
+        elif not _same(dict(task), dict(other)):
+            add("changed", match[0], other, task.get("state"), other.get("state"))
+    for key, (pos, task) in new.items():
+        if key not in old:
+            add("added", pos, task, None, task.get("state"))
+
+
 def _subtask_keys(tasks: list[Mapping[str, Any]]) -> list[str]:
     seen: dict[str, int] = {}
     keys = []
@@ -295,9 +378,7 @@ def _subtask_keys(tasks: list[Mapping[str, Any]]) -> list[str]:
     return keys
 
 
-def _tasks(plan: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
-    raw = plan.get("subtasks") if plan is not None else None
-    return [t for t in raw if isinstance(t, Mapping)] if isinstance(raw, list) else []
+_tasks = v1.plan_subtasks
 
 
 def _diff_notebook(
@@ -466,6 +547,7 @@ def diff_states(
     msg_rows: dict[str, list[Any]] = {c: [] for c in MESSAGE_DIFF_COLUMNS}
     plan_rows: dict[str, list[Any]] = {c: [] for c in SUBTASK_DIFF_COLUMNS}
     key_rows: dict[str, list[Any]] = {c: [] for c in KEY_DIFF_COLUMNS}
+    task_rows: dict[str, list[Any]] = {c: [] for c in TASK_DIFF_COLUMNS}
     for module in [*before, *(m for m in after if m not in before)]:
         name = str(module)
         if module not in after:
@@ -490,7 +572,11 @@ def diff_states(
             b_node, a_node = b_parts.get((kind, path)), a_parts.get((kind, path))
             if kind == "memory":
                 skip.add(f"{path}.content")
-                _diff_memory(name, path, b_node, a_node, msg_rows)
+                _diff_memory(name, path, _entries(kind, b_node), _entries(kind, a_node), msg_rows)
+            elif kind == "agent_state":
+                skip.update((f"{path}.context", f"{path}.tasks_context.tasks"))
+                _diff_memory(name, path, _entries(kind, b_node), _entries(kind, a_node), msg_rows)
+                _diff_tasks(name, path, b_node, a_node, task_rows)
             else:
                 skip.update((f"{path}.storage", f"{path}.current_plan"))
                 _diff_notebook(name, path, b_node, a_node, plan_rows)
@@ -505,6 +591,7 @@ def diff_states(
         keys=_frame(key_rows),
         label_a=label_a,
         label_b=label_b,
+        tasks=_frame(task_rows, ints=("position",)),
     )
 
 

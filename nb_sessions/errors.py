@@ -13,6 +13,7 @@ __all__ = [
     "CheckpointNotFoundError",
     "ConflictError",
     "InvalidIdError",
+    "MigrationError",
     "MissingDependencyError",
     "NbSessionsError",
     "NotSerializableError",
@@ -114,6 +115,16 @@ class StateMismatchError(StateError):
 
 class MissingDependencyError(NbSessionsError, ImportError):
     """An optional package a feature needs is not installed; the message names what to install."""
+
+
+class MigrationError(StateError):
+    """A migration found nothing to migrate: no AgentScope 1.x agent or memory where it looked."""
+
+    def _advice(self) -> str:
+        return (
+            "Nothing was saved. Name the modules holding a 1.x agent (modules=[...] or --module), "
+            "or pick a checkpoint written by AgentScope 1.x."
+        )
 
 
 class NotSerializableError(NbSessionsError, TypeError):

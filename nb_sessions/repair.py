@@ -20,9 +20,12 @@ live object, no I/O.
 
 AgentScope 2.x keeps a call and its result in the same assistant message,
 and a call at ``asking`` or ``submitted`` waits legitimately; a 2.x call cut
-off (``pending`` or ``allowed``, no result) is closed by an error
-``tool_result`` block inserted in that message right after the call (and the
-results following it), and the call's state set to ``finished``. Where the
+off (``pending`` or ``allowed``, no result) is closed as AgentScope 2.x
+closes a call it interrupts: the call's state set to ``finished`` and a
+``tool_result`` block with state ``interrupted`` and AgentScope's own
+interruption text (:data:`nb_sessions.generations.v2.INTERRUPT_TEXT`) as
+its output, inserted in that message right after the call (and the results
+following it); its metadata says ``{"closed_by": "nb_sessions repair"}``. Where the
 conversations are and what their blocks look like is asked of
 :mod:`nb_sessions.generations`.
 """
@@ -39,12 +42,16 @@ from .errors import _join
 from .generations import Conversation, conversations, unanswered, v1, v2
 
 __all__ = [
+    "REPAIR_METADATA",
     "REPAIR_TEXT",
     "DanglingCall",
     "RepairReport",
     "find_dangling_tool_calls",
     "repair_states",
 ]
+
+#: Recorded in the metadata of a 2.x result that repair wrote (AgentScope's own text stays as is).
+REPAIR_METADATA = {"closed_by": "nb_sessions repair"}
 
 #: The text of the error result that closes a dangling call.
 REPAIR_TEXT = (
@@ -156,22 +163,6 @@ class RepairReport:
 # -- finding ----------------------------------------------------------------------
 
 
-def _msg_of(item: Any) -> Mapping[str, Any] | None:
-    """The message of a content item: a ``[msg, marks]`` pair or a bare message dict."""
-    if v1.is_message(item):
-        return item  # type: ignore[no-any-return]
-    if isinstance(item, (list, tuple)) and len(item) == 2 and v1.is_message(item[0]):
-        return item[0]  # type: ignore[no-any-return]
-    return None
-
-
-def _blocks(msg: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    content = msg.get("content")
-    if not isinstance(content, (list, tuple)):
-        return []
-    return [b for b in content if isinstance(b, Mapping)]
-
-
 def _dangling_in(conversation: Conversation) -> list[DanglingCall]:
     return [
         DanglingCall(
@@ -220,41 +211,14 @@ def _copy(value: Any) -> Any:
     return root
 
 
-def _only_results(msg: Mapping[str, Any] | None) -> bool:
-    if msg is None:
-        return False
-    blocks = _blocks(msg)
-    content = msg.get("content")
-    return (
-        bool(blocks)
-        and isinstance(content, (list, tuple))
-        and len(blocks) == len(content)
-        and all(b.get("type") == "tool_result" for b in blocks)
-    )
-
-
 def closing_message(
     call: DanglingCall,
     *,
     clock: Callable[[], str] = timestamp_now,
     id_factory: Callable[[], str] = short_id,
 ) -> dict[str, Any]:
-    """The AgentScope-shaped system message whose ``tool_result`` closes ``call``."""
-    return {
-        "id": id_factory(),
-        "name": "system",
-        "role": "system",
-        "content": [
-            {
-                "type": "tool_result",
-                "id": call.tool_use_id,
-                "name": call.tool_name,
-                "output": [{"type": "text", "text": REPAIR_TEXT}],
-            }
-        ],
-        "metadata": {},
-        "timestamp": clock(),
-    }
+    """The AgentScope 1.x-shaped system message whose ``tool_result`` closes ``call``."""
+    return v1.new_result_message(call.tool_use_id, call.tool_name, REPAIR_TEXT, when=clock(), msg_id=id_factory())
 
 
 def repair_states(
@@ -283,16 +247,11 @@ def repair_states(
         if not calls:
             continue
         if conversation.generation == v2.GENERATION:
-            closed += _close_in_messages(conversation, calls, clock, id_factory)
+            closed += _close_in_messages(conversation, calls, clock)
             continue
         content: list[Any] = conversation.node["content"]  # a list: _copy made it one
         # Where each closing result goes: after its message and the results answering it.
-        slots: list[tuple[int, DanglingCall]] = []
-        for call in calls:
-            pos = call.index + 1
-            while pos < len(content) and _only_results(_msg_of(content[pos])):
-                pos += 1
-            slots.append((pos, call))
+        slots = [(v1.result_slot(content, call.index), call) for call in calls]
         merged: list[Any] = []
         cursor = 0
         for pos, call in slots:
@@ -300,7 +259,7 @@ def repair_states(
             cursor = pos
             msg = closing_message(call, clock=make_time, id_factory=make_id)
             closed.append(replace(call, inserted_at=len(merged)))
-            merged.append(msg if v1.is_message(content[call.index]) else [msg, []])
+            merged.append(v1.entry_like(content[call.index], msg))
         merged.extend(content[cursor:])
         content[:] = merged
     return new_states, RepairReport(tuple(closed), dry_run=dry_run)
@@ -310,22 +269,13 @@ def _close_in_messages(
     conversation: Conversation,
     calls: list[DanglingCall],
     clock: Callable[[], str] | None,
-    id_factory: Callable[[], str] | None,
 ) -> list[DanglingCall]:
-    """2.x: each call's error result goes into its own message, after the call and the results following it."""
+    """2.x: each call's interrupted result goes into its own message, after the call and the results following it."""
     make_time = clock or v2.timestamp_now
-    make_id = id_factory or v2.new_id
     messages: list[Any] = conversation.node["context"]
     closed: list[DanglingCall] = []
     for call in calls:
-        blocks: list[Any] = messages[call.index]["content"]
-        at = next(i for i, b in enumerate(blocks) if isinstance(b, dict) and b.get("id") == call.tool_use_id
-                  and b.get("type") == "tool_call" and b.get("state") == call.state)
-        blocks[at]["state"] = "finished"
-        pos = at + 1
-        while pos < len(blocks) and isinstance(blocks[pos], dict) and blocks[pos].get("type") == "tool_result":
-            pos += 1
-        when = make_time()
-        blocks.insert(pos, v2.error_result(call.tool_use_id, call.tool_name, REPAIR_TEXT, when=when, text_id=make_id()))
+        result = v2.interrupted_result(call.tool_use_id, call.tool_name, when=make_time(), metadata=REPAIR_METADATA)
+        pos = v2.close_call(messages[call.index], call.tool_use_id, call.state, result)
         closed.append(replace(call, inserted_at=pos))
     return closed

@@ -43,12 +43,8 @@ def searchable_text(message: Mapping[str, Any]) -> str:
 
 
 def entry_message(entry: Any) -> Mapping[str, Any] | None:
-    """The message of a memory entry (``[msg, marks]`` or, in older files, ``msg``)."""
-    if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], Mapping):
-        entry = entry[0]
-    if isinstance(entry, Mapping) and "content" in entry and "role" in entry:
-        return entry
-    return None
+    """The message of a stored list item: a 1.x ``[msg, marks]`` entry, a bare 1.x or 2.x message."""
+    return generations.entry_message(entry)
 
 
 def matches(text: str, query: str) -> bool:

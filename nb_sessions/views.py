@@ -10,11 +10,14 @@ Every view takes ``src`` and an optional ``ref``:
 - a :class:`~nb_sessions.stores.Checkpoint`;
 - a store plus a reference: ``views.messages(store, "alice@3")``.
 
-Memories and plan notebooks are found by walking each module's state: a
-memory is a dict whose ``"content"`` is a list of ``[msg, marks]`` pairs (or
-of bare message dicts, the older layout); a plan notebook is a dict with
-``"storage": {"plans": {...}}`` and ``"current_plan"``. The ``path`` column
-names where one was found, e.g. ``agent.memory``.
+Conversations, plan notebooks and task lists are found by walking each
+module's state, asking :mod:`nb_sessions.generations`: an AgentScope 1.x
+memory (``"content"`` a list of ``[msg, marks]`` pairs, or bare messages in
+the older layout), a 1.x plan notebook (``"storage": {"plans": {...}}`` and
+``"current_plan"``), or a 2.x ``AgentState`` dump (``context``,
+``tasks_context``). The ``path`` column names where one was found, e.g.
+``agent.memory``. A view that finds none of what it shows warns with
+:class:`NothingToShowWarning`; an empty one that is there does not.
 
 Frames hold only scalars, strings, timestamps and categoricals: dicts and
 lists become JSON strings, so editing a frame can never change the agent.
@@ -22,10 +25,12 @@ lists become JSON strings, so editing a frame can never change the agent.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import re
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ParamSpec
@@ -33,8 +38,23 @@ from typing import TYPE_CHECKING, Any, ParamSpec
 import pandas as pd
 
 from .codec import paused_gc
-from .generations import find_parts, message_text, v1
-from .generations.v1 import memory_entries, notebook_plans
+from .generations import (
+    CALL_KINDS,
+    TOOL_KINDS,
+    Conversation,
+    ToolCall,
+    ToolResult,
+    block_text,
+    content_blocks,
+    conversations,
+    find_parts,
+    message_text,
+    message_time,
+    tool_blocks,
+    v1,
+    v2,
+)
+from .generations.v1 import notebook_plans
 from .state import Stateful, as_stateful
 from .stores.base import BaseStore, Checkpoint
 
@@ -43,19 +63,27 @@ if TYPE_CHECKING:
 
 __all__ = [
     "STATES",
+    "TASK_STATES",
+    "NothingToShowWarning",
     "blocks",
     "history",
     "messages",
     "plans",
     "plot_messages",
     "plot_plan",
+    "plot_usage",
     "sessions",
+    "silenced",
     "subtasks",
+    "tasks",
     "tool_calls",
+    "usage",
 ]
 
 #: Plan and subtask states in their natural order (the categorical's order).
 STATES: tuple[str, ...] = ("todo", "in_progress", "done", "abandoned")
+#: AgentScope 2.x task states in their natural order (the ``tasks`` view's categorical).
+TASK_STATES: tuple[str, ...] = v2.TASK_STATES
 
 _TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 _TIME_FORMAT_NO_MS = "%Y-%m-%d %H:%M:%S"
@@ -64,7 +92,7 @@ _ERROR_OUTPUT = re.compile(r"\s*\w*Error\b")
 # Column kinds: "str" (pandas' default string dtype, NaN for missing), "int",
 # "Int64" (nullable), "bool", "time" (datetime64[ns], naive as AgentScope
 # writes it), "utc" (datetime64[ns, UTC]), "delta" (timedelta64[ns]),
-# "state" (ordered categorical of STATES).
+# "state" (ordered categorical of STATES), "task_state" (ordered categorical of TASK_STATES).
 Schema = Sequence[tuple[str, str]]
 
 _SOURCE_COLUMNS: Schema = (
@@ -87,6 +115,12 @@ MESSAGE_COLUMNS: Schema = (
     ("marks", "str"),
     ("metadata", "str"),
     ("invocation_id", "str"),
+    ("generation", "str"),
+    ("finished_at", "time"),
+    ("input_tokens", "Int64"),
+    ("output_tokens", "Int64"),
+    ("finished_reason", "str"),
+    ("error", "str"),
 )
 
 BLOCK_COLUMNS: Schema = (
@@ -103,6 +137,7 @@ BLOCK_COLUMNS: Schema = (
     ("source_type", "str"),
     ("url", "str"),
     ("media_type", "str"),
+    ("state", "str"),
 )
 
 TOOL_CALL_COLUMNS: Schema = (
@@ -119,6 +154,38 @@ TOOL_CALL_COLUMNS: Schema = (
     ("dangling", "bool"),
     ("called_at", "time"),
     ("returned_at", "time"),
+    ("call_state", "str"),
+    ("result_state", "str"),
+)
+
+TASK_COLUMNS: Schema = (
+    *_SOURCE_COLUMNS,
+    ("position", "int"),
+    ("task_id", "str"),
+    ("subject", "str"),
+    ("description", "str"),
+    ("state", "task_state"),
+    ("owner", "str"),
+    ("blocks", "str"),
+    ("blocked_by", "str"),
+    ("created_at", "time"),
+    ("metadata", "str"),
+)
+
+USAGE_COLUMNS: Schema = (
+    *_SOURCE_COLUMNS,
+    ("position", "int"),
+    ("message_id", "str"),
+    ("role", "str"),
+    ("timestamp", "time"),
+    ("input_tokens", "int"),
+    ("output_tokens", "int"),
+    ("cache_input_tokens", "int"),
+    ("cache_creation_input_tokens", "int"),
+    ("total_tokens", "int"),
+    ("cumulative_input_tokens", "int"),
+    ("cumulative_output_tokens", "int"),
+    ("cumulative_tokens", "int"),
 )
 
 SUBTASK_COLUMNS: Schema = (
@@ -233,7 +300,7 @@ def _resolve(src: Any, ref: Any) -> _Source:
     if isinstance(src, Checkpoint):
         return _Source(src.state(), src.session, src.seq)
     if isinstance(src, Mapping):
-        if is_memory(src) or is_plan_notebook(src):
+        if is_memory(src) or is_plan_notebook(src) or v2.is_agent_state(src):
             return _Source({"state": src}, None, None)
         states = {
             str(name): as_stateful(value, str(name)).state_dict() if _is_live(value) else value
@@ -289,9 +356,10 @@ def _series(values: list[Any], kind: str) -> pd.Series:
         series = _parse_times(values)
     elif kind == "utc":
         series = pd.Series(pd.to_datetime(values, utc=True)).astype("datetime64[ns, UTC]")
-    elif kind == "state":
-        extra = sorted({v for v in values if isinstance(v, str) and v not in STATES})
-        series = pd.Series(pd.Categorical(values, categories=[*STATES, *extra], ordered=True))
+    elif kind in ("state", "task_state"):
+        known = STATES if kind == "state" else TASK_STATES
+        extra = sorted({v for v in values if isinstance(v, str) and v not in known})
+        series = pd.Series(pd.Categorical(values, categories=[*known, *extra], ordered=True))
     else:
         raise AssertionError(kind)
     return series
@@ -306,10 +374,15 @@ def _safe_str(value: Any) -> Any:
 def _parse_times(values: list[Any]) -> pd.Series:
     """Parse AgentScope timestamps (``YYYY-MM-DD HH:MM:SS.mmm``) to datetime64[ns]; anything else is NaT."""
     raw = pd.Series([v if isinstance(v, str) else None for v in values], dtype=object)
-    parsed = pd.to_datetime(raw, format=_TIME_FORMAT, errors="coerce")
-    retry = parsed.isna() & raw.notna()
-    if retry.any():
-        parsed[retry] = pd.to_datetime(raw[retry], format=_TIME_FORMAT_NO_MS, errors="coerce")
+    parsed = pd.to_datetime(raw, format=_TIME_FORMAT, errors="coerce").astype("datetime64[ns]")
+    for fmt in (_TIME_FORMAT_NO_MS, "ISO8601"):  # AgentScope 2.x writes ISO: 2026-11-29T21:49:46.367180
+        retry = parsed.isna() & raw.notna()
+        if not retry.any():
+            break
+        again = pd.to_datetime(raw[retry], format=fmt, errors="coerce")
+        if isinstance(again.dtype, pd.DatetimeTZDtype):
+            again = again.dt.tz_localize(None)
+        parsed[retry] = again.astype("datetime64[ns]")
     in_range = (parsed >= pd.Timestamp.min) & (parsed <= pd.Timestamp.max)
     result: pd.Series = parsed.where(in_range).astype("datetime64[ns]")
     return result
@@ -317,6 +390,60 @@ def _parse_times(values: list[Any]) -> pd.Series:
 
 def _columns(schema: Schema) -> dict[str, list[Any]]:
     return {name: [] for name, _ in schema}
+
+
+# -- saying so when there is nothing to show ---------------------------------
+
+
+class NothingToShowWarning(UserWarning):
+    """A view found none of what it shows in its source (no conversation, no plan notebook, no task list).
+
+    A frame that is empty because the source holds an empty conversation (or
+    an empty task list) comes without this warning: the thing was found and
+    holds nothing. This warning means the thing itself was not found; its
+    message names what the view looked for and, when the source holds the
+    other AgentScope generation's shapes, the view that reads them.
+    """
+
+
+@contextlib.contextmanager
+def silenced() -> Iterator[None]:
+    """Build views without :class:`NothingToShowWarning` (for callers that show several views at once)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NothingToShowWarning)
+        yield
+
+
+def _nothing(view: str, looked_for: str, source: _Source, hint: str = "") -> None:
+    where = f" in {source.session}@{source.seq}" if source.session is not None else ""
+    modules = ", ".join(map(repr, source.states)) or "no modules"
+    warnings.warn(
+        NothingToShowWarning(
+            f"views.{view}: found no {looked_for}{where} (modules: {modules}); "
+            f"the frame is empty.{(' ' + hint) if hint else ''}"
+        ),
+        stacklevel=_caller_level(),
+    )
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` of the first frame outside this module: the warning points at the user's line."""
+    frame = sys._getframe(1)
+    level = 1
+    while frame is not None and frame.f_code.co_filename == __file__:
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return level
+
+
+_CONVERSATIONS = "conversation (an AgentScope 1.x memory or a 2.x AgentState context)"
+
+
+def _conversations(source: _Source, view: str) -> list[Conversation]:
+    found = [c for c in conversations(source.states)]
+    if not found:
+        _nothing(view, _CONVERSATIONS, source)
+    return found
 
 
 # -- message views -----------------------------------------------------------
@@ -342,14 +469,26 @@ def _bulk(view: Callable[_P, pd.DataFrame]) -> Callable[_P, pd.DataFrame]:
     return wrapper
 
 
+def _str_or_json(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return to_json(value)
+
+
 @_bulk
 def messages(src: Any, ref: Any = None) -> pd.DataFrame:
-    """One row per message of every memory in ``src``.
+    """One row per message of every conversation in ``src`` (1.x memories, 2.x agent states).
 
     ``text`` joins the text blocks (a str content as is); ``block_types`` lists
     the block types in first-seen order (``"text"`` for str content);
-    ``marks`` is the marks joined by commas (``""`` when none); ``metadata`` is
-    a JSON string; ``timestamp`` is NaT when it is not ``YYYY-MM-DD HH:MM:SS[.mmm]``.
+    ``n_tool_calls`` counts ``tool_use`` (1.x) and ``tool_call`` (2.x) blocks;
+    ``marks`` is the marks joined by commas (``""`` when none, always for
+    2.x); ``metadata`` is a JSON string; ``timestamp`` is 1.x's ``timestamp``
+    or 2.x's ``created_at`` (NaT when unparseable). 2.x messages also fill
+    ``finished_at``, ``input_tokens``/``output_tokens`` (from ``usage``),
+    ``finished_reason`` and ``error`` (JSON when not a string); 1.x leaves them
+    empty. ``generation`` is ``"1.x"`` or ``"2.x"``. A source with no
+    conversation warns (:class:`NothingToShowWarning`).
     """
     source = _resolve(src, ref)
     cols = _columns(MESSAGE_COLUMNS)
@@ -357,8 +496,12 @@ def messages(src: Any, ref: Any = None) -> pd.DataFrame:
     id_c, name_c, role_c, ts_c = cols["id"], cols["name"], cols["role"], cols["timestamp"]
     text_c, types_c, ntool_c = cols["text"], cols["block_types"], cols["n_tool_calls"]
     marks_c, meta_c, inv_c = cols["marks"], cols["metadata"], cols["invocation_id"]
-    for module, path, memory in _parts(source, "memory"):
-        for position, (msg, marks) in enumerate(memory_entries(memory)):
+    gen_c, fin_c, in_c, out_c = cols["generation"], cols["finished_at"], cols["input_tokens"], cols["output_tokens"]
+    reason_c, err_c = cols["finished_reason"], cols["error"]
+    for conv in _conversations(source, "messages"):
+        module, path, gen = conv.module, conv.path, conv.generation
+        two = gen == v2.GENERATION
+        for position, (msg, marks) in enumerate(conv.entries()):
             content = msg.get("content")
             if isinstance(content, list):
                 texts: list[str] = []
@@ -372,7 +515,7 @@ def messages(src: Any, ref: Any = None) -> pd.DataFrame:
                         text = block.get("text")
                         if isinstance(text, str):
                             texts.append(text)
-                    elif btype == "tool_use":
+                    elif btype in CALL_KINDS:
                         n_tools += 1
                     if isinstance(btype, str) and btype not in types:
                         types.append(btype)
@@ -390,11 +533,25 @@ def messages(src: Any, ref: Any = None) -> pd.DataFrame:
             id_c.append(msg.get("id"))
             name_c.append(msg.get("name"))
             role_c.append(msg.get("role"))
-            ts_c.append(msg.get("timestamp"))
+            ts_c.append(message_time(msg))
             marks_c.append(",".join(str(m) for m in marks))
             meta = msg.get("metadata")
             meta_c.append("{}" if meta is None or meta == {} else to_json(meta))
             inv_c.append(msg.get("invocation_id"))
+            gen_c.append(gen)
+            if two:
+                used = v2.usage(msg)
+                fin_c.append(msg.get("finished_at"))
+                in_c.append(used["input_tokens"] if used else None)
+                out_c.append(used["output_tokens"] if used else None)
+                reason_c.append(_str_or_json(msg.get("finished_reason")))
+                err_c.append(_str_or_json(msg.get("error")))
+            else:
+                fin_c.append(None)
+                in_c.append(None)
+                out_c.append(None)
+                reason_c.append(None)
+                err_c.append(None)
     return _frame(cols, MESSAGE_COLUMNS, len(pos_c), source)
 
 
@@ -402,34 +559,27 @@ def messages(src: Any, ref: Any = None) -> pd.DataFrame:
 def blocks(src: Any, ref: Any = None) -> pd.DataFrame:
     """One row per content block of every message (a str content is one ``text`` block).
 
-    ``text`` holds a text block's text, a thinking block's thinking, or a
-    tool_result's output text; ``tool_input`` is a tool_use's input as JSON;
-    media blocks give ``source_type`` and ``url`` or ``media_type``.
+    ``text`` holds the block's readable text (:func:`nb_sessions.generations.block_text`):
+    a text block's text, a thinking block's thinking, a 2.x hint, a tool
+    result's output (str or nested blocks), a textual 2.x data block; for a
+    tool call it is ``None`` and ``tool_input`` holds the input as JSON (2.x's
+    JSON string as stored). ``state`` is a 2.x tool call's or result's state.
+    Media and 2.x data blocks give ``source_type`` and ``url`` or ``media_type``.
     """
     source = _resolve(src, ref)
     cols = _columns(BLOCK_COLUMNS)
-    for module, path, memory in _parts(source, "memory"):
-        for position, (msg, _marks) in enumerate(memory_entries(memory)):
-            content = msg.get("content")
-            items = (
-                content
-                if isinstance(content, list)
-                else [{"type": "text", "text": message_text(content)}]
-            )
-            for index, block in enumerate(items):
+    for conv in _conversations(source, "blocks"):
+        module, path = conv.module, conv.path
+        for position, (msg, _marks) in enumerate(conv.entries()):
+            for index, block in enumerate(content_blocks(msg)):
                 if not isinstance(block, (dict, Mapping)):
                     continue
                 btype = block.get("type")
-                text: Any = None
-                if btype == "text":
-                    text = block.get("text")
-                elif btype == "thinking":
-                    text = block.get("thinking")
-                elif btype == "tool_result":
-                    text = message_text(block.get("output"))
-                tool = btype in ("tool_use", "tool_result")
+                call = btype in CALL_KINDS
+                tool = btype in TOOL_KINDS
                 src_info = block.get("source")
                 src_map = src_info if isinstance(src_info, Mapping) else {}
+                raw_input = block.get("input")
                 cols["module"].append(module)
                 cols["path"].append(path)
                 cols["position"].append(position)
@@ -437,80 +587,187 @@ def blocks(src: Any, ref: Any = None) -> pd.DataFrame:
                 cols["role"].append(msg.get("role"))
                 cols["block_index"].append(index)
                 cols["type"].append(btype)
-                cols["text"].append(text)
+                cols["text"].append(None if call else block_text(block))
                 cols["tool_id"].append(block.get("id") if tool else None)
                 cols["tool_name"].append(block.get("name") if tool else None)
                 cols["tool_input"].append(
-                    to_json(block.get("input")) if btype == "tool_use" else None
+                    (raw_input if isinstance(raw_input, str) else to_json(raw_input)) if call else None
                 )
                 cols["source_type"].append(src_map.get("type"))
                 cols["url"].append(src_map.get("url"))
                 cols["media_type"].append(src_map.get("media_type"))
+                state = block.get("state")
+                cols["state"].append(state if tool and isinstance(state, str) else None)
     return _frame(cols, BLOCK_COLUMNS, len(cols["position"]), source)
+
+
+#: A 2.x result's state -> the ``status`` column (1.x results are judged by their text).
+_RESULT_STATUS = {"success": "ok", "error": "error", "interrupted": "interrupted",
+                  "denied": "denied", "running": "running"}
+
+
+def _pair(calls: list[ToolCall], results: list[ToolResult]) -> list[ToolResult | None]:
+    """For each call, the first result with its id after it (in message, then block order)."""
+    by_id: dict[str, list[ToolResult]] = {}
+    for r in results:
+        by_id.setdefault(r.call_id, []).append(r)
+    return [
+        next((r for r in by_id.get(c.call_id, ()) if (r.index, r.block) > (c.index, c.block)), None)
+        for c in calls
+    ]
 
 
 @_bulk
 def tool_calls(src: Any, ref: Any = None) -> pd.DataFrame:
-    """One row per tool_use block, joined to the first tool_result with its id that follows it in the same memory.
+    """One row per tool call (1.x ``tool_use``, 2.x ``tool_call``), joined to the first result with its id after it.
 
-    ``status`` is ``"missing"`` (and ``dangling`` True) when no such result
-    follows; ``"error"`` when the result block has a truthy ``is_error`` or
-    the output text begins with a word ending in ``Error`` (``"Error: ..."``,
-    ``"ValueError: ..."``, ``"FunctionNotFoundError: ..."``, as AgentScope's
-    toolkit writes failures); ``"ok"`` otherwise.
+    1.x results are separate later messages; 2.x results sit in the call's own
+    message. ``status``: ``"missing"`` (and ``dangling`` True) when no result
+    follows and the call waits for nobody; ``"waiting"`` (not dangling) for a
+    2.x call at ``asking`` (the user's permission) or ``submitted`` (an outside
+    executor); for a 2.x result its state (``success`` is ``"ok"``, else
+    ``error``, ``interrupted``, ``denied``, ``running``); for a 1.x result
+    ``"error"`` when the block has a truthy ``is_error`` or the output text
+    begins with a word ending in ``Error`` (``"Error: ..."``,
+    ``"FunctionNotFoundError: ..."``, as AgentScope's toolkit writes
+    failures), ``"ok"`` otherwise. ``input`` is JSON (2.x's string as stored);
+    ``call_state``/``result_state`` are 2.x's raw states.
     """
     source = _resolve(src, ref)
     cols = _columns(TOOL_CALL_COLUMNS)
-    for module, path, memory in _parts(source, "memory"):
-        calls: list[tuple[int, int, Mapping[str, Any], Mapping[str, Any]]] = []
-        results: dict[Any, list[tuple[int, int, Mapping[str, Any], Mapping[str, Any]]]] = {}
-        for position, (msg, _marks) in enumerate(memory_entries(memory)):
-            content = msg.get("content")
-            if not isinstance(content, list):
-                continue
-            for index, block in enumerate(content):
-                if not isinstance(block, (dict, Mapping)):
-                    continue
-                btype = block.get("type")
-                if btype == "tool_use":
-                    calls.append((position, index, msg, block))
-                elif btype == "tool_result":
-                    key = block.get("id")
-                    if isinstance(key, (str, int)):
-                        results.setdefault(key, []).append((position, index, msg, block))
-        for position, index, msg, block in calls:
-            key = block.get("id")
-            match = None
-            if isinstance(key, (str, int)):
-                match = next(
-                    (r for r in results.get(key, ()) if (r[0], r[1]) > (position, index)), None
-                )
-            cols["module"].append(module)
-            cols["path"].append(path)
-            cols["tool_id"].append(key)
+    for conv in _conversations(source, "tool_calls"):
+        entries = [msg for msg, _ in conv.entries()]
+        calls, results = tool_blocks(conv)
+        for call, match in zip(calls, _pair(calls, results), strict=True):
+            msg = entries[call.index]
+            block = msg["content"][call.block]
+            raw = block.get("input")
+            cols["module"].append(conv.module)
+            cols["path"].append(conv.path)
+            cols["tool_id"].append(call.call_id)
             cols["tool_name"].append(block.get("name"))
-            cols["call_message_id"].append(msg.get("id"))
-            cols["call_position"].append(position)
-            cols["input"].append(to_json(block.get("input")))
-            cols["called_at"].append(msg.get("timestamp"))
+            cols["call_message_id"].append(call.message_id)
+            cols["call_position"].append(call.index)
+            cols["input"].append(raw if isinstance(raw, str) else to_json(raw))
+            cols["called_at"].append(block.get("created_at") or message_time(msg))
+            cols["call_state"].append(call.state)
             if match is None:
+                waiting = call.state in v2.OPEN_CALL_STATES
                 cols["result_message_id"].append(None)
                 cols["result_position"].append(None)
                 cols["output"].append(None)
-                cols["status"].append("missing")
-                cols["dangling"].append(True)
+                cols["status"].append("waiting" if waiting else "missing")
+                cols["dangling"].append(not waiting)
                 cols["returned_at"].append(None)
+                cols["result_state"].append(None)
+                continue
+            r_msg = entries[match.index]
+            r_block = r_msg["content"][match.block]
+            output = block_text(r_block) or ""
+            if match.state is not None and conv.generation == v2.GENERATION:
+                status = _RESULT_STATUS.get(match.state, match.state)
             else:
-                r_pos, _r_index, r_msg, r_block = match
-                output = message_text(r_block.get("output"))
                 failed = bool(r_block.get("is_error")) or _ERROR_OUTPUT.match(output) is not None
-                cols["result_message_id"].append(r_msg.get("id"))
-                cols["result_position"].append(r_pos)
-                cols["output"].append(output)
-                cols["status"].append("error" if failed else "ok")
-                cols["dangling"].append(False)
-                cols["returned_at"].append(r_msg.get("timestamp"))
+                status = "error" if failed else "ok"
+            cols["result_message_id"].append(match.message_id)
+            cols["result_position"].append(match.index)
+            cols["output"].append(output)
+            cols["status"].append(status)
+            cols["dangling"].append(False)
+            cols["returned_at"].append(r_block.get("created_at") or message_time(r_msg))
+            cols["result_state"].append(match.state)
     return _frame(cols, TOOL_CALL_COLUMNS, len(cols["tool_id"]), source)
+
+
+@_bulk
+def usage(src: Any, ref: Any = None) -> pd.DataFrame:
+    """One row per message recording token usage (2.x ``usage``), with running totals per conversation.
+
+    ``total_tokens`` is input + output; the ``cumulative_*`` columns sum them
+    over the conversation so far (2.x sums usage per reply: one assistant
+    message per reply). A conversation that records no usage at all (every
+    1.x memory: 1.x messages carry none) warns, naming it.
+    """
+    source = _resolve(src, ref)
+    cols = _columns(USAGE_COLUMNS)
+    found = _conversations(source, "usage")
+    bare: list[str] = []
+    for conv in found:
+        totals = [0, 0]
+        rows = 0
+        for position, (msg, _) in enumerate(conv.entries()):
+            used = v2.usage(msg)
+            if used is None:
+                continue
+            rows += 1
+            totals[0] += used["input_tokens"]
+            totals[1] += used["output_tokens"]
+            cols["module"].append(conv.module)
+            cols["path"].append(conv.path)
+            cols["position"].append(position)
+            cols["message_id"].append(msg.get("id"))
+            cols["role"].append(msg.get("role"))
+            cols["timestamp"].append(message_time(msg))
+            for key in v2.USAGE_FIELDS:
+                cols[key].append(used[key])
+            cols["total_tokens"].append(used["input_tokens"] + used["output_tokens"])
+            cols["cumulative_input_tokens"].append(totals[0])
+            cols["cumulative_output_tokens"].append(totals[1])
+            cols["cumulative_tokens"].append(totals[0] + totals[1])
+        if not rows and any(True for _ in conv.entries()):
+            bare.append(f"{conv.path} ({conv.generation})")
+    if bare:
+        _nothing("usage", "message with token usage", source,
+                 f"These conversations record none: {', '.join(bare)}.")
+    return _frame(cols, USAGE_COLUMNS, len(cols["position"]), source)
+
+
+# -- task views (AgentScope 2.x) ---------------------------------------------
+
+
+@_bulk
+def tasks(src: Any, ref: Any = None) -> pd.DataFrame:
+    """One row per task of every 2.x agent state (``tasks_context.tasks``), in list order.
+
+    ``state`` is an ordered categorical (pending < in_progress < completed);
+    ``blocks`` and ``blocked_by`` are task ids joined by commas; ``metadata`` is
+    JSON. A source with no 2.x agent state warns, pointing 1.x plan notebooks
+    to :func:`subtasks` and :func:`plans`.
+    """
+    source = _resolve(src, ref)
+    cols = _columns(TASK_COLUMNS)
+    states = list(_parts(source, "agent_state"))
+    if not states:
+        notebooks = any(True for _ in _parts(source, "notebook"))
+        _nothing("tasks", "AgentScope 2.x agent state (tasks_context)", source,
+                 "This source holds 1.x plan notebooks: use views.subtasks or views.plans."
+                 if notebooks else "")
+    for module, path, state in states:
+        for position, task in enumerate(v2.tasks(state)):
+            cols["module"].append(module)
+            cols["path"].append(path)
+            cols["position"].append(position)
+            cols["task_id"].append(_str_or_json(task.get("id")))
+            cols["subject"].append(_str_or_json(task.get("subject")))
+            cols["description"].append(_str_or_json(task.get("description")))
+            cols["state"].append(task.get("state"))
+            cols["owner"].append(_str_or_json(task.get("owner")))
+            for key in ("blocks", "blocked_by"):
+                ids = task.get(key)
+                cols[key].append(",".join(map(str, ids)) if isinstance(ids, list) else _str_or_json(ids))
+            cols["created_at"].append(task.get("created_at"))
+            meta = task.get("metadata")
+            cols["metadata"].append("{}" if meta is None or meta == {} else to_json(meta))
+    return _frame(cols, TASK_COLUMNS, len(cols["position"]), source)
+
+
+def _notebooks(source: _Source, view: str) -> list[tuple[str, str, Mapping[str, Any]]]:
+    found = list(_parts(source, "notebook"))
+    if not found:
+        agents = any(True for _ in _parts(source, "agent_state"))
+        _nothing(view, "plan notebook (AgentScope 1.x PlanNotebook)", source,
+                 "This source holds AgentScope 2.x agent states: use views.tasks." if agents else "")
+    return found
 
 
 # -- plan views --------------------------------------------------------------
@@ -524,12 +781,9 @@ def subtasks(src: Any, ref: Any = None) -> pd.DataFrame:
     """
     source = _resolve(src, ref)
     cols = _columns(SUBTASK_COLUMNS)
-    for module, path, notebook in _parts(source, "notebook"):
+    for module, path, notebook in _notebooks(source, "subtasks"):
         for pid, plan, current in notebook_plans(notebook):
-            tasks = plan.get("subtasks")
-            for position, task in enumerate(tasks if isinstance(tasks, list) else []):
-                if not isinstance(task, Mapping):
-                    continue
+            for position, task in enumerate(v1.plan_subtasks(plan)):
                 cols["module"].append(module)
                 cols["path"].append(path)
                 cols["plan_id"].append(pid)
@@ -557,18 +811,17 @@ def plans(src: Any, ref: Any = None) -> pd.DataFrame:
     """One row per plan (stored ones, then the current one): state, progress, times and outcome."""
     source = _resolve(src, ref)
     cols = _columns(PLAN_COLUMNS)
-    for module, path, notebook in _parts(source, "notebook"):
+    for module, path, notebook in _notebooks(source, "plans"):
         for pid, plan, current in notebook_plans(notebook):
-            raw = plan.get("subtasks")
-            tasks = [t for t in raw if isinstance(t, Mapping)] if isinstance(raw, list) else []
+            items = v1.plan_subtasks(plan)
             cols["module"].append(module)
             cols["path"].append(path)
             cols["plan_id"].append(pid)
             for key in ("name", "description", "state", "created_at", "finished_at"):
                 cols[key].append(plan.get(key))
             cols["is_current"].append(current)
-            cols["n_subtasks"].append(len(tasks))
-            cols["n_done"].append(sum(1 for t in tasks if t.get("state") == "done"))
+            cols["n_subtasks"].append(len(items))
+            cols["n_done"].append(sum(1 for t in items if t.get("state") == "done"))
             cols["outcome"].append(_text_or_json(plan.get("outcome")))
     frame = _frame(cols, PLAN_COLUMNS, len(cols["plan_id"]), source)
     frame["duration"] = frame["finished_at"] - frame["created_at"]
@@ -656,10 +909,29 @@ def plot_messages(src: Any, ref: Any = None, ax: Axes | None = None) -> Axes:
         sub = frame[roles == role].sort_values(x_col, kind="stable")
         counts = range(1, len(sub) + 1)
         axes.step(list(sub[x_col]), list(counts), where="post", label=f"{role} ({len(sub)})")
+    return _label(axes, timed, "messages (cumulative)", "Messages per role", bool(len(frame)))
+
+
+def plot_usage(src: Any, ref: Any = None, ax: Axes | None = None) -> Axes:
+    """Step lines of cumulative input and output tokens per conversation, over time (over position when untimed)."""
+    frame = usage(src, ref)
+    axes = _axes(ax)
+    timed = bool(len(frame)) and bool(frame["timestamp"].notna().all())
+    x_col = "timestamp" if timed else "position"
+    several = frame["path"].nunique() > 1
+    for path, rows in frame.groupby("path", sort=False):
+        prefix = f"{path}: " if several else ""
+        for column, what in (("cumulative_input_tokens", "input"), ("cumulative_output_tokens", "output")):
+            last = int(rows[column].iloc[-1])
+            axes.step(list(rows[x_col]), list(rows[column]), where="post", label=f"{prefix}{what} ({last})")
+    return _label(axes, timed, "tokens (cumulative)", "Token usage", bool(len(frame)))
+
+
+def _label(axes: Axes, timed: bool, ylabel: str, title: str, legend: bool) -> Axes:
     axes.set_xlabel("time" if timed else "message")
-    axes.set_ylabel("messages (cumulative)")
-    axes.set_title("Messages per role")
-    if len(frame):
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    if legend:
         axes.legend()
     return axes
 

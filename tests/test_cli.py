@@ -415,8 +415,27 @@ def test_every_command_is_documented_with_an_example() -> None:
     commands = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     names = list(commands.choices)
     assert names == ["ls", "show", "history", "messages", "subtasks", "diff", "search", "export",
-                     "import", "copy", "prune", "vacuum", "check"]
+                     "import", "migrate", "copy", "prune", "vacuum", "check"]
     for name in names:
         assert f"## `{name}" in docs, f"docs/cli.md has no section for {name}"
         assert re.search(rf"^\$ nb-sessions .*\b{name}\b", docs, re.MULTILINE), f"no example of {name}"
     assert cli.ENV_STORE in docs and "Exit codes" in docs
+
+
+def test_migrate_saves_a_2x_checkpoint_and_reports_what_had_no_place(tmp_path: Path) -> None:
+    from agentscope.state import AgentState
+
+    store = nbs.open_store(tmp_path / "s.db")
+    agent = ScriptedAgent("Friday", seed=5)
+    store.save("bob", agent=agent)
+    result = run(tmp_path, "--store", "s.db", "migrate", "bob", "--label", "v2")
+    assert result.returncode == 0, result.stderr
+    assert "now AgentState" in result.stdout and "agent._sys_prompt" in result.stdout
+    new = store.checkpoint("bob")
+    assert (new.seq, new.label) == (2, "v2")
+    AgentState.model_validate(store.get_state(new)["agent"])
+    data = run_json(tmp_path, "--store", "s.db", "migrate", "bob@1", "--to", "bob2")
+    assert data["checkpoint"].endswith("bob2@1") and data["migrated"] == ["agent"]
+    assert any(item["path"] == "agent.name" for item in data["leftovers"])
+    again = run(tmp_path, "--store", "s.db", "migrate", "bob")
+    assert again.returncode == 1 and "AgentScope 2.x" in again.stderr, "a 2.x checkpoint has nothing to migrate"

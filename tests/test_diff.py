@@ -480,3 +480,51 @@ def test_live_tracked_content_equals_its_stored_copy() -> None:
     result = diff_states(stored, live)
     assert result.empty, result.summary()
     assert nbs.diff(stored, memory=mem).empty
+
+
+# -- AgentScope 2.x states ------------------------------------------------------------
+
+SAMPLE_V2 = Path(__file__).parent / "data" / "agentscope_2.0.11_agent_state.json"
+
+
+def test_2x_diff_reports_messages_and_task_state_changes_not_one_other_key() -> None:
+    before = json.loads(SAMPLE_V2.read_text(encoding="utf-8"))
+    after = copy.deepcopy(before)
+    after["context"].append({**copy.deepcopy(after["context"][0]), "id": "m3",
+                             "content": [{"type": "text", "text": "thanks", "id": "b9"}]})
+    after["context"][1]["content"][-1]["text"] = "It is sunny."
+    after["tasks_context"]["tasks"][0]["state"] = "in_progress"
+    after["tasks_context"]["tasks"].append({"subject": "Book", "description": "", "metadata": {}, "id": "2",
+                                            "state": "pending", "blocks": [], "blocked_by": []})
+    after["permission_context"]["mode"] = "accept_edits"
+    from agentscope.state import AgentState
+
+    AgentState.model_validate(after)  # a valid 2.0.11 state
+
+    d = nbs.diff({"agent": before}, {"agent": after})
+    msgs = d.messages.set_index("id")
+    assert msgs.loc["m3", "change"] == "added" and msgs.loc["m3", "text_after"] == "thanks"
+    reply = before["context"][1]["id"]
+    assert msgs.loc[reply, "change"] == "changed" and msgs.loc[reply, "text_after"] == "It is sunny."
+    assert len(msgs) == 2
+    tasks = d.tasks.set_index("task_id")
+    assert (tasks.loc["1", "change"], tasks.loc["1", "state_before"], tasks.loc["1", "state_after"]) == (
+        "state", "pending", "in_progress",
+    )
+    assert (tasks.loc["2", "change"], tasks.loc["2", "state_after"]) == ("added", "pending")
+    assert d.keys["path"].tolist() == ["agent.permission_context.mode"], "only the real other key is a key row"
+    text = d.summary()
+    assert "agent: +1 message, 1 changed" in text
+    assert "task 'Pack umbrella' pending → in_progress" in text and "task 'Book' added (pending)" in text
+    assert "<h4>Tasks</h4>" in d._repr_html_()
+    assert "task rows" in repr(d)
+
+
+def test_2x_diff_of_equal_states_is_empty_and_a_removed_task_is_named() -> None:
+    state = json.loads(SAMPLE_V2.read_text(encoding="utf-8"))
+    assert nbs.diff({"agent": state}, copy.deepcopy({"agent": state})).empty
+    after = copy.deepcopy(state)
+    after["tasks_context"]["tasks"] = []
+    d = nbs.diff({"agent": state}, {"agent": after})
+    assert d.tasks["change"].tolist() == ["removed"] and d.messages.empty and d.keys.empty
+    assert "task 'Pack umbrella' removed (was pending)" in d.summary()

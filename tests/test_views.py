@@ -377,7 +377,8 @@ def test_nested_memories_anywhere_get_their_path() -> None:
 def test_a_message_with_block_content_is_not_a_memory() -> None:
     single = msg("x", "assistant", [{"type": "text", "text": "hi"}])
     assert not views.is_memory(single)
-    assert views.messages({"m": single}).empty
+    with pytest.warns(views.NothingToShowWarning, match="found no conversation"):
+        assert views.messages({"m": single}).empty
 
 
 def test_current_plan_once_and_unstored_current_plan_appended() -> None:
@@ -552,7 +553,8 @@ def test_bad_sources_raise_clear_errors(sqlite_store: nbs.BaseStore) -> None:
 def test_empty_frames_have_columns_and_dtypes(
     view: Any, schema: Any, sample_state: dict[str, Any]
 ) -> None:
-    empty = view({})
+    with pytest.warns(views.NothingToShowWarning, match=f"views.{view.__name__}: found no"):
+        empty = view({})
     assert empty.empty
     names = [name for name, _ in schema]
     assert list(empty.columns)[: len(names)] == names
@@ -680,3 +682,193 @@ def test_deeply_nested_state_is_walked_without_recursion() -> None:
     df = views.messages({"m": node})
     assert df["id"].tolist() == ["deep"]
     assert df["path"].iloc[0] == "m" + ".x" * 5000 + ".memory"
+
+
+# -- AgentScope 2.x states ------------------------------------------------------------
+# Ground truth comes from the state itself, read through AgentScope 2.0.11's own models.
+
+SAMPLE_V2 = Path(__file__).parent / "data" / "agentscope_2.0.11_agent_state.json"
+
+
+def state_v2() -> dict[str, Any]:
+    import json
+
+    return json.loads(SAMPLE_V2.read_text(encoding="utf-8"))
+
+
+def agentscope_model(state: dict[str, Any]) -> Any:
+    from agentscope.state import AgentState
+
+    return AgentState.model_validate(state)
+
+
+def two_replies() -> dict[str, Any]:
+    """The sample with a second reply: one call waiting for the user, one cut off, usage recorded."""
+    state = state_v2()
+    reply = copy.deepcopy(state["context"][1])
+    reply["id"] = "reply2"
+    reply["created_at"] = "2026-11-29T21:50:10.000001"
+    reply["usage"] = {"input_tokens": 70, "output_tokens": 5, "cache_input_tokens": 3,
+                      "cache_creation_input_tokens": 0}
+    reply["finished_reason"] = "completed"
+    reply["content"] = [
+        {"type": "tool_call", "id": "call_3", "name": "rm", "input": '{"path": "/tmp/x"}', "state": "asking",
+         "created_at": "2026-11-29T21:50:10.1"},
+        {"type": "tool_call", "id": "call_4", "name": "get_weather", "input": '{"city": "Oslo"}',
+         "state": "allowed", "created_at": "2026-11-29T21:50:10.2"},
+        {"type": "tool_call", "id": "call_5", "name": "bad", "input": "{}", "state": "finished",
+         "created_at": "2026-11-29T21:50:10.3"},
+        {"type": "tool_result", "id": "call_5", "name": "bad", "output": "no such tool", "state": "error",
+         "created_at": "2026-11-29T21:50:10.4"},
+    ]
+    state["context"].append(reply)
+    state["tasks_context"]["tasks"] += [
+        {"subject": "Book train", "description": "", "metadata": {"prio": 1}, "state": "completed", "id": "2",
+         "owner": "Friday", "blocks": ["1"], "blocked_by": [], "created_at": "2026-11-29T21:50:00.5"},
+        {"subject": "Pay", "description": "d", "metadata": {}, "state": "in_progress", "id": "3",
+         "owner": None, "blocks": [], "blocked_by": ["1", "2"], "created_at": "2026-11-29T21:50:01"},
+    ]
+    agentscope_model(state)  # the fixture itself is a valid 2.0.11 state
+    return state
+
+
+def test_2x_messages_against_agentscope_models() -> None:
+    from agentscope.message import TextBlock, ToolCallBlock
+
+    state = two_replies()
+    model = agentscope_model(state)
+    df = views.messages({"agent": state})
+    assert df["path"].unique().tolist() == ["agent"] and set(df["generation"]) == {"2.x"}
+    assert df["id"].tolist() == [m.id for m in model.context]
+    assert df["role"].tolist() == [m.role for m in model.context]
+    assert df["text"].tolist() == [
+        "\n".join(b.text for b in m.content if isinstance(b, TextBlock)) for m in model.context
+    ]
+    assert df["n_tool_calls"].tolist() == [
+        sum(isinstance(b, ToolCallBlock) for b in m.content) for m in model.context
+    ]
+    assert df["block_types"].iloc[1] == "hint,thinking,tool_call,tool_result,text"
+    assert df["timestamp"].tolist() == [pd.Timestamp(m.created_at) for m in model.context]
+    assert df["finished_at"].iloc[0] == pd.Timestamp(model.context[0].finished_at)
+    assert pd.isna(df["finished_at"].iloc[1])
+    assert df["input_tokens"].isna().tolist() == [m.usage is None for m in model.context]
+    assert df["input_tokens"].iloc[1:].tolist() == [m.usage.input_tokens for m in model.context[1:]]
+    assert df["output_tokens"].iloc[1:].tolist() == [m.usage.output_tokens for m in model.context[1:]]
+    assert df["finished_reason"].iloc[2] == "completed" and pd.isna(df["error"].iloc[2])
+    assert (df["marks"] == "").all()
+
+
+def test_2x_single_state_dict_and_live_model_are_sources() -> None:
+    state = two_replies()
+    assert len(views.messages(state)) == 3, "one AgentState dump is a source on its own"
+    live = agentscope_model(state)
+    df = views.messages(live)
+    assert df["module"].unique().tolist() == ["AgentState"] and len(df) == 3
+    df.loc[0, "text"] = "edited"
+    assert live.context[0].content[0].text == "What's the weather in Paris?", "frames never alias live state"
+
+
+def test_2x_blocks_hold_every_kind_with_its_text() -> None:
+    state = two_replies()
+    model = agentscope_model(state)
+    df = views.blocks({"agent": state})
+    assert len(df) == sum(len(m.content) for m in model.context)
+    reply = df[df["message_id"] == model.context[1].id]
+    assert reply["type"].tolist() == [b.type for b in model.context[1].content]
+    hint = reply[reply["type"] == "hint"].iloc[0]
+    assert hint["text"] == model.context[1].content[0].hint
+    call = reply[reply["type"] == "tool_call"].iloc[0]
+    assert (call["tool_input"], call["state"], call["tool_id"]) == ('{"city": "Paris"}', "finished", "call_1")
+    result = reply[reply["type"] == "tool_result"].iloc[0]
+    assert (result["text"], result["state"]) == ("Sunny, 21C in Paris", "success")
+
+
+def test_2x_tool_calls_pair_in_the_same_message_and_flag_only_cut_off_calls() -> None:
+    from agentscope.message import ToolCallBlock, ToolResultBlock
+
+    state = two_replies()
+    model = agentscope_model(state)
+    df = views.tool_calls({"agent": state}).set_index("tool_id")
+    truth_calls = [(i, b) for i, m in enumerate(model.context) for b in m.content if isinstance(b, ToolCallBlock)]
+    assert list(df.index) == [b.id for _, b in truth_calls]
+    results = {b.id: (i, b) for i, m in enumerate(model.context) for b in m.content if isinstance(b, ToolResultBlock)}
+    for i, call in truth_calls:
+        row = df.loc[call.id]
+        assert (row["call_position"], row["input"], row["call_state"]) == (i, call.input, call.state)
+        if call.id in results:
+            j, res = results[call.id]
+            assert (row["result_position"], row["result_state"], row["dangling"]) == (j, res.state, False)
+            assert row["result_message_id"] == row["call_message_id"], "2.x results sit in the call's message"
+    assert df.loc["call_1", "status"] == "ok" and df.loc["call_1", "output"] == "Sunny, 21C in Paris"
+    assert df.loc["call_5", "status"] == "error" and df.loc["call_5", "output"] == "no such tool"
+    assert (df.loc["call_3", "status"], df.loc["call_3", "dangling"]) == ("waiting", False)
+    assert (df.loc["call_4", "status"], df.loc["call_4", "dangling"]) == ("missing", True)
+    assert df.loc["call_4", "called_at"] == pd.Timestamp("2026-11-29T21:50:10.2")
+
+
+def test_2x_tasks_view() -> None:
+    state = two_replies()
+    model = agentscope_model(state)
+    df = views.tasks({"agent": state})
+    truth = model.tasks_context.tasks
+    assert df["task_id"].tolist() == [t.id for t in truth]
+    assert df["subject"].tolist() == [t.subject for t in truth]
+    assert df["state"].tolist() == [t.state for t in truth]
+    assert list(df["state"].cat.categories) == ["pending", "in_progress", "completed"]
+    assert df["state"].cat.ordered and df["state"].min() == "pending"
+    assert df["owner"].tolist()[1] == "Friday" and pd.isna(df["owner"].iloc[0])
+    assert df["blocks"].tolist() == [",".join(t.blocks) for t in truth]
+    assert df["blocked_by"].tolist() == [",".join(t.blocked_by) for t in truth]
+    assert df["created_at"].tolist() == [pd.Timestamp(t.created_at) for t in truth]
+    assert df["metadata"].tolist() == ["{}", '{"prio": 1}', "{}"]
+
+
+def test_2x_usage_per_message_and_cumulative() -> None:
+    state = two_replies()
+    model = agentscope_model(state)
+    df = views.usage({"agent": state})
+    used = [(i, m.usage) for i, m in enumerate(model.context) if m.usage is not None]
+    assert df["position"].tolist() == [i for i, _ in used]
+    assert df["input_tokens"].tolist() == [u.input_tokens for _, u in used]
+    assert df["cache_input_tokens"].tolist() == [u.cache_input_tokens for _, u in used]
+    total_in = sum(u.input_tokens for _, u in used)
+    total_out = sum(u.output_tokens for _, u in used)
+    assert df["cumulative_tokens"].iloc[-1] == total_in + total_out
+    assert df["cumulative_input_tokens"].is_monotonic_increasing
+    ax = views.plot_usage({"agent": state})
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert labels == [f"input ({total_in})", f"output ({total_out})"]
+    plt.close("all")
+
+
+def test_views_that_find_nothing_say_what_they_looked_for_and_where_to_look() -> None:
+    import warnings
+
+    state = two_replies()
+    with pytest.warns(views.NothingToShowWarning, match="found no plan notebook.*use views.tasks"):
+        assert views.subtasks({"agent": state}).empty
+    with pytest.warns(views.NothingToShowWarning, match="found no plan notebook.*use views.tasks"):
+        assert views.plans({"agent": state}).empty
+    v1_state = tool_state()
+    with pytest.warns(views.NothingToShowWarning, match="2.x agent state"):
+        assert views.tasks(v1_state).empty
+    with pytest.warns(views.NothingToShowWarning, match="record none: agent.memory"):
+        assert views.usage(v1_state).empty
+    # An empty but real conversation or task list is not "nothing found".
+    state["context"] = []
+    state["tasks_context"]["tasks"] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert views.messages({"agent": state}).empty
+        assert views.tasks({"agent": state}).empty
+        assert views.usage({"agent": state}).empty
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with views.silenced():
+                assert views.subtasks({"agent": state}).empty
+
+
+def test_the_warning_points_at_the_callers_line() -> None:
+    with pytest.warns(views.NothingToShowWarning) as caught:
+        views.tasks({})
+    assert caught[0].filename == __file__

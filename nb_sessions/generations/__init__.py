@@ -18,13 +18,21 @@ from typing import Any
 from . import v1, v2
 
 __all__ = [
+    "CALL_KINDS",
+    "TOOL_KINDS",
     "Conversation",
     "ToolCall",
     "ToolResult",
+    "block_text",
+    "content_blocks",
     "conversations",
     "detect",
+    "entry_message",
     "find_parts",
     "message_text",
+    "message_time",
+    "mismatch_message",
+    "module_generation",
     "searchable_text",
     "tool_blocks",
     "v1",
@@ -98,6 +106,40 @@ def detect(states: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(out)
 
 
+def module_generation(state: Any) -> str | None:
+    """The AgentScope generation one module's state was written by: ``"2.x"`` for an ``AgentState`` dump,
+    ``"1.x"`` when 1.x shapes (a memory, a plan notebook) are in it, None when neither."""
+    if v2.is_agent_state(state):
+        return v2.GENERATION
+    found = detect({"state": state})
+    if v1.GENERATION in found:
+        return v1.GENERATION
+    return v2.GENERATION if found else None
+
+
+def mismatch_message(module: str, state_generation: str, object_generation: str, where: str = "") -> str:
+    """Why a load is refused: module ``module`` holds a ``state_generation`` state, the object is ``object_generation``.
+
+    One wording for every place that refuses such a load (the store, the
+    magics, the CLI); ``where`` names the checkpoint when there is one.
+    """
+    at = f" of {where}" if where else ""
+    if state_generation == v1.GENERATION and object_generation == v2.GENERATION:
+        fix = (
+            f"Migrate the session first: nbs.migrate(store, {where or 'ref'!r}) (or `nb-sessions migrate`) "
+            "saves a 2.x copy as a new checkpoint, then load that."
+        )
+    else:
+        fix = (
+            "nb_sessions migrates 1.x to 2.x only (nbs.migrate); load this state into an AgentScope "
+            f"{state_generation} object."
+        )
+    return (
+        f"module {module!r}{at} holds an AgentScope {state_generation} state, but the object to load it "
+        f"into is an AgentScope {object_generation} object: nothing was loaded. {fix}"
+    )
+
+
 def message_text(content: Any) -> str:
     """The text of a message's content (or a tool result's output): a str as is, else its text blocks joined by newlines."""
     if isinstance(content, str):
@@ -111,29 +153,81 @@ def message_text(content: Any) -> str:
     return "" if content is None else str(content)
 
 
+#: The block types of a tool call (1.x, 2.x) and of any tool block.
+CALL_KINDS = frozenset({"tool_use", "tool_call"})
+TOOL_KINDS = CALL_KINDS | {"tool_result"}
+
+
+def content_blocks(message: Mapping[str, Any]) -> list[Any]:
+    """A message's blocks: its list, or a 1.x str content as one ``text`` block."""
+    content = message.get("content")
+    return content if isinstance(content, list) else [{"type": "text", "text": message_text(content)}]
+
+
+def block_text(block: Mapping[str, Any]) -> str | None:
+    """The readable text a block holds, whatever its kind and generation; None when it holds none.
+
+    ``text``: its text; ``thinking``: the thinking; ``hint`` (2.x): the hint,
+    a str or text blocks; ``tool_use``/``tool_call``: the name and input
+    (2.x keeps the input as a JSON string, 1.x as a dict); ``tool_result``:
+    the output, a str or blocks (nested text and textual data blocks);
+    ``data`` (2.x) and media blocks: a textual payload or the block's name.
+    """
+    kind = block.get("type")
+    if kind == "text":
+        text = block.get("text")
+        return text if isinstance(text, str) else None
+    if kind == "thinking":
+        text = block.get("thinking")
+        return text if isinstance(text, str) else None
+    if kind == "hint":
+        return _nested_text(block.get("hint"))
+    if kind in ("tool_use", "tool_call"):
+        raw = block.get("input")
+        shown = raw if isinstance(raw, str) else json.dumps(raw, ensure_ascii=False, default=str)
+        return f"{block.get('name', '')} {shown}".strip()
+    if kind == "tool_result":
+        return _nested_text(block.get("output"))
+    if kind == "data":
+        return v2.data_text(block)
+    return None
+
+
+def _nested_text(value: Any) -> str | None:
+    """A str as is; a list of blocks as their texts joined by newlines; None for anything else."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        parts = [block_text(b) for b in value if isinstance(b, Mapping)]
+        return "\n".join(p for p in parts if p)
+    return None
+
+
 def searchable_text(message: Mapping[str, Any]) -> str:
-    """The words a message is found by: its text, thinking, tool inputs and tool results (both generations)."""
+    """The words a message is found by: the text of every block that holds some (both generations)."""
     content = message.get("content")
     if isinstance(content, str):
         return content
-    parts: list[str] = []
-    if isinstance(content, list):
-        for block in content:
-            if not isinstance(block, Mapping):
-                continue
-            kind = block.get("type")
-            if kind == "text" and isinstance(block.get("text"), str):
-                parts.append(block["text"])
-            elif kind == "thinking" and isinstance(block.get("thinking"), str):
-                parts.append(block["thinking"])
-            elif kind in ("tool_use", "tool_call"):
-                raw = block.get("input")
-                shown = raw if isinstance(raw, str) else json.dumps(raw, ensure_ascii=False, default=str)
-                parts.append(f"{block.get('name', '')} {shown}")
-            elif kind == "tool_result":
-                output = block.get("output")
-                parts.append(output if isinstance(output, str) else message_text(output))
+    if not isinstance(content, list):
+        return ""
+    parts = [block_text(b) for b in content if isinstance(b, Mapping)]
     return "\n".join(p for p in parts if p)
+
+
+def entry_message(entry: Any) -> Mapping[str, Any] | None:
+    """The message of a conversation list item: a 1.x ``[msg, marks]`` entry or a bare 1.x/2.x message; else None."""
+    if isinstance(entry, (list, tuple)) and len(entry) == 2 and isinstance(entry[0], Mapping):
+        entry = entry[0]
+    if isinstance(entry, Mapping) and "content" in entry and "role" in entry:
+        return entry
+    return None
+
+
+def message_time(message: Mapping[str, Any]) -> Any:
+    """When a message was made: 1.x's ``timestamp`` or 2.x's ``created_at`` (raw, as stored)."""
+    if "timestamp" in message:
+        return message.get("timestamp")
+    return message.get("created_at")
 
 
 @dataclass(frozen=True)

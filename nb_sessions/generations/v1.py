@@ -91,3 +91,58 @@ def notebook_plans(notebook: Mapping[str, Any]) -> list[tuple[str, Mapping[str, 
 def _plan_id(plan: Mapping[str, Any], default: str) -> str:
     pid = plan.get("id")
     return pid if isinstance(pid, str) else default
+
+
+# -- writing: closing a call (repair) ---------------------------------------------
+
+
+def entry_message(item: Any) -> Mapping[str, Any] | None:
+    """The message of a memory item: a ``[msg, marks]`` pair or a bare message dict."""
+    if is_message(item):
+        return item  # type: ignore[no-any-return]
+    if isinstance(item, (list, tuple)) and len(item) == 2 and is_message(item[0]):
+        return item[0]  # type: ignore[no-any-return]
+    return None
+
+
+def _only_results(msg: Mapping[str, Any] | None) -> bool:
+    """True for a message holding nothing but ``tool_result`` blocks (1.x's result message)."""
+    content = msg.get("content") if msg is not None else None
+    return (
+        isinstance(content, (list, tuple))
+        and bool(content)
+        and all(isinstance(b, Mapping) and b.get("type") == "tool_result" for b in content)
+    )
+
+
+def result_slot(content: list[Any], index: int) -> int:
+    """Where a new result for the call in ``content[index]`` goes: after that message and the results following it."""
+    pos = index + 1
+    while pos < len(content) and _only_results(entry_message(content[pos])):
+        pos += 1
+    return pos
+
+
+def new_result_message(call_id: str, name: str, text: str, *, when: str, msg_id: str) -> dict[str, Any]:
+    """The system message holding an error ``tool_result`` for ``call_id``, as 1.x's ReActAgent writes results."""
+    return {
+        "id": msg_id,
+        "name": "system",
+        "role": "system",
+        "content": [
+            {"type": "tool_result", "id": call_id, "name": name, "output": [{"type": "text", "text": text}]}
+        ],
+        "metadata": {},
+        "timestamp": when,
+    }
+
+
+def entry_like(template: Any, msg: dict[str, Any]) -> Any:
+    """``msg`` as a memory item of the same layout as ``template``: bare, or ``[msg, []]``."""
+    return msg if is_message(template) else [msg, []]
+
+
+def plan_subtasks(plan: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
+    """A plan's subtasks (malformed items skipped)."""
+    raw = plan.get("subtasks") if plan is not None else None
+    return [t for t in raw if isinstance(t, Mapping)] if isinstance(raw, list) else []

@@ -13,6 +13,7 @@ user) or ``submitted`` (run elsewhere) is legitimately open; only a call at
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
@@ -87,17 +88,75 @@ def timestamp_now() -> str:
     return datetime.now().isoformat()
 
 
-def error_result(
-    call_id: str, name: str, text: str, *, when: str, text_id: str
+# -- reading messages and blocks (views, search, diff) ----------------------------
+
+#: What AgentScope 2.x writes into the result of a call it closes as interrupted
+#: (``Agent`` on a ``UserInterruptEvent``: call state ``finished``, result
+#: state ``interrupted``, this text as a plain-string output).
+INTERRUPT_TEXT = "<system-reminder>The tool call has been interrupted by the user.</system-reminder>"
+
+#: The token counters of a 2.x ``Usage``, in AgentScope's order.
+USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_input_tokens", "cache_creation_input_tokens")
+
+
+def data_text(block: Mapping[str, Any]) -> str | None:
+    """The text of a ``data`` block: a base64 ``text/*`` payload decoded, else its name (None when neither)."""
+    source = block.get("source")
+    name = block.get("name") if isinstance(block.get("name"), str) else None
+    if isinstance(source, Mapping) and source.get("type") == "base64":
+        media = source.get("media_type")
+        raw = source.get("data")
+        if isinstance(media, str) and media.startswith("text/") and isinstance(raw, str):
+            try:
+                text = base64.b64decode(raw, validate=True).decode("utf-8")
+            except (ValueError, UnicodeError):
+                return name
+            return f"{name}\n{text}" if name else text
+    return name
+
+
+def usage(message: Mapping[str, Any]) -> dict[str, int] | None:
+    """A message's token counts (``USAGE_FIELDS``, missing ones 0), or None when it records none."""
+    raw = message.get("usage")
+    if not isinstance(raw, Mapping):
+        return None
+    return {k: v if isinstance(v, int) and not isinstance(v, bool) else 0 for k in USAGE_FIELDS
+            for v in (raw.get(k),)}
+
+
+def interrupted_result(
+    call_id: str, name: str, *, when: str, metadata: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
-    """A 2.x ``tool_result`` block reporting ``text`` as an error, closing the call ``call_id``."""
+    """The ``tool_result`` block AgentScope 2.x writes for a call it closes as interrupted."""
     return {
         "type": "tool_result",
         "id": call_id,
         "name": name,
-        "output": [{"type": "text", "text": text, "id": text_id, "created_at": when, "finished_at": None}],
-        "state": "error",
-        "metadata": {},
+        "output": INTERRUPT_TEXT,
+        "state": "interrupted",
+        "metadata": dict(metadata or {}),
         "created_at": when,
-        "finished_at": when,
+        "finished_at": None,
     }
+
+
+def close_call(
+    message: Mapping[str, Any], call_id: str, call_state: str | None, result: dict[str, Any]
+) -> int:
+    """Close the call ``call_id`` (at ``call_state``) of ``message`` in place with ``result``; return where it went.
+
+    The call's state becomes ``finished``; the result goes right after the call
+    and the results following it, in the same message (2.x keeps both there).
+    """
+    blocks: list[Any] = message["content"]
+    at = next(
+        i for i, b in enumerate(blocks)
+        if isinstance(b, dict) and b.get("id") == call_id and b.get("type") == "tool_call"
+        and b.get("state") == call_state
+    )
+    blocks[at]["state"] = "finished"
+    pos = at + 1
+    while pos < len(blocks) and isinstance(blocks[pos], dict) and blocks[pos].get("type") == "tool_result":
+        pos += 1
+    blocks.insert(pos, result)
+    return pos

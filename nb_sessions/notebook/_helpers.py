@@ -221,8 +221,9 @@ def message_counts(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[
     """``agent.memory: 14 → 4 messages`` for each memory whose message count differs."""
     from .. import views
 
-    old = views.messages(dict(before))["path"].value_counts()
-    new = views.messages(dict(after))["path"].value_counts()
+    with views.silenced():
+        old = views.messages(dict(before))["path"].value_counts()
+        new = views.messages(dict(after))["path"].value_counts()
     lines = []
     for path in dict.fromkeys([*old.index, *new.index]):
         a, b = int(old.get(path, 0)), int(new.get(path, 0))

@@ -80,8 +80,9 @@ def preview_html(cp: Checkpoint, states: Mapping[str, Any], max_rows: int = 50) 
     """The messages and subtasks held by a checkpoint's states, as escaped HTML."""
     from .. import views
 
-    messages = views.messages(dict(states))
-    subtasks = views.subtasks(dict(states))
+    with views.silenced():
+        messages = views.messages(dict(states))
+        subtasks = views.subtasks(dict(states))
     return (
         checkpoint_header_html(cp)
         + f"<h4>Messages ({len(messages)})</h4>"

@@ -104,9 +104,27 @@ def test_searchable_text_covers_text_thinking_tool_inputs_and_results_in_both_ge
     text = g.searchable_text(reply)
     for words in ("The user wants weather", 'get_weather {"city": "Paris"}', "Sunny, 21C in Paris", "I created a task"):
         assert words in text
-    assert "system-reminder" not in text, "hints are the runtime's, not the conversation's"
+    assert "<current-time>2026-11-29T21:49:46</current-time>" in text, "a hint is text the model read"
     one = {"role": "assistant", "content": [{"type": "tool_use", "name": "calc", "input": {"x": "6*7"}}]}
     assert g.searchable_text(one) == 'calc {"x": "6*7"}'
+
+
+def test_block_text_reads_every_2x_block_kind_that_holds_text() -> None:
+    import base64
+
+    note = base64.b64encode(b"minutes of the meeting").decode()
+    cases = [
+        ({"type": "hint", "hint": [{"type": "text", "text": "listed hint"}]}, "listed hint"),
+        ({"type": "tool_result", "output": "plain output"}, "plain output"),
+        ({"type": "tool_result", "output": [{"type": "text", "text": "nested"}]}, "nested"),
+        ({"type": "data", "name": "notes.txt",
+          "source": {"type": "base64", "media_type": "text/plain", "data": note}}, "notes.txt\nminutes of the meeting"),
+        ({"type": "data", "name": "cat.png",
+          "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}}, "cat.png"),
+        ({"type": "data", "source": {"type": "url", "url": "https://x/y.png", "media_type": "image/png"}}, None),
+    ]
+    for block, text in cases:
+        assert g.block_text(block) == text, block
 
 
 def test_tasks_are_read_from_tasks_context(state_v2: dict[str, Any]) -> None:

@@ -77,4 +77,29 @@ async def test_search_finds_agentscope_2x_messages_short_and_long_contexts(store
         assert set(df["path"]) == {"agent.value"}
     reply = (await store.asearch("sunny")).iloc[0]
     assert reply["message_id"] == "025e8ae05c9e4b909a7c122bf925125b"
-    assert (await store.asearch("system-reminder")).empty, "hints are not conversation text"
+    hint = await store.asearch("current-time>2026-11-29")
+    assert set(hint["message_id"]) == {"025e8ae05c9e4b909a7c122bf925125b"}, "a hint is text the model read"
+
+
+async def test_search_finds_2x_text_in_every_block_kind_that_holds_text(store: nbs.BaseStore) -> None:
+    import base64
+    import json
+    from pathlib import Path
+
+    sample = json.loads((Path(__file__).parent.parent / "data" / "agentscope_2.0.11_agent_state.json").read_text())
+    reply = sample["context"][1]
+    note = base64.b64encode(b"quarterly figures attached").decode()
+    reply["content"] += [
+        {"type": "hint", "hint": [{"type": "text", "text": "listed hint words"}], "id": "h2"},
+        {"type": "tool_call", "id": "c9", "name": "lookup", "input": '{"term": "zebra crossing"}', "state": "finished"},
+        {"type": "tool_result", "id": "c9", "name": "lookup", "output": "plain string output", "state": "success"},
+        {"type": "tool_result", "id": "c8", "name": "lookup",
+         "output": [{"type": "text", "text": "nested block output"}], "state": "success"},
+        {"type": "data", "id": "d1", "name": "report.txt",
+         "source": {"type": "base64", "media_type": "text/plain", "data": note}},
+    ]
+    await store.asave("kinds", agent=Box(sample))
+    for query in ("listed hint", "zebra crossing", "plain string", "nested block", "quarterly figures",
+                  "report.txt", "user wants weather"):
+        df = await store.asearch(query)
+        assert df["message_id"].tolist() == [reply["id"]], query
