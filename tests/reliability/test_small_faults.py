@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import nb_sessions as nbs
+from nb_sessions.stores.base import SessionKey
 from tests.reliability._states import Box
 
 
@@ -23,3 +26,25 @@ def test_missing_parent_folders_of_a_new_json_store_are_owner_only(tmp_path: Pat
     for folder in (tmp_path / "a", tmp_path / "a" / "b", tmp_path / "a" / "b" / "store"):
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
     assert store.get_state("s") == {"box": {"value": 1}}
+
+
+class _CountingSeqs(list[int]):
+    """A list of seqs that counts how often the store walks it."""
+
+    walks = 0
+
+    def __iter__(self) -> Iterator[int]:
+        type(self).walks += 1
+        return super().__iter__()
+
+
+def test_json_prune_walks_the_doomed_checkpoints_a_constant_number_of_times(tmp_path: Path) -> None:
+    store = nbs.JSONStore(tmp_path / "store")
+    for i in range(60):
+        store.save("s", box=Box(i))
+    doomed = _CountingSeqs(range(1, 51))
+    _CountingSeqs.walks = 0
+    assert asyncio.run(store._delete(SessionKey("", "s"), doomed)) == 50
+    # Linear: the list is walked a fixed number of times, not once per checkpoint of the session.
+    assert _CountingSeqs.walks <= 2, _CountingSeqs.walks
+    assert [c.seq for c in store.history("s")] == list(range(51, 61))
