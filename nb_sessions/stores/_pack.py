@@ -271,12 +271,14 @@ class EntryPack:
         need = self.state.count * _RECORD.size
         try:
             with os.fdopen(open_regular(self.index_path), "rb") as fh:
-                raw = fh.read(need)
+                # Bounded by the file's size first: a crafted count of 10**12 must not allocate.
+                have = os.fstat(fh.fileno()).st_size
+                raw = fh.read(need) if have >= need else b""
         except FileNotFoundError:
-            raw = b""
+            have, raw = 0, b""
         if len(raw) < need:
             raise StoreCorruptedError(
-                f"{self.index_path} holds {len(raw) // _RECORD.size} entries, the history expects "
+                f"{self.index_path} holds {have // _RECORD.size} entries, the history expects "
                 f"{self.state.count}; checkpoints of this session cannot be read",
                 location=str(self.index_path),
             )

@@ -36,11 +36,17 @@ import filelock
 
 from .. import codec
 from ..chunks import ChunkCache, assemble, path_text, split
-from ..errors import CheckpointNotFoundError, ConflictError, StoreCorruptedError, StoreError
+from ..errors import (
+    CheckpointNotFoundError,
+    ConflictError,
+    InvalidIdError,
+    StoreCorruptedError,
+    StoreError,
+)
 from ..generations import conversation_path
 from ._fs import atomic_write, clean_temp_files, read_regular, run_blocking
 from ._pack import EntryPack, PackState, Ranges, check_ranges, from_ranges, to_ranges
-from .base import BaseStore, Checkpoint, Redactor, SessionInfo, SessionKey, utcnow
+from .base import BaseStore, Checkpoint, Redactor, SessionInfo, SessionKey, utcnow, validate_id
 
 if TYPE_CHECKING:
     from ..search import Hit
@@ -82,6 +88,19 @@ class JSONStore(BaseStore):
 
     def _history_dir(self, key: SessionKey) -> Path:
         return self.path / HIDDEN / stem_for(key)
+
+    def _own_history_dir(self, key: SessionKey) -> Path:
+        """The session's history folder, made owner-only; a symlink on the way is refused."""
+        hdir = self._history_dir(key)
+        for folder in (self.path / HIDDEN, hdir):
+            if folder.is_symlink():
+                raise StoreCorruptedError(
+                    f"{folder} is a symlink; a store writes only inside its own folder. Replace the "
+                    "link with the folder it points to, or move it away",
+                    location=str(folder),
+                )
+        hdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return hdir
 
     def _lock(self, key: SessionKey) -> filelock.FileLock:
         # In a folder of their own: beside the history folders, session "x"'s lock
@@ -252,8 +271,7 @@ class JSONStore(BaseStore):
                     )
                 known = {e["seq"] for e in entries}
                 chosen = parent if parent in known else (entries[-1]["seq"] if entries else None)
-                hdir = self._history_dir(key)
-                hdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+                hdir = self._own_history_dir(key)
                 pack_state = PackState.from_json(index.get("pack"))
                 if not pack_state.uid:
                     # A new pack gets an identity: a session deleted and made again
@@ -409,8 +427,7 @@ class JSONStore(BaseStore):
             return index
         seq = int(index["next_seq"])
         entries = index["checkpoints"]
-        hdir = self._history_dir(key)
-        hdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        hdir = self._own_history_dir(key)
         atomic_write(hdir / f"{seq}.json", data)
         entry = {
             "seq": seq, "parent": entries[-1]["seq"] if entries else None,
@@ -516,13 +533,17 @@ class JSONStore(BaseStore):
                 with contextlib.suppress(StoreCorruptedError, OSError):
                     index = codec.loads(read_regular(index_path), str(index_path))
                     if isinstance(index, dict) and "session_id" in index:
-                        keys[index_path.parent.name] = SessionKey(
-                            str(index.get("user_id", "")), str(index["session_id"])
-                        )
+                        key = _valid_key(index.get("user_id", ""), index["session_id"])
+                        # An id that is a path, or names another folder than the one it lies in, is
+                        # hostile input: following it would read and write outside this session.
+                        if key is not None and self._history_dir(key) == index_path.parent:
+                            keys[index_path.parent.name] = key
         for file in self.path.glob("*.json"):
             if file.name.startswith(".") or file.stem in keys:
                 continue
-            keys[file.stem] = SessionKey("", file.stem)
+            key = _valid_key("", file.stem)
+            if key is not None:
+                keys[file.stem] = key
         infos = []
         for key in keys.values():
             try:
@@ -739,6 +760,14 @@ class _PackCache:
         self.pack = pack
         self.ordinals = ordinals
         self.chunks = chunks or ChunkCache()
+
+
+def _valid_key(user_id: Any, session_id: Any) -> SessionKey | None:
+    """The key of ids read from disk, or None when they are not ids the API would accept."""
+    try:
+        return SessionKey(validate_id(user_id, "user id", literal=True), validate_id(session_id, literal=True))
+    except InvalidIdError:
+        return None
 
 
 def _same_stamp(stamp: dict[str, int], recorded: Any) -> bool:
