@@ -129,6 +129,10 @@ class JSONStore(BaseStore):
             clean_temp_files(self.path)
             self._cleaned = True
 
+    def was_reset(self, key: SessionKey) -> bool:
+        """True when the session has a history but its latest file was deleted (AgentScope's reset)."""
+        return not self._latest_file(key).exists() and self._read_index(key) is not None
+
     # -- index ---------------------------------------------------------------
 
     def _read_index(self, key: SessionKey) -> dict[str, Any] | None:
