@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import io
 import os
 import secrets
 import shutil
@@ -74,6 +75,7 @@ class JSONStore(BaseStore):
         self.timeout = timeout
         self._cleaned = False
         self._modules_cache: dict[tuple[str, int, int], tuple[str, ...]] = {}
+        self._content_memo: dict[tuple[str, int, int, str], bool] = {}
         self._caches: dict[SessionKey, _PackCache] = {}
 
     @property
@@ -213,7 +215,27 @@ class JSONStore(BaseStore):
         # the file that was there before in place: stale, not a foreign write.
         return stamp is not None and not any(
             _same_stamp(stamp, recorded) for recorded in (index.get("latest_file"), index.get("stale_latest_file"))
-        )
+        ) and not self._same_content(key, index, stamp)
+
+    def _same_content(self, key: SessionKey, index: dict[str, Any], stamp: dict[str, int]) -> bool:
+        """True when the latest file holds the last checkpoint's bytes though its mtime changed.
+
+        ``cp -r`` and ``git clone`` rewrite mtimes only: decided by content, once per file state.
+        """
+        recorded = index.get("latest_file")
+        entries = index.get("checkpoints")
+        if not isinstance(recorded, dict) or recorded.get("size") != stamp["size"] or not entries:
+            return False
+        memo = (str(self._latest_file(key)), stamp["size"], stamp["mtime_ns"], repr(recorded))
+        if memo not in self._content_memo:
+            try:
+                expected = io.BytesIO()
+                self._full_layout(key, index, entries[-1]).write(expected)
+                same = expected.getvalue() == read_regular(self._latest_file(key))
+            except (StoreError, OSError, KeyError, TypeError, ValueError):
+                same = False  # a damaged history: the file counts as written outside
+            self._content_memo[memo] = same
+        return self._content_memo[memo]
 
     def _latest_stamp(self, key: SessionKey) -> dict[str, int] | None:
         """Size and mtime of the latest file as it is now, or None when there is none."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,3 +49,22 @@ def test_json_prune_walks_the_doomed_checkpoints_a_constant_number_of_times(tmp_
     # Linear: the list is walked a fixed number of times, not once per checkpoint of the session.
     assert _CountingSeqs.walks <= 2, _CountingSeqs.walks
     assert [c.seq for c in store.history("s")] == list(range(51, 61))
+
+
+@pytest.mark.parametrize("long", [False, True])
+def test_copying_a_json_store_adds_no_phantom_checkpoint(tmp_path: Path, long: bool) -> None:
+    value: object = [{"n": i} for i in range(40)] if long else "v"
+    store = nbs.JSONStore(tmp_path / "store")
+    store.save("s", box=Box(value))
+    store.save("s", box=Box(value if not long else [*value, {"n": 40}]))  # type: ignore[list-item]
+    shutil.copytree(tmp_path / "store", tmp_path / "copy", copy_function=shutil.copy)  # as cp -r: new mtimes
+    for file in (tmp_path / "copy").rglob("*.json"):
+        os.utime(file, ns=(1, 1))
+    copy = nbs.JSONStore(tmp_path / "copy")
+    assert [c.seq for c in copy.history("s")] == [1, 2]
+    copy.save("s", box=Box("next"))
+    assert [c.seq for c in copy.history("s")] == [1, 2, 3]
+    # A file of the same size but other content is still a write from outside.
+    latest = tmp_path / "copy" / "s.json"
+    latest.write_bytes(latest.read_bytes().replace(b"next", b"NEXT"))
+    assert [c.seq for c in copy.history("s")] == [1, 2, 3, 4]
