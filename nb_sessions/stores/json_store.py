@@ -454,6 +454,7 @@ class JSONStore(BaseStore):
         seq = int(index["next_seq"])
         entries = index["checkpoints"]
         hdir = self._own_history_dir(key)
+        data = self._redacted(data, str(path))
         atomic_write(hdir / f"{seq}.json", data)
         entry = {
             "seq": seq, "parent": entries[-1]["seq"] if entries else None,
@@ -465,6 +466,15 @@ class JSONStore(BaseStore):
                  "latest_file": {"size": st.st_size, "mtime_ns": st.st_mtime_ns}}
         self._write_index(key, index)
         return index
+
+    def _redacted(self, data: bytes, where: str) -> bytes:
+        """A file AgentScope wrote, as the history keeps it: through the store's redactor, if any."""
+        if self.redact is None:
+            return data
+        state = codec.loads(data, where)
+        if not isinstance(state, dict):
+            return data  # not module states: read back as a damaged checkpoint, never as states
+        return codec.dumps({name: self.redact(name, module) for name, module in state.items()})
 
     async def _read(self, cp: Checkpoint) -> dict[str, Any]:
         def job() -> dict[str, Any]:

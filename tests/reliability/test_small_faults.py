@@ -68,3 +68,17 @@ def test_copying_a_json_store_adds_no_phantom_checkpoint(tmp_path: Path, long: b
     latest = tmp_path / "copy" / "s.json"
     latest.write_bytes(latest.read_bytes().replace(b"next", b"NEXT"))
     assert [c.seq for c in copy.history("s")] == [1, 2, 3, 4]
+
+
+def test_redaction_applies_to_a_file_agentscope_wrote_when_the_history_adopts_it(tmp_path: Path) -> None:
+    from nb_sessions.redact import redact_keys
+
+    store = nbs.JSONStore(tmp_path, redact=redact_keys())
+    store.save("s", box=Box({"api_key": "sk-ours", "n": 1}))
+    # AgentScope's own JSONSession rewrites the latest file, secret and all.
+    (tmp_path / "s.json").write_text('{"box": {"value": {"api_key": "sk-agentscope", "n": 2}}}')
+    store.save("s", box=Box({"api_key": "sk-later", "n": 3}))  # adopts the file into the history
+    history = b"".join(p.read_bytes() for p in (tmp_path / ".nb_sessions").rglob("*") if p.is_file())
+    assert b"sk-agentscope" not in history
+    assert b"sk-ours" not in history and b"sk-later" not in history
+    assert store.get_state("s@2") == {"box": {"value": {"api_key": "[redacted]", "n": 2}}}
