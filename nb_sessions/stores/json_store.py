@@ -135,6 +135,13 @@ class JSONStore(BaseStore):
         """True when the session has a history but its latest file was deleted (AgentScope's reset)."""
         return not self._latest_file(key).exists() and self._read_index(key) is not None
 
+    def _remove_history(self, key: SessionKey) -> None:
+        """Delete the session's history: its index first, so a reader never meets an index whose files went."""
+        hdir = self._history_dir(key)
+        with contextlib.suppress(FileNotFoundError):
+            (hdir / "index.json").unlink()
+        shutil.rmtree(hdir, ignore_errors=True)
+
     # -- index ---------------------------------------------------------------
 
     def _read_index(self, key: SessionKey) -> dict[str, Any] | None:
@@ -251,6 +258,17 @@ class JSONStore(BaseStore):
         return stamp is not None and _same_stamp(stamp, index.get("latest_file"))
 
     def _history_sync(self, key: SessionKey) -> list[Checkpoint]:
+        # A save between our read of the index and our look at the latest file would make its
+        # new file look written outside (a phantom checkpoint): then the index changed, look again.
+        index_path = self._history_dir(key) / "index.json"
+        for _ in range(_READ_ATTEMPTS):
+            before = _file_identity(index_path)
+            out = self._history_once(key)
+            if out[-1].origin != SOURCE_FILE or _file_identity(index_path) == before:
+                return out
+        return out
+
+    def _history_once(self, key: SessionKey) -> list[Checkpoint]:
         index = self._read_index(key)
         if index is None:
             if self._owned_by_other(key):
@@ -477,7 +495,10 @@ class JSONStore(BaseStore):
         return codec.dumps({name: self.redact(name, module) for name, module in state.items()})
 
     async def _read(self, cp: Checkpoint) -> dict[str, Any]:
+        from_history = False  # set when the latest file went while we used it
+
         def job() -> dict[str, Any]:
+            nonlocal from_history
             entry: dict[str, Any] | None = None
             index: dict[str, Any] | None = None
             trusted = False  # written by our codec (see codec.loads)
@@ -493,11 +514,20 @@ class JSONStore(BaseStore):
                         f"checkpoint {cp.ref} is no longer in {self.path} (deleted meanwhile?)", ref=cp.ref
                     )
                 trusted = bool(entry.get("chunks"))
-                if entry.get("chunks") and entries[-1] is entry and index and self._latest_is_current(cp.key, index):
+                if (
+                    not from_history and entry.get("chunks") and entries[-1] is entry and index
+                    and self._latest_is_current(cp.key, index)
+                ):
                     path, entry = self._latest_file(cp.key), None  # the same state, in one file
+            shortcut = index is not None and entry is None
             try:
                 data = read_regular(path)
+                if shortcut and not self._latest_is_current(cp.key, index):  # type: ignore[arg-type]
+                    raise _Moved  # a save replaced the file between our check and our read
             except FileNotFoundError:
+                if shortcut:  # deleted meanwhile: the history still holds the same state
+                    from_history = True
+                    raise _Moved from None
                 raise StoreCorruptedError(
                     f"checkpoint {cp.ref}: its file {path} is missing; delete the checkpoint "
                     f"(store.delete({cp.ref!r})) or restore the file",
@@ -543,9 +573,28 @@ class JSONStore(BaseStore):
                     ) from None
             return state
 
+        def attempt() -> dict[str, Any]:
+            # Reads take no lock: a writer may delete, prune or vacuum between our reads of the
+            # index, the checkpoint file and the pack. When the index changed while we read, what
+            # looked damaged was only moved: read again from the new index (which may say the
+            # checkpoint is gone). An index that did not change means the damage is real.
+            for _ in range(_READ_ATTEMPTS):
+                before = _file_identity(self._history_dir(cp.key) / "index.json")
+                try:
+                    return job()
+                except _Moved:
+                    continue
+                except StoreCorruptedError:
+                    if _file_identity(self._history_dir(cp.key) / "index.json") == before:
+                        raise
+            raise StoreError(
+                f"checkpoint {cp.ref} in {self.path} kept changing while it was read "
+                f"({_READ_ATTEMPTS} attempts); retry when the writers pause"
+            )
+
         def guarded() -> dict[str, Any]:
             try:
-                return job()
+                return attempt()
             except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
                 # A history index edited by hand or damaged: this checkpoint only.
                 raise StoreCorruptedError(
@@ -605,7 +654,7 @@ class JSONStore(BaseStore):
                     check_abort()
                     with contextlib.suppress(FileNotFoundError):
                         self._latest_file(key).unlink()
-                    shutil.rmtree(self._history_dir(key), ignore_errors=True)
+                    self._remove_history(key)
                     return count
                 index = self._adopt_latest_file(key)
                 entries = index["checkpoints"]
@@ -616,7 +665,7 @@ class JSONStore(BaseStore):
                     check_abort()
                     with contextlib.suppress(FileNotFoundError):
                         self._latest_file(key).unlink()
-                    shutil.rmtree(self._history_dir(key), ignore_errors=True)
+                    self._remove_history(key)
                     return len(gone)
                 new_index = {**index, "checkpoints": left}
                 latest_moved = entries[-1] in gone
@@ -804,6 +853,22 @@ def _valid_key(user_id: Any, session_id: Any) -> SessionKey | None:
         return SessionKey(validate_id(user_id, "user id", literal=True), validate_id(session_id, literal=True))
     except InvalidIdError:
         return None
+
+
+_READ_ATTEMPTS = 20
+
+
+class _Moved(Exception):
+    """The latest file changed while a read used it: read again."""
+
+
+def _file_identity(path: Path) -> tuple[int, int, int, int] | None:
+    """What changes whenever ``path`` is replaced (atomic writes make a new inode)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
 
 
 def _same_stamp(stamp: dict[str, int], recorded: Any) -> bool:
