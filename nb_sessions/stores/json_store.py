@@ -85,11 +85,20 @@ class JSONStore(BaseStore):
 
     # -- paths ---------------------------------------------------------------
 
+    def _name(self, key: SessionKey) -> str:
+        """The name of the session's files: AgentScope's, so two keys can share it (``u/s``, ``u_s``).
+
+        Never the identity: every access checks the owner key recorded in the
+        history's ``index.json``. A file system that folds case or Unicode (macOS)
+        shares one name between more keys still; the same check guards them.
+        """
+        return stem_for(key)
+
     def _latest_file(self, key: SessionKey) -> Path:
-        return self.path / f"{stem_for(key)}.json"
+        return self.path / f"{self._name(key)}.json"
 
     def _history_dir(self, key: SessionKey) -> Path:
-        return self.path / HIDDEN / stem_for(key)
+        return self.path / HIDDEN / self._name(key)
 
     def _own_history_dir(self, key: SessionKey) -> Path:
         """The session's history folder, made owner-only; a symlink on the way is refused."""
@@ -112,7 +121,7 @@ class JSONStore(BaseStore):
             folder.mkdir(mode=0o700, exist_ok=True)
         locks = hidden / ".locks"
         return filelock.FileLock(
-            locks / f"{stem_for(key)}.lock", timeout=self.timeout, mode=0o600, thread_local=False,
+            locks / f"{self._name(key)}.lock", timeout=self.timeout, mode=0o600, thread_local=False,
         )
 
     def _prepare_folder(self) -> None:
@@ -451,9 +460,14 @@ class JSONStore(BaseStore):
         index = self._read_index(key)
         stem_index = self._history_dir(key) / "index.json"
         if index is None and stem_index.exists():
+            owner = "another session"
+            with contextlib.suppress(StoreError, OSError):
+                recorded = codec.loads(read_regular(stem_index), str(stem_index))
+                owner = f"session {str(SessionKey(str(recorded['user_id']), str(recorded['session_id'])))!r}"
             raise ConflictError(
-                f"{self._latest_file(key).name} already belongs to another session with the same "
-                f"file name (AgentScope names files user_session.json); choose another id for {key}"
+                f"cannot save {str(key)!r}: its file {self._latest_file(key).name} already belongs to "
+                f"{owner} (AgentScope names files user_session.json, and this file system may fold "
+                "case or accents); choose another id for one of them"
             )
         if index is None:
             index = {"format": INDEX_FORMAT, "user_id": key.user_id, "session_id": key.session_id,
