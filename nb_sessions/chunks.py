@@ -26,10 +26,11 @@ from typing import Any
 import orjson
 
 from . import codec
+from .errors import StoreCorruptedError
 
 __all__ = [
     "CHUNK_MIN", "SEGMENT", "ChunkCache", "ChunkPlan", "Entries", "ListChunk", "Segment",
-    "assemble", "blob_hash", "json_array", "split",
+    "assemble", "blob_hash", "json_array", "split", "verify_entries",
 ]
 
 #: Lists at least this long whose items are all containers are stored entry by entry.
@@ -131,6 +132,25 @@ def path_text(path: Path) -> str:
 def blob_hash(data: bytes) -> bytes:
     """The content address of an encoded entry."""
     return hashlib.blake2b(data, digest_size=16).digest()
+
+
+def verify_entries(
+    data: bytes | memoryview | Any, spans: Sequence[tuple[int, int, bytes]], where: str, location: str
+) -> None:
+    """Raise :class:`StoreCorruptedError` unless each ``(offset, length, hash)`` span of ``data`` has that hash.
+
+    Every store checks the entries it reads back with this one function: an
+    offset, a length or an entry that lies gives a named error, never another
+    message. ``data`` is anything sliceable to bytes (bytes, mmap).
+    """
+    blake2b = hashlib.blake2b
+    for number, (offset, length, expected) in enumerate(spans):
+        if blake2b(data[offset:offset + length], digest_size=16).digest() != expected:
+            raise StoreCorruptedError(
+                f"{where}: entry {number} of a stored list does not match its content hash "
+                f"({location} was altered or damaged); delete that checkpoint, the others are intact",
+                location=location,
+            )
 
 
 #: Entries per segment: a run of a long list that later checkpoints share while unchanged.

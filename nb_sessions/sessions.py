@@ -24,6 +24,9 @@ class StoreSession:
 
     store: BaseStore
 
+    def _was_reset(self, key: SessionKey) -> bool:
+        return False
+
     async def save_session_state(
         self, session_id: str, user_id: str = "", **state_modules_mapping: Any
     ) -> None:
@@ -48,6 +51,8 @@ class StoreSession:
         """
         key = _key(session_id, user_id)  # an invalid id raises, whatever allow_not_exist says
         try:
+            if self._was_reset(key):
+                raise self.store._not_found(key)
             states = await self.store.aget_state(key)
         except LookupError:
             if allow_not_exist:
@@ -58,11 +63,21 @@ class StoreSession:
 
 
 class JSONSession(StoreSession):
-    """Drop-in for ``agentscope.session.JSONSession``: files in ``save_dir``, history beside them."""
+    """Drop-in for ``agentscope.session.JSONSession``: files in ``save_dir``, history beside them.
+
+    As in AgentScope, deleting ``<session>.json`` resets the session: the next
+    load finds nothing there (the history stays, for ``store.history``).
+    """
+
+    store: JSONStore
 
     def __init__(self, save_dir: str | os.PathLike[str] = "./") -> None:
         self.save_dir = str(save_dir)
         self.store = JSONStore(save_dir)
+
+    def _was_reset(self, key: SessionKey) -> bool:
+        # Deleting <session>.json resets the session in AgentScope; its history stays in the store.
+        return self.store.was_reset(key)
 
 
 class SQLiteSession(StoreSession):

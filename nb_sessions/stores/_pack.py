@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from ..chunks import verify_entries
 from ..errors import StoreCorruptedError
 from ._fs import fsync_dir, open_regular
 
@@ -140,7 +141,10 @@ class EntryPack:
                     f"{where}: entry {n} is beyond the {self.state.count} in {self.data_path.name}",
                     location=str(self.data_path),
                 )
-            offset, length, _ = _RECORD.unpack_from(raw, n * _RECORD.size)
+            offset, length, h = _RECORD.unpack_from(raw, n * _RECORD.size)
+            if offset + length > self.state.nbytes:
+                raise self._damaged(where)
+            verify_entries(data, [(offset, length, h)], where, str(self.data_path))
             out.append(data[offset:offset + length])
         return out
 
@@ -150,7 +154,7 @@ class EntryPack:
             return 2
         raw = self._read_index()
         spans = self._spans(ranges, raw, where)
-        return 1 + sum(end - start for start, end, _, _ in spans) + len(spans)
+        return 1 + sum(end - start for start, end, _, _, _ in spans) + len(spans)
 
     def write_array(self, out: BinaryIO, ranges: Ranges, where: str) -> int:
         """Write the entries of ``ranges`` to ``out`` as one JSON array; return the bytes written.
@@ -176,7 +180,8 @@ class EntryPack:
         raw = self._read_index()
         written, exact = 0, False
         with self._mapped(where) as data:
-            for i, (start, end, first, count) in enumerate(self._spans(ranges, raw, where)):
+            for i, (start, end, first, count, records) in enumerate(self._spans(ranges, raw, where)):
+                verify_entries(data, records, where, str(self.data_path))
                 written += out.write(b"[" if i == 0 else b",")
                 begun = out.tell()
                 newlines = 0
@@ -198,8 +203,8 @@ class EntryPack:
                     written += out.write(b",".join(parts))
         return written + out.write(b"]"), exact
 
-    def _spans(self, ranges: Ranges, raw: bytes, where: str) -> list[tuple[int, int, int, int]]:
-        """``(start, end, first ordinal, count)``: the byte span of each range."""
+    def _spans(self, ranges: Ranges, raw: bytes, where: str) -> list[tuple[int, int, int, int, list[tuple[int, int, bytes]]]]:
+        """``(start, end, first ordinal, count, records)``: the byte span of each range."""
         spans = []
         for first, count in check_ranges(ranges):
             last = first + count - 1
@@ -209,11 +214,18 @@ class EntryPack:
                     f"in {self.data_path.name}",
                     location=str(self.data_path),
                 )
-            start = _RECORD.unpack_from(raw, first * _RECORD.size)[0]
-            offset, length, _ = _RECORD.unpack_from(raw, last * _RECORD.size)
+            records = list(_RECORD.iter_unpack(raw[first * _RECORD.size:(last + 1) * _RECORD.size]))
+            start = records[0][0]
+            offset, length, _ = records[-1]
             if offset + length > self.state.nbytes or offset < start:
                 raise self._damaged(where)
-            spans.append((start, offset + length, first, count))
+            # The span is copied whole: its entries must lie end to end, one newline apart.
+            position = start
+            for at, size, _ in records:
+                if at != position:
+                    raise self._damaged(where)
+                position = at + size + 1
+            spans.append((start, offset + length, first, count, records))
         return spans
 
     @contextlib.contextmanager
@@ -271,12 +283,14 @@ class EntryPack:
         need = self.state.count * _RECORD.size
         try:
             with os.fdopen(open_regular(self.index_path), "rb") as fh:
-                raw = fh.read(need)
+                # Bounded by the file's size first: a crafted count of 10**12 must not allocate.
+                have = os.fstat(fh.fileno()).st_size
+                raw = fh.read(need) if have >= need else b""
         except FileNotFoundError:
-            raw = b""
+            have, raw = 0, b""
         if len(raw) < need:
             raise StoreCorruptedError(
-                f"{self.index_path} holds {len(raw) // _RECORD.size} entries, the history expects "
+                f"{self.index_path} holds {have // _RECORD.size} entries, the history expects "
                 f"{self.state.count}; checkpoints of this session cannot be read",
                 location=str(self.index_path),
             )

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import io
 import os
 import secrets
 import shutil
@@ -30,17 +31,23 @@ import warnings
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, cast
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import filelock
 
 from .. import codec
 from ..chunks import ChunkCache, assemble, blob_hash, path_text, split
-from ..errors import CheckpointNotFoundError, ConflictError, StoreCorruptedError, StoreError
+from ..errors import (
+    CheckpointNotFoundError,
+    ConflictError,
+    InvalidIdError,
+    StoreCorruptedError,
+    StoreError,
+)
 from ..generations import conversation_path
-from ._fs import atomic_write, clean_temp_files, open_regular, read_regular, run_blocking
+from ._fs import atomic_write, clean_temp_files, read_regular, run_blocking
 from ._pack import EntryPack, PackState, Ranges, check_ranges, from_ranges, to_ranges
-from .base import BaseStore, Checkpoint, Redactor, SessionInfo, SessionKey, utcnow
+from .base import BaseStore, Checkpoint, Redactor, SessionInfo, SessionKey, utcnow, validate_id
 
 if TYPE_CHECKING:
     from ..search import Hit
@@ -68,7 +75,7 @@ class JSONStore(BaseStore):
         self.timeout = timeout
         self._cleaned = False
         self._modules_cache: dict[tuple[str, int, int], tuple[str, ...]] = {}
-        self._same_content: dict[tuple[Any, ...], bool] = {}
+        self._content_memo: dict[tuple[str, int, int, str], bool] = {}
         self._caches: dict[SessionKey, _PackCache] = {}
 
     @property
@@ -78,11 +85,33 @@ class JSONStore(BaseStore):
 
     # -- paths ---------------------------------------------------------------
 
+    def _name(self, key: SessionKey) -> str:
+        """The name of the session's files: AgentScope's, so two keys can share it (``u/s``, ``u_s``).
+
+        Never the identity: every access checks the owner key recorded in the
+        history's ``index.json``. A file system that folds case or Unicode (macOS)
+        shares one name between more keys still; the same check guards them.
+        """
+        return stem_for(key)
+
     def _latest_file(self, key: SessionKey) -> Path:
-        return self.path / f"{stem_for(key)}.json"
+        return self.path / f"{self._name(key)}.json"
 
     def _history_dir(self, key: SessionKey) -> Path:
-        return self.path / HIDDEN / stem_for(key)
+        return self.path / HIDDEN / self._name(key)
+
+    def _own_history_dir(self, key: SessionKey) -> Path:
+        """The session's history folder, made owner-only; a symlink on the way is refused."""
+        hdir = self._history_dir(key)
+        for folder in (self.path / HIDDEN, hdir):
+            if folder.is_symlink():
+                raise StoreCorruptedError(
+                    f"{folder} is a symlink; a store writes only inside its own folder. Replace the "
+                    "link with the folder it points to, or move it away",
+                    location=str(folder),
+                )
+        hdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return hdir
 
     def _lock(self, key: SessionKey) -> filelock.FileLock:
         # In a folder of their own: beside the history folders, session "x"'s lock
@@ -92,7 +121,7 @@ class JSONStore(BaseStore):
             folder.mkdir(mode=0o700, exist_ok=True)
         locks = hidden / ".locks"
         return filelock.FileLock(
-            locks / f"{stem_for(key)}.lock", timeout=self.timeout, mode=0o600, thread_local=False,
+            locks / f"{self._name(key)}.lock", timeout=self.timeout, mode=0o600, thread_local=False,
         )
 
     def _prepare_folder(self) -> None:
@@ -110,6 +139,17 @@ class JSONStore(BaseStore):
         if not self._cleaned:
             clean_temp_files(self.path)
             self._cleaned = True
+
+    def was_reset(self, key: SessionKey) -> bool:
+        """True when the session has a history but its latest file was deleted (AgentScope's reset)."""
+        return not self._latest_file(key).exists() and self._read_index(key) is not None
+
+    def _remove_history(self, key: SessionKey) -> None:
+        """Delete the session's history: its index first, so a reader never meets an index whose files went."""
+        hdir = self._history_dir(key)
+        with contextlib.suppress(FileNotFoundError):
+            (hdir / "index.json").unlink()
+        shutil.rmtree(hdir, ignore_errors=True)
 
     # -- index ---------------------------------------------------------------
 
@@ -191,31 +231,27 @@ class JSONStore(BaseStore):
         # the file that was there before in place: stale, not a foreign write.
         return stamp is not None and not any(
             _same_stamp(stamp, recorded) for recorded in (index.get("latest_file"), index.get("stale_latest_file"))
-        ) and not self._holds_last_checkpoint(key, index, stamp)
+        ) and not self._same_content(key, index, stamp)
 
-    def _holds_last_checkpoint(self, key: SessionKey, index: dict[str, Any], stamp: dict[str, int]) -> bool:
-        """True when the latest file's bytes are exactly the last checkpoint's, whatever its mtime.
+    def _same_content(self, key: SessionKey, index: dict[str, Any], stamp: dict[str, int]) -> bool:
+        """True when the latest file holds the last checkpoint's bytes though its mtime changed.
 
-        A copied store (``cp -r``, ``git clone``, a restored backup) has new mtimes and
-        the same content: judged by content, its latest file is not a foreign write. Only
-        a file of the recorded size is compared, once per (size, mtime) in this process.
+        ``cp -r`` and ``git clone`` rewrite mtimes only: decided by content, once per file state.
         """
         recorded = index.get("latest_file")
-        entries = index.get("checkpoints") or []
+        entries = index.get("checkpoints")
         if not isinstance(recorded, dict) or recorded.get("size") != stamp["size"] or not entries:
             return False
-        memo = (key, stamp["size"], stamp["mtime_ns"], int(index.get("next_seq", 0)), str(index.get("pack")))
-        if memo not in self._same_content:
+        memo = (str(self._latest_file(key)), stamp["size"], stamp["mtime_ns"], repr(recorded))
+        if memo not in self._content_memo:
             try:
-                layout = self._full_layout(key, index, entries[-1])
-                with os.fdopen(open_regular(self._latest_file(key)), "rb") as f:
-                    sink = _Comparer(f)
-                    layout.write(cast("BinaryIO", sink))  # file-like enough for the copy
-                    same = sink.same and not f.read(1)
-            except (OSError, StoreCorruptedError, KeyError, TypeError, ValueError):
-                same = False
-            self._same_content[memo] = same
-        return self._same_content[memo]
+                expected = io.BytesIO()
+                self._full_layout(key, index, entries[-1]).write(expected)
+                same = expected.getvalue() == read_regular(self._latest_file(key))
+            except (StoreError, OSError, KeyError, TypeError, ValueError):
+                same = False  # a damaged history: the file counts as written outside
+            self._content_memo[memo] = same
+        return self._content_memo[memo]
 
     def _latest_stamp(self, key: SessionKey) -> dict[str, int] | None:
         """Size and mtime of the latest file as it is now, or None when there is none."""
@@ -229,10 +265,21 @@ class JSONStore(BaseStore):
         """True when the latest file holds exactly the last checkpoint of the index."""
         stamp = self._latest_stamp(key)
         return stamp is not None and (
-            _same_stamp(stamp, index.get("latest_file")) or self._holds_last_checkpoint(key, index, stamp)
+            _same_stamp(stamp, index.get("latest_file")) or self._same_content(key, index, stamp)
         )
 
     def _history_sync(self, key: SessionKey) -> list[Checkpoint]:
+        # A save between our read of the index and our look at the latest file would make its
+        # new file look written outside (a phantom checkpoint): then the index changed, look again.
+        index_path = self._history_dir(key) / "index.json"
+        for _ in range(_READ_ATTEMPTS):
+            before = _file_identity(index_path)
+            out = self._history_once(key)
+            if out[-1].origin != SOURCE_FILE or _file_identity(index_path) == before:
+                return out
+        return out
+
+    def _history_once(self, key: SessionKey) -> list[Checkpoint]:
         index = self._read_index(key)
         if index is None:
             if self._owned_by_other(key):
@@ -279,8 +326,7 @@ class JSONStore(BaseStore):
                     )
                 known = {e["seq"] for e in entries}
                 chosen = parent if parent in known else (entries[-1]["seq"] if entries else None)
-                hdir = self._history_dir(key)
-                hdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+                hdir = self._own_history_dir(key)
                 pack_state = PackState.from_json(index.get("pack"))
                 if not pack_state.uid:
                     # A new pack gets an identity: a session deleted and made again
@@ -432,9 +478,14 @@ class JSONStore(BaseStore):
         index = self._read_index(key)
         stem_index = self._history_dir(key) / "index.json"
         if index is None and stem_index.exists():
+            owner = "another session"
+            with contextlib.suppress(StoreError, OSError):
+                recorded = codec.loads(read_regular(stem_index), str(stem_index))
+                owner = f"session {str(SessionKey(str(recorded['user_id']), str(recorded['session_id'])))!r}"
             raise ConflictError(
-                f"{self._latest_file(key).name} already belongs to another session with the same "
-                f"file name (AgentScope names files user_session.json); choose another id for {key}"
+                f"cannot save {str(key)!r}: its file {self._latest_file(key).name} already belongs to "
+                f"{owner} (AgentScope names files user_session.json, and this file system may fold "
+                "case or accents); choose another id for one of them"
             )
         if index is None:
             index = {"format": INDEX_FORMAT, "user_id": key.user_id, "session_id": key.session_id,
@@ -452,8 +503,8 @@ class JSONStore(BaseStore):
             return index
         seq = int(index["next_seq"])
         entries = index["checkpoints"]
-        hdir = self._history_dir(key)
-        hdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        hdir = self._own_history_dir(key)
+        data = self._redacted(data, str(path))
         atomic_write(hdir / f"{seq}.json", data)
         entry = {
             "seq": seq, "parent": entries[-1]["seq"] if entries else None,
@@ -466,8 +517,20 @@ class JSONStore(BaseStore):
         self._write_index(key, index)
         return index
 
+    def _redacted(self, data: bytes, where: str) -> bytes:
+        """A file AgentScope wrote, as the history keeps it: through the store's redactor, if any."""
+        if self.redact is None:
+            return data
+        state = codec.loads(data, where)
+        if not isinstance(state, dict):
+            return data  # not module states: read back as a damaged checkpoint, never as states
+        return codec.dumps({name: self.redact(name, module) for name, module in state.items()})
+
     async def _read(self, cp: Checkpoint) -> dict[str, Any]:
+        from_history = False  # set when the latest file went while we used it
+
         def job() -> dict[str, Any]:
+            nonlocal from_history
             entry: dict[str, Any] | None = None
             index: dict[str, Any] | None = None
             trusted = False  # written by our codec (see codec.loads)
@@ -483,11 +546,20 @@ class JSONStore(BaseStore):
                         f"checkpoint {cp.ref} is no longer in {self.path} (deleted meanwhile?)", ref=cp.ref
                     )
                 trusted = bool(entry.get("chunks"))
-                if entry.get("chunks") and entries[-1] is entry and index and self._latest_is_current(cp.key, index):
+                if (
+                    not from_history and entry.get("chunks") and entries[-1] is entry and index
+                    and self._latest_is_current(cp.key, index)
+                ):
                     path, entry = self._latest_file(cp.key), None  # the same state, in one file
+            shortcut = index is not None and entry is None
             try:
                 data = read_regular(path)
+                if shortcut and not self._latest_is_current(cp.key, index):  # type: ignore[arg-type]
+                    raise _Moved  # a save replaced the file between our check and our read
             except FileNotFoundError:
+                if shortcut:  # deleted meanwhile: the history still holds the same state
+                    from_history = True
+                    raise _Moved from None
                 raise StoreCorruptedError(
                     f"checkpoint {cp.ref}: its file {path} is missing; delete the checkpoint "
                     f"(store.delete({cp.ref!r})) or restore the file",
@@ -535,9 +607,28 @@ class JSONStore(BaseStore):
                     ) from None
             return state
 
+        def attempt() -> dict[str, Any]:
+            # Reads take no lock: a writer may delete, prune or vacuum between our reads of the
+            # index, the checkpoint file and the pack. When the index changed while we read, what
+            # looked damaged was only moved: read again from the new index (which may say the
+            # checkpoint is gone). An index that did not change means the damage is real.
+            for _ in range(_READ_ATTEMPTS):
+                before = _file_identity(self._history_dir(cp.key) / "index.json")
+                try:
+                    return job()
+                except _Moved:
+                    continue
+                except StoreCorruptedError:
+                    if _file_identity(self._history_dir(cp.key) / "index.json") == before:
+                        raise
+            raise StoreError(
+                f"checkpoint {cp.ref} in {self.path} kept changing while it was read "
+                f"({_READ_ATTEMPTS} attempts); retry when the writers pause"
+            )
+
         def guarded() -> dict[str, Any]:
             try:
-                return job()
+                return attempt()
             except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
                 # A history index edited by hand or damaged: this checkpoint only.
                 raise StoreCorruptedError(
@@ -561,13 +652,17 @@ class JSONStore(BaseStore):
                 with contextlib.suppress(StoreCorruptedError, OSError):
                     index = codec.loads(read_regular(index_path), str(index_path))
                     if isinstance(index, dict) and "session_id" in index:
-                        keys[index_path.parent.name] = SessionKey(
-                            str(index.get("user_id", "")), str(index["session_id"])
-                        )
+                        key = _valid_key(index.get("user_id", ""), index["session_id"])
+                        # An id that is a path, or names another folder than the one it lies in, is
+                        # hostile input: following it would read and write outside this session.
+                        if key is not None and self._history_dir(key) == index_path.parent:
+                            keys[index_path.parent.name] = key
         for file in self.path.glob("*.json"):
             if file.name.startswith(".") or file.stem in keys:
                 continue
-            keys[file.stem] = SessionKey("", file.stem)
+            key = _valid_key("", file.stem)
+            if key is not None:
+                keys[file.stem] = key
         infos = []
         for key in keys.values():
             try:
@@ -593,17 +688,18 @@ class JSONStore(BaseStore):
                     check_abort()
                     with contextlib.suppress(FileNotFoundError):
                         self._latest_file(key).unlink()
-                    shutil.rmtree(self._history_dir(key), ignore_errors=True)
+                    self._remove_history(key)
                     return count
                 index = self._adopt_latest_file(key)
                 entries = index["checkpoints"]
-                gone = [e for e in entries if e["seq"] in set(seqs)]
-                left = [e for e in entries if e["seq"] not in set(seqs)]
+                doomed = set(seqs)  # once: a set per entry made pruning 20,000 checkpoints quadratic
+                gone = [e for e in entries if e["seq"] in doomed]
+                left = [e for e in entries if e["seq"] not in doomed]
                 if not left:
                     check_abort()
                     with contextlib.suppress(FileNotFoundError):
                         self._latest_file(key).unlink()
-                    shutil.rmtree(self._history_dir(key), ignore_errors=True)
+                    self._remove_history(key)
                     return len(gone)
                 new_index = {**index, "checkpoints": left}
                 latest_moved = entries[-1] in gone
@@ -785,40 +881,28 @@ class _PackCache:
         self.chunks = chunks or ChunkCache()
 
 
-class _Comparer:
-    """A write-only sink that compares what is written with a file's bytes at the same place.
+def _valid_key(user_id: Any, session_id: Any) -> SessionKey | None:
+    """The key of ids read from disk, or None when they are not ids the API would accept."""
+    try:
+        return SessionKey(validate_id(user_id, "user id", literal=True), validate_id(session_id, literal=True))
+    except InvalidIdError:
+        return None
 
-    It answers ``tell``/``seek``/``truncate`` as the pack's copy expects of a file, so a
-    span that is rewritten entry by entry is compared again from where it restarted.
-    """
 
-    def __init__(self, f: BinaryIO) -> None:
-        self.f = f
-        self.pos = 0
-        self.mismatch: int | None = None
+_READ_ATTEMPTS = 20
 
-    @property
-    def same(self) -> bool:
-        return self.mismatch is None
 
-    def write(self, data: bytes | bytearray | memoryview) -> int:
-        if self.f.read(len(data)) != data and self.mismatch is None:
-            self.mismatch = self.pos
-        self.pos += len(data)
-        return len(data)
+class _Moved(Exception):
+    """The latest file changed while a read used it: read again."""
 
-    def tell(self) -> int:
-        return self.pos
 
-    def seek(self, pos: int) -> int:
-        self.pos = pos
-        self.f.seek(pos)
-        if self.mismatch is not None and self.mismatch >= pos:
-            self.mismatch = None
-        return pos
-
-    def truncate(self) -> int:
-        return self.pos
+def _file_identity(path: Path) -> tuple[int, int, int, int] | None:
+    """What changes whenever ``path`` is replaced (atomic writes make a new inode)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
 
 
 def _same_stamp(stamp: dict[str, int], recorded: Any) -> bool:

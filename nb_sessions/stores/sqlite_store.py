@@ -30,7 +30,16 @@ from typing import TYPE_CHECKING, Any
 import aiosqlite
 
 from .. import codec
-from ..chunks import ChunkCache, ChunkPlan, assemble, blob_hash, json_array, path_text, split
+from ..chunks import (
+    ChunkCache,
+    ChunkPlan,
+    assemble,
+    blob_hash,
+    json_array,
+    path_text,
+    split,
+    verify_entries,
+)
 from ..errors import (
     CheckpointNotFoundError,
     ConflictError,
@@ -1047,24 +1056,31 @@ async def _fetch_by_ids(
 
 def _fetch_array(conn: sqlite3.Connection, ids: list[int], where: str, path: Any) -> tuple[bytes, bool]:
     """The entries ``ids`` as one JSON array, and whether any was written by the exact path."""
-    joined = _fetch_run_joined(conn, ids)
+    joined = _fetch_run_joined(conn, ids, where)
     if joined is not None:
         return joined
-    blobs: dict[int, bytes] = {}
-    for sql, params in _id_queries("nbs_blobs", "data", ids):
-        blobs.update(conn.execute(sql, params).fetchall())
+    blobs: dict[int, tuple[bytes, bytes]] = {}
+    for sql, params in _id_queries("nbs_blobs", "data, hash", ids):
+        blobs.update((i, (data, h)) for i, data, h in conn.execute(sql, params))
     try:
-        parts = [blobs[i] for i in ids]
+        rows = [blobs[i] for i in ids]
     except KeyError as exc:
         raise StoreCorruptedError(
             f"{where}: entry {exc} of {path_text(tuple(path))} is missing; delete that "
             "checkpoint, the others are intact",
             location=where,
         ) from None
-    return json_array(parts), any(p[:1] == b" " for p in parts)
+    parts = [data if isinstance(data, bytes) else bytes(data) for data, _ in rows]
+    body = json_array(parts)
+    spans, at = [], 1  # after "["
+    for data, (_, h) in zip(parts, rows, strict=True):
+        spans.append((at, len(data), h))
+        at += len(data) + 1
+    verify_entries(body, spans, f"{where} ({path_text(tuple(path))})", f"table nbs_blobs of {where}")
+    return body, any(p[:1] == b" " for p in parts)
 
 
-def _fetch_run_joined(conn: sqlite3.Connection, ids: Sequence[int]) -> tuple[bytes, bool] | None:
+def _fetch_run_joined(conn: sqlite3.Connection, ids: Sequence[int], where: str) -> tuple[bytes, bool] | None:
     """Entries whose ids are one ascending run (a memory appended in order) as one JSON array; else None.
 
     SQLite concatenates the rows itself, without Python objects per row and
@@ -1077,7 +1093,8 @@ def _fetch_run_joined(conn: sqlite3.Connection, ids: Sequence[int]) -> tuple[byt
         return None
     try:
         row = conn.execute(
-            "SELECT CAST(group_concat(id) AS BLOB), total(data < x'21'), CAST(group_concat(data, ',') AS BLOB) "
+            "SELECT CAST(group_concat(id) AS BLOB), total(data < x'21'), CAST(group_concat(data, ',') AS BLOB), "
+            "group_concat(length(CAST(data AS BLOB))), group_concat(hex(hash), '') "
             "FROM nbs_blobs WHERE id BETWEEN ? AND ?",
             (ids[0], ids[-1]),
         ).fetchone()
@@ -1085,7 +1102,20 @@ def _fetch_run_joined(conn: sqlite3.Connection, ids: Sequence[int]) -> tuple[byt
         return None
     if row is None or not isinstance(row[2], bytes) or row[0] != ",".join(map(str, ids)).encode():
         return None
-    return b"".join((b"[", row[2], b"]")), row[1] > 0
+    body = b"".join((b"[", row[2], b"]"))
+    try:
+        lengths = [int(n) for n in str(row[3]).split(",")]
+        hashes = bytes.fromhex(str(row[4]))
+    except ValueError:
+        lengths, hashes = [], b""
+    if len(lengths) != len(ids) or len(hashes) != 16 * len(ids):
+        return None  # a hash that is not 16 bytes: the row-by-row path names the entry
+    spans, at = [], 1  # after "["
+    for n, length in enumerate(lengths):
+        spans.append((at, length, hashes[16 * n:16 * n + 16]))
+        at += length + 1
+    verify_entries(body, spans, where, f"table nbs_blobs of {where}")
+    return body, row[1] > 0
 
 
 async def _collect_garbage(db: aiosqlite.Connection, path: Path) -> None:

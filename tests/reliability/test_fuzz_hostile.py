@@ -157,6 +157,19 @@ def _check_state(state: Any, cp: Any, expected: dict[tuple[SessionKey, int], Any
         raise AssertionError(f"WRONG DATA for {cp.key}@{cp.seq}")
 
 
+def _check_replayed(store: Any, fresh: Any, expected: dict[tuple[SessionKey, int], Any]) -> None:
+    """Every checkpoint an import or a copy wrote holds what the source holds at its origin.
+
+    Replays number checkpoints afresh; the source's number is in the metadata.
+    """
+    for s in fresh.sessions():
+        for cp in fresh.history(s.key):
+            original = store.checkpoint(Ref(cp.key, seq=cp.metadata["original_seq"]))
+            if fresh.get_state(cp) != store.get_state(original):
+                raise AssertionError(f"WRONG COPY of {original.key}@{original.seq}")
+            _check_state(store.get_state(original), original, expected)
+
+
 def operate(op: str, rng: random.Random, path: Path, expected: dict[tuple[SessionKey, int], Any], out: Path) -> None:
     from nb_sessions import bundle, cli, views
 
@@ -210,20 +223,11 @@ def operate(op: str, rng: random.Random, path: Path, expected: dict[tuple[Sessio
         bundle.write_bundle(store, None, out / "b.json")
         fresh = nbs.open_store(str(out / "imp.db"))
         bundle.import_bundle(fresh, bundle.read_bundle(out / "b.json"))
-        for s in fresh.sessions():
-            for cp in fresh.history(s.key):
-                _check_state(fresh.get_state(cp), cp, expected)
+        _check_replayed(store, fresh, expected)
     elif op == "copy":
         fresh = nbs.open_store(str(out / "copy"))
         bundle.copy_sessions(store, fresh)
-        for s in fresh.sessions():
-            for cp in fresh.history(s.key):
-                # A copy numbers its checkpoints afresh; the source's number is in the metadata,
-                # and what the copy holds must be what the source holds there, checked as it is.
-                original = store.checkpoint(Ref(cp.key, seq=cp.metadata["original_seq"]))
-                if fresh.get_state(cp) != store.get_state(original):
-                    raise AssertionError(f"WRONG COPY of {original.key}@{original.seq}")
-                _check_state(store.get_state(original), original, expected)
+        _check_replayed(store, fresh, expected)
     else:  # cli
         args = rng.choice([["ls"], ["check"], ["show", "u/s"], ["history", "long"], ["search", "m1"], ["prune", "--keep-last", "1"], ["vacuum"], ["export", "--bundle", "--all", "-o", str(out / "c.json")]])
         import contextlib

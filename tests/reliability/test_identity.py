@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 
 import pytest
 
+from nb_sessions.errors import ConflictError
 from nb_sessions.stores.base import SessionKey
 from nb_sessions.stores.json_store import JSONStore
 
@@ -45,3 +47,48 @@ def test_colliding_key_does_not_delete_the_owners_session(tmp_path: Path) -> Non
         store.delete(OTHER)
     assert store.get_state(OWNER)["m"] == {"value": "owner's secret"}
     assert len(store.history(OWNER.session_id, user_id=OWNER.user_id)) == 1
+
+
+def test_a_colliding_key_cannot_save_and_the_error_names_both(tmp_path: Path) -> None:
+    store = _saved(tmp_path)
+    with pytest.raises(ConflictError) as err:
+        store.save(OTHER, m=_State("other"))
+    assert "'u_x_s'" in str(err.value) and "x_s" in str(err.value) and "choose another id" in str(err.value)
+    assert store.get_state(OWNER)["m"] == {"value": "owner's secret"}
+
+
+class _FoldingStore(JSONStore):
+    """A JSON store on a simulated macOS file system: names are case-folded and NFD-normalised.
+
+    Every path the store builds goes through ``_name``, so two names the file
+    system would take for one reach one file here too, as on APFS/HFS+.
+    """
+
+    def _name(self, key: SessionKey) -> str:
+        return unicodedata.normalize("NFD", super()._name(key)).casefold()
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        (SessionKey("", "Report"), SessionKey("", "report")),
+        (SessionKey("", "caf\u00e9"), SessionKey("", "cafe\u0301")),  # NFC and NFD spellings
+        (SessionKey("Ann", "s"), SessionKey("ann", "s")),
+    ],
+)
+def test_a_folding_file_system_never_merges_two_sessions(
+    tmp_path: Path, first: SessionKey, second: SessionKey
+) -> None:
+    store = _FoldingStore(tmp_path)
+    store.save(first, m=_State("first's"))
+    with pytest.raises(LookupError):
+        store.get_state(second)
+    with pytest.raises(LookupError):
+        store.history(second.session_id, user_id=second.user_id)
+    with pytest.raises(ConflictError):
+        store.save(second, m=_State("second's"))
+    with pytest.raises(LookupError):
+        store.delete(second)
+    assert store.get_state(first)["m"] == {"value": "first's"}
+    assert [(i.user_id, i.session_id) for i in store.sessions()] == [tuple(first)]
+    assert [c.seq for c in store.history(first.session_id, user_id=first.user_id)] == [1]

@@ -8,6 +8,7 @@ Each case runs under a deadline: a hang fails the test instead of stalling it.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from collections.abc import Callable, Iterator
@@ -115,3 +116,62 @@ def test_a_hand_edited_checkpoint_file_is_refused_and_check_finds_it(
     assert cli.main(["--store", str(folder), "check"]) == 3
     out = capsys.readouterr().out
     assert "s@1" in out and "1 problem" in out
+
+
+def _snapshot_outside(tmp_path: Path) -> set[str]:
+    return {str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if "store" not in p.parts}
+
+
+@pytest.mark.usefixtures("deadline")
+@pytest.mark.parametrize(
+    "crafted", ["../victim", "{tmp}/victim", "{tmp}/made/new", "a/../../victim"]
+)
+def test_an_index_naming_a_path_as_its_session_id_reaches_nothing_outside(
+    tmp_path: Path, crafted: str
+) -> None:
+    crafted = crafted.format(tmp=tmp_path)
+    store, folder = _store(tmp_path)
+    (tmp_path / "victim.json").write_text('{"box": {"value": "secret"}}')
+    index_path = folder / ".nb_sessions" / "s" / "index.json"
+    index = json.loads(index_path.read_text())
+    index["session_id"] = crafted
+    index_path.write_text(json.dumps(index))
+    before = _snapshot_outside(tmp_path)
+    names = {info.session_id for info in nbs.open_store(folder)._sessions_sync()}  # type: ignore[attr-defined]
+    assert crafted not in names
+    assert "victim" not in names
+    assert all("secret" not in str(hit) for hit in store.search("secret").itertuples())
+    store.vacuum()
+    assert _snapshot_outside(tmp_path) == before
+
+
+@pytest.mark.usefixtures("deadline")
+@pytest.mark.parametrize("field", ["count", "bytes"])
+def test_a_huge_pack_count_in_the_index_is_a_named_error_not_memory_error(
+    tmp_path: Path, field: str
+) -> None:
+    _, folder = _store(tmp_path)
+    index_path = folder / ".nb_sessions" / "s" / "index.json"
+    index = json.loads(index_path.read_text())
+    index["pack"][field] = 10**12
+    index_path.write_text(json.dumps(index))
+    (folder / "s.json").unlink()  # make the load go through the pack
+    fresh = nbs.open_store(folder)
+    with pytest.raises(StoreError) as err:
+        fresh.get_state("s@1")
+    assert "entries" in str(err.value) or "pack" in str(err.value)
+
+
+@pytest.mark.usefixtures("deadline")
+@pytest.mark.parametrize("link", [".nb_sessions/s", ".nb_sessions"])
+def test_a_symlinked_history_folder_makes_a_save_refuse(tmp_path: Path, link: str) -> None:
+    _, folder = _store(tmp_path)
+    planted = folder / link
+    outside = tmp_path / "outside"
+    planted.rename(outside)
+    planted.symlink_to(outside)
+    before = {p.name: p.stat().st_mtime_ns for p in outside.rglob("*")}
+    with pytest.raises(NbSessionsError) as err:
+        nbs.open_store(folder).save("s", box=Box("new"))
+    assert "symlink" in str(err.value)
+    assert {p.name: p.stat().st_mtime_ns for p in outside.rglob("*")} == before

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import shutil
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import nb_sessions as nbs
+from nb_sessions.stores.base import SessionKey
 from tests.reliability._states import Box
 
 
@@ -53,3 +57,58 @@ def test_a_copied_json_store_has_no_phantom_checkpoints(tmp_path: Path, long_lis
     latest.write_bytes(data.replace(b'"value":2', b'"value":7').replace(b'"value": 2', b'"value": 7'))
     assert latest.read_bytes() != data
     assert [cp.seq for cp in copied.history("s")] == [1, 2, 3, 4]
+
+
+class _CountingSeqs(list[int]):
+    """A list of seqs that counts how often the store walks it."""
+
+    walks = 0
+
+    def __iter__(self) -> Iterator[int]:
+        type(self).walks += 1
+        return super().__iter__()
+
+
+def test_json_prune_walks_the_doomed_checkpoints_a_constant_number_of_times(tmp_path: Path) -> None:
+    store = nbs.JSONStore(tmp_path / "store")
+    for i in range(60):
+        store.save("s", box=Box(i))
+    doomed = _CountingSeqs(range(1, 51))
+    _CountingSeqs.walks = 0
+    assert asyncio.run(store._delete(SessionKey("", "s"), doomed)) == 50
+    # Linear: the list is walked a fixed number of times, not once per checkpoint of the session.
+    assert _CountingSeqs.walks <= 2, _CountingSeqs.walks
+    assert [c.seq for c in store.history("s")] == list(range(51, 61))
+
+
+@pytest.mark.parametrize("long", [False, True])
+def test_copying_a_json_store_adds_no_phantom_checkpoint(tmp_path: Path, long: bool) -> None:
+    value: object = [{"n": i} for i in range(40)] if long else "v"
+    store = nbs.JSONStore(tmp_path / "store")
+    store.save("s", box=Box(value))
+    store.save("s", box=Box(value if not long else [*value, {"n": 40}]))  # type: ignore[list-item]
+    shutil.copytree(tmp_path / "store", tmp_path / "copy", copy_function=shutil.copy)  # as cp -r: new mtimes
+    for file in (tmp_path / "copy").rglob("*.json"):
+        os.utime(file, ns=(1, 1))
+    copy = nbs.JSONStore(tmp_path / "copy")
+    assert [c.seq for c in copy.history("s")] == [1, 2]
+    copy.save("s", box=Box("next"))
+    assert [c.seq for c in copy.history("s")] == [1, 2, 3]
+    # A file of the same size but other content is still a write from outside.
+    latest = tmp_path / "copy" / "s.json"
+    latest.write_bytes(latest.read_bytes().replace(b"next", b"NEXT"))
+    assert [c.seq for c in copy.history("s")] == [1, 2, 3, 4]
+
+
+def test_redaction_applies_to_a_file_agentscope_wrote_when_the_history_adopts_it(tmp_path: Path) -> None:
+    from nb_sessions.redact import redact_keys
+
+    store = nbs.JSONStore(tmp_path, redact=redact_keys())
+    store.save("s", box=Box({"api_key": "sk-ours", "n": 1}))
+    # AgentScope's own JSONSession rewrites the latest file, secret and all.
+    (tmp_path / "s.json").write_text('{"box": {"value": {"api_key": "sk-agentscope", "n": 2}}}')
+    store.save("s", box=Box({"api_key": "sk-later", "n": 3}))  # adopts the file into the history
+    history = b"".join(p.read_bytes() for p in (tmp_path / ".nb_sessions").rglob("*") if p.is_file())
+    assert b"sk-agentscope" not in history
+    assert b"sk-ours" not in history and b"sk-later" not in history
+    assert store.get_state("s@2") == {"box": {"value": {"api_key": "[redacted]", "n": 2}}}

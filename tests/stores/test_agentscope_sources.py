@@ -103,7 +103,8 @@ def check_reads(store: nbs.BaseStore, expected: dict[Any, AgentState]) -> None:
     assert set(found["user_id"]) == {"u1"}
     (a, b) = sorted(expected)
     changes = nbs.diff(store, f"{a[0]}/{a[1]}", f"{b[0]}/{b[1]}")
-    assert not changes.empty and "agent" in set(changes.keys["module"])
+    # The two agents' conversations differ message by message (2.x diffs read the context).
+    assert not changes.empty and len(changes.messages) > 0
 
 
 def check_writes_refused(store: nbs.BaseStore, user: str, sid: str) -> None:
