@@ -36,6 +36,7 @@ from .codec import paused_gc
 from .generations import find_parts, message_text, v1
 from .generations.v1 import memory_entries, notebook_plans
 from .state import Stateful, as_stateful
+from .state_v2 import is_v2
 from .stores.base import BaseStore, Checkpoint
 
 if TYPE_CHECKING:
@@ -204,7 +205,7 @@ class _Source:
 
 
 def _is_live(obj: Any) -> bool:
-    if isinstance(obj, Stateful):
+    if isinstance(obj, Stateful) or is_v2(obj):
         return True
     pydantic = sys.modules.get("pydantic")
     return pydantic is not None and isinstance(obj, pydantic.BaseModel)
