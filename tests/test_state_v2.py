@@ -212,3 +212,28 @@ def test_sample_file_round_trips_through_an_agent(tmp_path: Path) -> None:
     assert agent.state.model_dump(mode="json") == AgentState.model_validate(sample).model_dump(
         mode="json"
     )
+
+
+def test_a_bare_agentstate_file_is_a_session_that_stays_agentscope_readable(tmp_path: Path) -> None:
+    agent = talked_agent()
+    (tmp_path / "friday.json").write_text(agent.state.model_dump_json(), encoding="utf-8")
+    store = nbs.JSONStore(tmp_path)
+    [first] = store.history("friday")
+    assert first.modules == ("agent",)
+    fresh = demo_agent([[("tool", "get_weather", {"city": "Oslo"})], "Sunny in Oslo."])
+    store.load("friday", agent=fresh)  # strict: every field came back
+    assert fresh.state.model_dump(mode="json") == agent.state.model_dump(mode="json")
+    for _ in range(2):  # past CHUNK_MIN entries too: the latest file is assembled from the pack
+        asyncio.run(fresh.reply(UserMsg("user", "And Oslo?")))
+        store.save("friday", agent=fresh)
+    for i in range(40):
+        fresh.state.context.append(fresh.state.context[-1].model_copy(update={"id": f"m{i}"}))
+    store.save("friday", agent=fresh)
+    assert [cp.seq for cp in store.history("friday")] == [1, 2, 3, 4]
+    latest = (tmp_path / "friday.json").read_text(encoding="utf-8")
+    assert AgentState.model_validate_json(latest).model_dump() == fresh.state.model_dump()
+    assert json.loads(latest) == json.loads(fresh.state.model_dump_json())
+    assert store.get_state("friday@1") == {"agent": agent.state.model_dump(mode="json")}
+    with pytest.raises(nbs.StoreError, match="bare AgentScope AgentState"):
+        store.save("friday", other=fresh)
+    assert len(store.history("friday")) == 4
