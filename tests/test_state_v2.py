@@ -237,3 +237,30 @@ def test_a_bare_agentstate_file_is_a_session_that_stays_agentscope_readable(tmp_
     with pytest.raises(nbs.StoreError, match="bare AgentScope AgentState"):
         store.save("friday", other=fresh)
     assert len(store.history("friday")) == 4
+
+
+def test_drop_in_sessions_save_and_load_a_2x_agent(tmp_path: Path) -> None:
+    agent = talked_agent()
+
+    async def app() -> Any:
+        session = nbs.JSONSession(save_dir=tmp_path)
+        await session.save_session_state("s1", user_id="u", agent=agent)
+        fresh = demo_agent()
+        await session.load_session_state("s1", user_id="u", agent=fresh)
+        return fresh
+
+    fresh = asyncio.run(app())
+    assert fresh.state.model_dump(mode="json") == agent.state.model_dump(mode="json")
+    assert fresh._engine.context is fresh.state.permission_context
+    assert json.loads((tmp_path / "u_s1.json").read_text(encoding="utf-8")) == {
+        "agent": json.loads(agent.state.model_dump_json())
+    }
+
+
+def test_the_panel_and_magics_discovery_find_2x_agents() -> None:
+    from nb_sessions.notebook._helpers import live_states, pick_modules
+
+    agent = talked_agent()
+    found, missing = pick_modules({"agent": agent, "n": 3})
+    assert found == {"agent": agent} and missing == []
+    assert live_states(found) == {"agent": agent.state.model_dump(mode="json")}
