@@ -261,16 +261,21 @@ class PydanticState:
 
 
 def as_stateful(obj: Any, name: str = "") -> Stateful:
-    """Return ``obj`` if it is Stateful, a :class:`PydanticState` for a pydantic model, else raise."""
+    """Return ``obj`` if it is Stateful, an adapter for a 2.x Agent/AgentState or a pydantic model, else raise."""
     if isinstance(obj, Stateful):
         return obj
+    from .state_v2 import AgentV2State, is_v2
+
+    if is_v2(obj):
+        return AgentV2State(obj)
     pydantic = sys.modules.get("pydantic")
     if pydantic is not None and isinstance(obj, pydantic.BaseModel):
         return PydanticState(obj)
     raise NotSerializableError(
         name,
         type(obj).__name__,
-        "It has no state_dict()/load_state_dict(). Pass a StateModule, an AgentScope object, "
+        "It has no state_dict()/load_state_dict(). Pass a StateModule, an AgentScope object "
+        "(a 1.x module or a 2.x Agent), "
         "a pydantic model, or any object with those two methods.",
     )
 
@@ -296,9 +301,24 @@ def load_modules(
                 if strict:
                     problems.append((name, "missing: the checkpoint holds no state for this module"))
                 continue
+            _refuse_v2_into_v1(obj, states[name], name)
             commits += prepare_load(target, states[name], strict, name, problems)
         _raise_problems(problems)
         _apply(commits)
+
+
+def _refuse_v2_into_v1(obj: Any, state: Any, name: str) -> None:
+    """Refuse an AgentScope 2.x ``AgentState`` dump loaded into an object that is not a 2.x agent."""
+    from .generations import v2
+    from .state_v2 import is_v2
+
+    if not is_v2(obj) and v2.is_agent_state(state):
+        raise StateMismatchError(
+            [(name, "AgentScope generation mismatch: the checkpoint holds a 2.x AgentState, "
+              f"{type(obj).__name__} is not a 2.x agent. Load it into an agentscope.agent.Agent "
+              "(AgentScope 2.x); 1.x objects cannot hold it (nbs.migrate converts 1.x to 2.x, not back).")],
+            module=name,
+        )
 
 
 class _ForeignLoad:
@@ -392,14 +412,16 @@ def _apply(commits: list[Commit]) -> None:
 
 
 def iter_stateful(namespace: Mapping[str, Any]) -> Iterable[tuple[str, Any]]:
-    """Yield ``(name, obj)`` for every public Stateful object or pydantic model in ``namespace``."""
+    """Yield ``(name, obj)`` for every public Stateful object, AgentScope 2.x agent or pydantic model in ``namespace``."""
     import types
+
+    from .state_v2 import is_v2
 
     pydantic = sys.modules.get("pydantic")
     for name, obj in namespace.items():
         if name.startswith("_") or isinstance(obj, (type, types.ModuleType)):
             continue
-        if isinstance(obj, Stateful) or (
+        if isinstance(obj, Stateful) or is_v2(obj) or (
             pydantic is not None and isinstance(obj, pydantic.BaseModel)
         ):
             yield name, obj

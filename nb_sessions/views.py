@@ -56,6 +56,7 @@ from .generations import (
 )
 from .generations.v1 import notebook_plans
 from .state import Stateful, as_stateful
+from .state_v2 import is_v2
 from .stores.base import BaseStore, Checkpoint
 
 if TYPE_CHECKING:
@@ -271,7 +272,7 @@ class _Source:
 
 
 def _is_live(obj: Any) -> bool:
-    if isinstance(obj, Stateful):
+    if isinstance(obj, Stateful) or is_v2(obj):
         return True
     pydantic = sys.modules.get("pydantic")
     return pydantic is not None and isinstance(obj, pydantic.BaseModel)

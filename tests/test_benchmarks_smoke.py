@@ -6,21 +6,35 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_benchmark_smoke_run_prints_the_table_and_writes_figures(tmp_path: Path) -> None:
+def smoke(module: str, tmp_path: Path) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """Run ``python -m module --smoke``; return the run and the figures it wrote."""
     out = tmp_path / "figures.json"
     run = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--smoke", "--out", str(out), "--tmp", str(tmp_path)],
+        [sys.executable, "-m", module, "--smoke", "--out", str(out), "--tmp", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    figures = json.loads(out.read_text(encoding="utf-8"))
+    return run, json.loads(out.read_text(encoding="utf-8"))
+
+
+def test_benchmark_smoke_run_prints_the_table_and_writes_figures(tmp_path: Path) -> None:
+    run, figures = smoke("benchmarks", tmp_path)
     names = [row["figure"] for row in figures["rows"]]
     for expected in ("Save +10 msgs, own memory, SQLite", "Load latest, own memory, SQLite"):
         assert any(name.startswith(expected) for name in names), names
     for row in figures["rows"]:
         assert row["ours"] is None or row["ours"] >= 0
     assert "target" in run.stdout and "ratio" in run.stdout
+
+
+def test_agentscope2_benchmark_smoke_run_prints_ratios(tmp_path: Path) -> None:
+    run, figures = smoke("benchmarks.agentscope2", tmp_path)
+    names = [row["figure"] for row in figures["rows"]]
+    for expected in ("Save +10 msgs, 2.x agent, SQLite", "Load latest, 2.x agent, JSON", "Disk after 4 checkpoints, SQLite"):
+        assert expected in names, names
+    assert "agentscope" in run.stdout and "ratio" in run.stdout

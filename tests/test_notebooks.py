@@ -29,6 +29,7 @@ EXPECTED = [
     "03_exploring_with_pandas.ipynb",
     "04_widget_panel.ipynb",
     "05_agentscope_interop.ipynb",
+    "06_agentscope_2x.ipynb",
 ]
 #: "Well under a minute" each, kernel start included.
 TIME_LIMIT = 60.0
@@ -168,12 +169,31 @@ def check_interop(nb: Any) -> None:
     assert "weather in Beijing" in bob and "what is 100 - 1" in bob
 
 
+def check_agentscope2(nb: Any) -> None:
+    assert "saved paris@1 [asked]: agent (" in output_of(nb, "%save_session paris --label asked")
+    assert "AgentScope reads it: True" in output_of(nb, "saved = store.get_state")
+    restored = output_of(nb, "%load_session paris -s $db")
+    assert "restored agent from paris@1 [asked]" in restored
+    assert "after:  PermissionMode.ACCEPT_EDITS 2 messages" in restored
+    assert "the permission engine sees the restored rules: True" in restored
+    # the restored allow rule let the second tool call run without asking
+    assert "tool results: [('get_weather', 'success'), ('get_weather', 'success')]" in output_of(
+        nb, 'await agent.reply(UserMsg("user", "And in Oslo?"))'
+    )
+    assert "autosave off: 1 checkpoint(s)" in output_of(nb, "%autosave_session --off")
+    assert "4 messages; task: pending" in output_of(nb, "%autosave_session --off")
+    refused = output_of(nb, 'store.save("old-1x"')
+    assert "pydantic alone: 0 messages" in refused and "nbs.migrate" in refused
+    assert "the app reads the file: ['Pack for Paris', 'Write postcard']" in output_of(nb, "app_dir = work")
+
+
 CHECKS: dict[str, Callable[[Any], None]] = {
     "01_quickstart.ipynb": check_quickstart,
     "02_history_and_time_travel.ipynb": check_history,
     "03_exploring_with_pandas.ipynb": check_pandas,
     "04_widget_panel.ipynb": check_panel,
     "05_agentscope_interop.ipynb": check_interop,
+    "06_agentscope_2x.ipynb": check_agentscope2,
 }
 
 
@@ -200,7 +220,8 @@ def test_notebook_runs_in_a_real_kernel(name: str, tmp_path: Path) -> None:
     assert not [c for c in nb.cells if any(o.output_type == "error" for o in c.get("outputs", []))]
     CHECKS[name](nb)
     assert took < TIME_LIMIT, f"{name} took {took:.1f} s"
-    assert (tmp_path / "nb_sessions.db").exists() or name == "05_agentscope_interop.ipynb"
+    # 05 and 06 work in a temporary folder of their own, removed at their end
+    assert (tmp_path / "nb_sessions.db").exists() or name in ("05_agentscope_interop.ipynb", "06_agentscope_2x.ipynb")
     assert _folder_state() == untouched  # the committed notebooks and their store are as they were
 
 

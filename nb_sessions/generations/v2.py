@@ -22,10 +22,15 @@ from typing import Any
 __all__ = [
     "AGENT_STATE_FIELDS",
     "GENERATION",
+    "LEGACY_KEYS",
     "OPEN_CALL_STATES",
     "TASK_STATES",
+    "V1_MARKERS",
     "context_messages",
+    "foreign_generation",
+    "is_agent",
     "is_agent_state",
+    "is_agent_state_model",
     "is_message",
     "tasks",
 ]
@@ -160,3 +165,46 @@ def close_call(
         pos += 1
     blocks.insert(pos, result)
     return pos
+
+
+# -- recognising live 2.x objects (for the state adapter; no agentscope import) --
+
+#: Fields of a 1.x agent or memory state that no 2.x ``AgentState`` has.
+V1_MARKERS = frozenset(
+    {"memory", "content", "_compressed_summary", "_sys_prompt", "plan_notebook", "toolkit"}
+)
+#: Keys older 2.x files hold at the top level (``AgentState`` moves them into ``reply_context``).
+LEGACY_KEYS = frozenset({"reply_id", "cur_iter"})
+
+
+def is_agent_state_model(obj: Any) -> bool:
+    """True if ``obj`` is an ``agentscope.state.AgentState`` instance (or a subclass), recognised without importing agentscope."""
+    return any(
+        c.__name__ == "AgentState" and c.__module__.startswith("agentscope.")
+        for c in type(obj).__mro__
+    )
+
+
+def is_agent(obj: Any) -> bool:
+    """True if ``obj`` is a 2.x agent: an object whose ``state`` attribute is an ``AgentState``."""
+    if isinstance(obj, type):
+        return False
+    try:
+        state = obj.__dict__.get("state")
+    except AttributeError:
+        return False
+    return state is not None and is_agent_state_model(state)
+
+
+def foreign_generation(state: Mapping[str, Any]) -> str | None:
+    """Why ``state`` cannot be a 2.x ``AgentState`` dump (a 1.x state, or none of its fields), or None."""
+    keys = set(state)
+    if keys & set(AGENT_STATE_FIELDS) or keys & LEGACY_KEYS:
+        if keys & V1_MARKERS and "context" not in keys:
+            return "a 1.x state (it holds " + ", ".join(sorted(keys & V1_MARKERS)) + ")"
+        return None
+    if keys & V1_MARKERS:
+        return "a 1.x state (it holds " + ", ".join(sorted(keys & V1_MARKERS)) + ")"
+    if not keys:
+        return None
+    return "not an AgentState (none of its fields: " + ", ".join(sorted(map(str, keys))[:6]) + ")"

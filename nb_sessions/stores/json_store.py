@@ -15,6 +15,11 @@ processes: a lock on the data file itself protects nothing once
 ``os.replace`` swaps the inode. A latest file that AgentScope (or anyone)
 rewrote after our last save shows up as one more checkpoint, and is kept in
 the history at the next save.
+
+A file holding one bare AgentScope 2.x ``AgentState`` (what
+``state.model_dump_json()`` writes, not ``{module: state}``) is a session
+with one module, named ``agent`` (:data:`BARE_MODULE`); its saves keep the
+latest file bare, so ``AgentState.model_validate_json`` still reads it.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ from ..errors import (
     StoreCorruptedError,
     StoreError,
 )
-from ..generations import conversation_path
+from ..generations import conversation_path, v2
 from ._fs import atomic_write, clean_temp_files, read_regular, run_blocking
 from ._pack import EntryPack, PackState, Ranges, check_ranges, from_ranges, to_ranges
 from .base import BaseStore, Checkpoint, Redactor, SessionInfo, SessionKey, utcnow, validate_id
@@ -57,6 +62,8 @@ __all__ = ["JSONStore"]
 HIDDEN = ".nb_sessions"
 INDEX_FORMAT = 2
 SOURCE_FILE = "json-file"  # a checkpoint that is the latest file itself (not yet in history)
+#: The module name of a session whose file holds one bare AgentScope 2.x ``AgentState``.
+BARE_MODULE = "agent"
 
 
 def stem_for(key: SessionKey) -> str:
@@ -218,7 +225,7 @@ class JSONStore(BaseStore):
         if cache_key not in self._modules_cache:
             try:
                 parsed = codec.loads(read_regular(path), str(path))
-                names = tuple(parsed) if isinstance(parsed, dict) else ()
+                names = tuple(_wrap_bare(parsed)) if isinstance(parsed, dict) else ()
             except (StoreCorruptedError, OSError):
                 names = ()
             self._modules_cache[cache_key] = names
@@ -365,7 +372,8 @@ class JSONStore(BaseStore):
                 ]
                 ranges = [(path, to_ranges(ns)) for path, ns in lists]
                 chunk_rows = [[list(path), r] for path, r in ranges]
-                latest = _Layout.of(skeleton, ranges, written, f"checkpoint {key}@{seq}")
+                _check_bare(index, states, key)
+                latest = _Layout.of(*_unwrap_bare(index, skeleton, ranges), written, f"checkpoint {key}@{seq}")
                 size = latest.size()
                 now = utcnow()
                 entry: dict[str, Any] = {
@@ -417,12 +425,12 @@ class JSONStore(BaseStore):
         where = f"checkpoint {key}@{entry['seq']}"
         data = read_regular(hdir / f"{entry['seq']}.json")
         self._verify_file(f"{key}@{entry['seq']}", hdir / f"{entry['seq']}.json", data, entry)
-        if not entry.get("chunks"):
+        if not entry.get("chunks") and not index.get("bare"):
             return _Layout([data], None, where)
-        skeleton = codec.loads(data, where)
+        skeleton = _wrap_bare(codec.loads(data, where))
         pack = EntryPack(hdir, PackState.from_json(index.get("pack")))
-        rows = [(tuple(p), check_ranges(r)) for p, r in entry["chunks"]]
-        return _Layout.of(skeleton, rows, pack, where)
+        rows = [(tuple(p), check_ranges(r)) for p, r in entry.get("chunks") or ()]
+        return _Layout.of(*_unwrap_bare(index, skeleton, rows), pack, where)
 
     def _verify_file(self, ref: str, path: Path, data: bytes, entry: dict[str, Any]) -> None:
         """Refuse a checkpoint file whose bytes are not the ones its index entry recorded.
@@ -514,6 +522,8 @@ class JSONStore(BaseStore):
         }
         index = {**index, "next_seq": seq + 1, "checkpoints": [*entries, entry],
                  "latest_file": {"size": st.st_size, "mtime_ns": st.st_mtime_ns}}
+        if entry["modules"] == [BARE_MODULE] and _is_bare(data):
+            index["bare"] = BARE_MODULE  # the file holds one bare AgentState: keep it that way
         self._write_index(key, index)
         return index
 
@@ -569,7 +579,7 @@ class JSONStore(BaseStore):
                 raise StoreError(f"cannot read {path}: {exc}") from exc
             if entry is not None:
                 self._verify_file(cp.ref, path, data, entry)
-            state = codec.loads(data, f"checkpoint {cp.ref} ({path})", trusted=trusted)
+            state = _wrap_bare(codec.loads(data, f"checkpoint {cp.ref} ({path})", trusted=trusted))
             if not isinstance(state, dict):
                 raise StoreCorruptedError(
                     f"checkpoint {cp.ref} ({path}) holds {type(state).__name__} JSON, not an object "
@@ -903,6 +913,43 @@ def _file_identity(path: Path) -> tuple[int, int, int, int] | None:
     except FileNotFoundError:
         return None
     return (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
+
+
+def _is_bare(data: bytes) -> bool:
+    """True when a file's bytes are one bare AgentScope 2.x ``AgentState`` dump."""
+    try:
+        parsed = codec.loads(data, "latest file")
+    except StoreCorruptedError:
+        return False
+    return _wrap_bare(parsed) is not parsed
+
+
+def _wrap_bare(state: Any) -> Any:
+    """``{BARE_MODULE: state}`` for a bare ``AgentState`` dump, anything else as it is."""
+    if isinstance(state, dict) and v2.is_agent_state(state) and v2.foreign_generation(state) is None:
+        return {BARE_MODULE: state}
+    return state
+
+
+def _check_bare(index: dict[str, Any], states: dict[str, Any], key: SessionKey) -> None:
+    """A bare-AgentState session holds exactly its one module: refuse any other set, by name."""
+    name = index.get("bare")
+    if name and list(states) != [name]:
+        raise StoreError(
+            f"session {key}'s file holds one bare AgentScope AgentState (module {name!r}); "
+            f"save exactly that module (store.save(..., {name}=agent)), not {sorted(states)}, "
+            "or use another session for other objects"
+        )
+
+
+def _unwrap_bare(
+    index: dict[str, Any], skeleton: dict[str, Any], rows: Sequence[tuple[tuple[str | int, ...], Ranges]]
+) -> tuple[dict[str, Any], list[tuple[tuple[str | int, ...], Ranges]]]:
+    """The skeleton and list rows of the latest file: unwrapped to the bare state in a bare session."""
+    name = index.get("bare")
+    if not name:
+        return skeleton, list(rows)
+    return skeleton[name], [(path[1:], r) for path, r in rows]
 
 
 def _same_stamp(stamp: dict[str, int], recorded: Any) -> bool:
