@@ -1056,7 +1056,7 @@ async def _fetch_by_ids(
 
 def _fetch_array(conn: sqlite3.Connection, ids: list[int], where: str, path: Any) -> tuple[bytes, bool]:
     """The entries ``ids`` as one JSON array, and whether any was written by the exact path."""
-    joined = _fetch_run_joined(conn, ids, where)
+    joined = _fetch_run_joined(conn, ids, f"{where} ({path_text(tuple(path))})")
     if joined is not None:
         return joined
     blobs: dict[int, tuple[bytes, bytes]] = {}
