@@ -16,6 +16,7 @@ from .errors import (
     InvalidIdError,
     MissingDependencyError,
     NbSessionsError,
+    NothingToLoadError,
     NotSerializableError,
     ReadOnlyStoreError,
     SessionNotFoundError,
@@ -34,6 +35,7 @@ from .stores import (
     PruneResult,
     SessionInfo,
     SQLiteStore,
+    VacuumResult,
     open_store,
 )
 
@@ -51,6 +53,7 @@ __all__ = [
     "MissingDependencyError",
     "NbSessionsError",
     "NotSerializableError",
+    "NothingToLoadError",
     "PruneResult",
     "PydanticState",
     "ReadOnlyStoreError",
@@ -66,6 +69,7 @@ __all__ = [
     "Stateful",
     "StoreCorruptedError",
     "StoreError",
+    "VacuumResult",
     "__version__",
     "as_stateful",
     "diff",

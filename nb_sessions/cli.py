@@ -36,6 +36,7 @@ from .errors import (
     StoreError,
 )
 from .stores import DEFAULT_STORE, BaseStore, Checkpoint, open_store, parse_ref
+from .stores.base import human_size
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -336,15 +337,6 @@ def _time(value: datetime | None) -> str:
     return "" if value is None else f"{value.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
 
 
-def _human_size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{n} B" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
-
-
 # -- commands: reading -----------------------------------------------------------
 
 
@@ -441,7 +433,7 @@ def cmd_show(ctx: _Ctx) -> int:
         ("session", f"{cp.session} ({info['session_checkpoints']} checkpoints, latest @{info['session_latest']})"),
         ("parent", info["parent"] or "none"),
         ("created", _time(cp.created_at)),
-        ("size", _human_size(cp.size)),
+        ("size", human_size(cp.size)),
         ("modules", ", ".join(info["modules"])),
     ]
     rows += [(f"metadata.{k}", _cell(v, ctx.wide)) for k, v in info["metadata"].items()]
@@ -723,11 +715,18 @@ def cmd_prune(ctx: _Ctx) -> int:
 def cmd_vacuum(ctx: _Ctx) -> int:
     """Give the space of deleted checkpoints back to the file system."""
     store = ctx.store()
-    reclaimed = store.vacuum()
+    result = store.vacuum()
     if ctx.json:
-        ctx.emit_json({"store": store.location, "reclaimed": reclaimed})
+        ctx.emit_json(
+            {
+                "store": store.location,
+                "reclaimed": int(result),
+                "bytes_before": getattr(result, "bytes_before", None),
+                "bytes_after": getattr(result, "bytes_after", None),
+            }
+        )
     else:
-        ctx.write(f"reclaimed {_human_size(reclaimed)} in {store.location}")
+        ctx.write(str(result))
     return EXIT_OK
 
 

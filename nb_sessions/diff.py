@@ -148,7 +148,13 @@ class SessionDiff:
             yield f"{len(others)} {noun} changed ({shown})"
 
     def __str__(self) -> str:
-        return self.summary()
+        """The summary, then each non-empty table as text: what ``print(diff)`` shows in a script."""
+        parts = [self.summary()]
+        for title, frame in (("Messages", self.messages), ("Plans", self.subtasks), ("Other keys", self.keys)):
+            if not frame.empty:
+                shown = frame.astype(object).where(frame.notna(), "")
+                parts.append(f"\n{title}:\n{shown.to_string(index=False, max_colwidth=60)}")
+        return "\n".join(parts)
 
     def __repr__(self) -> str:
         return (

@@ -260,8 +260,11 @@ class PydanticState:
         return [commit]
 
 
-def as_stateful(obj: Any, name: str = "") -> Stateful:
-    """Return ``obj`` if it is Stateful, a :class:`PydanticState` for a pydantic model, else raise."""
+def as_stateful(obj: Any, name: str = "", *, action: str = "save") -> Stateful:
+    """Return ``obj`` if it is Stateful, a :class:`PydanticState` for a pydantic model, else raise.
+
+    ``action`` ("save" or "load") is what the error says could not be done.
+    """
     if isinstance(obj, Stateful):
         return obj
     pydantic = sys.modules.get("pydantic")
@@ -272,6 +275,7 @@ def as_stateful(obj: Any, name: str = "") -> Stateful:
         type(obj).__name__,
         "It has no state_dict()/load_state_dict(). Pass a StateModule, an AgentScope object, "
         "a pydantic model, or any object with those two methods.",
+        action=action,
     )
 
 
@@ -291,7 +295,7 @@ def load_modules(
     commits: list[Commit] = []
     with paused_gc():  # building many message objects: no cycles to find meanwhile
         for name, obj in modules.items():
-            target = as_stateful(obj, name)
+            target = as_stateful(obj, name, action="load")
             if name not in states:
                 if strict:
                     problems.append((name, "missing: the checkpoint holds no state for this module"))

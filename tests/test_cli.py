@@ -279,7 +279,7 @@ async def test_exit_codes_mean_something(tmp_path: Path) -> None:
         (("show", "alice@9"), 1, "has no checkpoint 'alice@9'"),
         (("history", "nobody"), 1, "no session 'nobody'"),
         (("import", "nothing.json"), 1, "nothing.json"),
-        (("show", "../etc"), 2, "invalid user id '..'"),
+        (("show", "../etc"), 2, "invalid session id '../etc'"),
         (("frobnicate",), 2, "invalid choice: 'frobnicate'"),
         (("export", "alice"), 2, "-o/--output"),
         (("export", "alice", "alice", "-o", "x.json"), 2, "exactly one REF"),

@@ -88,9 +88,28 @@ def argument(*flags: str, **kwargs: Any) -> Callable[[F], F]:
 
 
 def parse_argstring(magic: Callable[..., Any], line: str) -> argparse.Namespace:
-    """Parse a magic's line with its argparse parser; a bad line raises UsageError."""
+    """Parse a magic's line with its argparse parser; a bad line raises UsageError.
+
+    A ``#`` that starts a word outside quotes begins a comment, as in a shell:
+    ``%save_session alice  # the first try`` saves into ``alice``.
+    """
+    line = strip_comment(line)
     args: argparse.Namespace = _margs.parse_argstring(magic, line)  # type: ignore[no-untyped-call]
     return args
+
+
+def strip_comment(line: str) -> str:
+    """``line`` without a trailing ``# comment`` (a ``#`` starting a word, outside quotes)."""
+    quote = ""
+    for i, char in enumerate(line):
+        if quote:
+            if char == quote:
+                quote = ""
+        elif char in "'\"":
+            quote = char
+        elif char == "#" and (i == 0 or line[i - 1].isspace()):
+            return line[:i].rstrip()
+    return line
 
 
 _STORE_HELP = "the store to use: a .db/.sqlite file or a JSON folder (default: SessionMagics.store)"

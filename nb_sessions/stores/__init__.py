@@ -6,7 +6,16 @@ import os
 from pathlib import Path
 
 from .agentscope_sources import ReadOnlySource, is_agentscope2_sqlite, is_source_url, open_source
-from .base import BaseStore, Checkpoint, PruneResult, Redactor, SessionInfo, SessionKey, parse_ref
+from .base import (
+    BaseStore,
+    Checkpoint,
+    PruneResult,
+    Redactor,
+    SessionInfo,
+    SessionKey,
+    VacuumResult,
+    parse_ref,
+)
 from .json_store import JSONStore
 from .sqlite_store import SQLiteStore
 
@@ -20,6 +29,7 @@ __all__ = [
     "SQLiteStore",
     "SessionInfo",
     "SessionKey",
+    "VacuumResult",
     "open_store",
     "parse_ref",
 ]

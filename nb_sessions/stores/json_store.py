@@ -75,6 +75,15 @@ class JSONStore(BaseStore):
         """The folder."""
         return str(self.path)
 
+    async def _disk_bytes(self) -> int:
+        def job() -> int:
+            total = 0
+            for root, _dirs, files in os.walk(self.path):
+                total += sum(_size(Path(root, name)) for name in files)
+            return total
+
+        return await asyncio.to_thread(job)
+
     # -- paths ---------------------------------------------------------------
 
     def _latest_file(self, key: SessionKey) -> Path:

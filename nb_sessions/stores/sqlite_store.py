@@ -39,7 +39,7 @@ from ..errors import (
     StoreError,
 )
 from ..generations import conversation_path
-from ._fs import settle_late_cancel
+from ._fs import make_folders, settle_late_cancel
 from .base import BaseStore, Checkpoint, Redactor, SessionInfo, SessionKey, utcnow
 from .migrations import apply_migrations, latest_version
 
@@ -187,10 +187,13 @@ class SQLiteStore(BaseStore):
             delay = min(delay * 2, 0.2)
 
     async def _setup_once(self) -> None:
+        if not self.path.parent.exists():
+            try:  # as a JSONStore does: the missing folders, owner-only
+                make_folders(self.path.parent)
+            except OSError as exc:
+                raise StoreError(f"cannot create folder {self.path.parent} for {self.path}: {exc.strerror}") from exc
         if not self.path.parent.is_dir():
-            raise StoreError(
-                f"cannot open {self.path}: folder {self.path.parent} does not exist; create it first"
-            )
+            raise StoreError(f"cannot open {self.path}: {self.path.parent} is not a folder")
         if self.path.is_symlink():
             raise StoreError(
                 f"{self.path} is a symbolic link; nb_sessions opens a database only at its real "
@@ -865,6 +868,9 @@ class SQLiteStore(BaseStore):
                 async with db.execute(statement) as cur:
                     await cur.fetchall()
         return max(0, before - self._disk_size())
+
+    async def _disk_bytes(self) -> int:
+        return self._disk_size()
 
     def _disk_size(self) -> int:
         total = 0
