@@ -277,6 +277,11 @@ class SessionMagics(Magics):
     @argument("-s", "--store", default=None, help=_STORE_HELP)
     def save_session(self, line: str) -> Checkpoint:
         """Save agents (any Stateful objects) as a new checkpoint of a session; return it."""
+        if not strip_comment(line).strip():  # argparse would call the optional names required too
+            raise UsageError(
+                "%save_session needs a session name, e.g. %save_session alice "
+                "(then, optionally, the variables to save: %save_session alice agent)"
+            )
         args = parse_argstring(self.save_session, line)
         action = f"cannot save {args.ref!r}"
         modules = self._live(args.names, action)
@@ -485,7 +490,7 @@ class SessionMagics(Magics):
     def session_diff(self, line: str) -> SessionDiff:
         """Show what changed between two checkpoints, a checkpoint and its parent, or a checkpoint and the live objects."""
         args = parse_argstring(self.session_diff, line)
-        action = f"cannot diff {args.ref_a!r}"
+        action = f"cannot diff {args.ref_a!r}" + (f" with {args.ref_b!r}" if args.ref_b else "")
         if args.live and args.ref_b is not None:
             raise UsageError(f"{action}: give REF_B or --live, not both")
         store = self._existing_store(args.store, action)

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
     from ..repair import RepairReport
     from ..search import Hit
+    from .space import SessionSpace, StoreStats
 
 __all__ = [
     "BaseStore",
@@ -304,11 +305,15 @@ class PruneResult:
     removed: tuple[Checkpoint, ...]
     kept: tuple[Checkpoint, ...]
     dry_run: bool
+    #: In a dry run, the bytes removing them would free (pieces other checkpoints use stay);
+    #: the space returns to the file system after vacuum(). None after a real prune.
+    bytes_reclaimed: int | None = None
 
     def __str__(self) -> str:
         verb = "would remove" if self.dry_run else "removed"
         refs = ", ".join(c.ref for c in self.removed) or "nothing"
-        return f"{verb} {len(self.removed)} checkpoint(s): {refs}; kept {len(self.kept)}"
+        freed = "" if self.bytes_reclaimed is None else f", freeing {human_size(self.bytes_reclaimed)}"
+        return f"{verb} {len(self.removed)} checkpoint(s): {refs}{freed}; kept {len(self.kept)}"
 
 
 class VacuumResult(int):
@@ -597,7 +602,31 @@ class BaseStore:
             (kept if protected else removed).append(cp)
         if removed and not dry_run:
             await self._delete(key, [c.seq for c in removed])
-        return PruneResult(tuple(removed), tuple(kept), dry_run)
+        freed = None
+        if dry_run:
+            from .space import reclaimable
+
+            others = [await self._space(info.key) for info in await self._sessions() if info.key != key]
+            freed = reclaimable(await self._space(key), [c.seq for c in removed], others)
+        return PruneResult(tuple(removed), tuple(kept), dry_run, freed)
+
+    async def astats(self) -> StoreStats:
+        """Where the space goes: bytes per session, module and checkpoint (see :class:`~.space.StoreStats`)."""
+        from .space import store_stats
+
+        spaces = [await self._space(info.key) for info in await self.asessions()]
+        return store_stats(spaces, disk_bytes=await self._disk_bytes(), location=self.location)
+
+    async def _space(self, key: SessionKey) -> SessionSpace:
+        """Backend hook: what each checkpoint of ``key`` holds on disk (see :mod:`.space`).
+
+        The default knows no sharing: each checkpoint owns its logical size.
+        A store that deduplicates reports its pieces so they are counted once.
+        """
+        from .space import CheckpointSpace, SessionSpace
+
+        history = await self._history(key)
+        return SessionSpace(key, [CheckpointSpace(cp, {"*": cp.size}) for cp in history])
 
     async def asearch(
         self, text: str, session: str | None = None, *, user_id: str | None = None
@@ -721,6 +750,10 @@ class BaseStore:
         return run_sync(
             self.aprune(session, keep_last, keep_labeled, older_than, dry_run, user_id=user_id)
         )
+
+    def stats(self) -> StoreStats:
+        """Where the space goes; ``.sessions``, ``.modules``, ``.checkpoints`` are DataFrames."""
+        return run_sync(self.astats())
 
     def vacuum(self) -> VacuumResult:
         """Reclaim disk space; return what was reclaimed (an int of bytes, with details)."""

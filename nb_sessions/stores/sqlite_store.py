@@ -42,6 +42,7 @@ from ..generations import conversation_path
 from ._fs import make_folders, settle_late_cancel
 from .base import BaseStore, Checkpoint, Redactor, SessionInfo, SessionKey, utcnow
 from .migrations import apply_migrations, latest_version
+from .space import CheckpointSpace, SessionSpace, module_bytes
 
 if TYPE_CHECKING:
     from ..search import Hit
@@ -871,6 +872,55 @@ class SQLiteStore(BaseStore):
 
     async def _disk_bytes(self) -> int:
         return self._disk_size()
+
+    async def _space(self, key: SessionKey) -> SessionSpace:
+        """Each checkpoint's row (split by module) and the segments and entries it uses, by row id."""
+        history = await self._history(key)
+        if not history or any(cp.origin == LEGACY_TABLE for cp in history):
+            return await super()._space(key)
+        await self._check_open()
+        rows = await asyncio.to_thread(self._space_rows, key)
+        by_seq = {cp.seq: cp for cp in history}
+        return SessionSpace(
+            key, [CheckpointSpace(by_seq[seq], own, pieces) for seq, own, pieces in rows if seq in by_seq]
+        )
+
+    def _space_rows(self, key: SessionKey) -> list[tuple[int, dict[str, int], dict[str, dict[str, int]]]]:
+        conn = sqlite3.connect(self._uri(), uri=True, timeout=self.timeout, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("BEGIN")  # one snapshot for every row read
+            found = conn.execute(
+                "SELECT c.seq, c.state, c.chunks, length(c.metadata) + length(c.modules) FROM nbs_checkpoints c "
+                "JOIN nbs_sessions s ON c.session = s.id WHERE s.user_id = ? AND s.session_id = ?",
+                tuple(key),
+            ).fetchall()
+            chunks = {seq: codec.loads(text, f"checkpoint {key}@{seq}") if text else [] for seq, _, text, _ in found}
+            seg_ids = [seg for rows in chunks.values() for _, segs in rows for seg in segs]
+            segs: dict[int, bytes] = {}
+            for sql, params in _id_queries("nbs_segments", "blobs", seg_ids):
+                segs.update(conn.execute(sql, params).fetchall())
+            blob_ids = [b for packed in segs.values() for b in array("q", packed)]
+            blob_sizes: dict[int, int] = {}
+            for sql, params in _id_queries("nbs_blobs", "length(data)", blob_ids):
+                blob_sizes.update(conn.execute(sql, params).fetchall())
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise self._wrap(exc) from exc
+        finally:
+            conn.close()
+        out = []
+        for seq, state, _, extra in found:
+            own = module_bytes(state, extra, f"checkpoint {key}@{seq}")
+            pieces: dict[str, dict[str, int]] = {}
+            for path, seg_list in chunks[seq]:
+                module = pieces.setdefault(str(path[0]), {})
+                for seg in seg_list:
+                    packed = segs.get(seg, b"")
+                    module[f"segment:{seg}"] = len(packed)
+                    for blob in array("q", packed):
+                        module[f"entry:{blob}"] = blob_sizes.get(blob, 0)
+            out.append((seq, own, pieces))
+        return out
 
     def _disk_size(self) -> int:
         total = 0

@@ -1,0 +1,21 @@
+"""Magics as a first-time user types them: with comments, without arguments, with a typo."""
+
+from __future__ import annotations
+
+from IPython.core.interactiveshell import InteractiveShell
+
+from tests.notebook.conftest import ok, run
+
+
+def test_magic_lines_take_comments_and_name_the_missing_checkpoint(shell: InteractiveShell) -> None:
+    ok(shell, "%save_session alice box   # the first one")
+    result = run(shell, "%session_diff alice@1 alice@2")
+    assert not result.success
+    assert "cannot diff 'alice@1' with 'alice@2'" in str(result.error_in_exec)
+
+
+def test_save_session_without_arguments_asks_for_the_session_only(shell: InteractiveShell) -> None:
+    result = run(shell, "%save_session")
+    message = str(result.error_in_exec)
+    assert "needs a session name" in message
+    assert "required" not in message
