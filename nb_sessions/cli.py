@@ -737,7 +737,8 @@ def cmd_prune(ctx: _Ctx) -> int:
     if ctx.json:
         ctx.emit_json([
             {"session": name, "dry_run": r.dry_run,
-             "removed": [c.ref for c in r.removed], "kept": [c.ref for c in r.kept]}
+             "removed": [c.ref for c in r.removed], "kept": [c.ref for c in r.kept],
+             "bytes_reclaimed": r.bytes_reclaimed}
             for name, r in zip(names, results, strict=True)
         ])
         return EXIT_OK
@@ -750,8 +751,27 @@ def cmd_prune(ctx: _Ctx) -> int:
          "checkpoints to remove" if args.dry_run else "checkpoints removed"], rows, wide=ctx.wide
     ))
     total = sum(len(r.removed) for r in results)
+    freed = sum(r.bytes_reclaimed or 0 for r in results)
     ctx.write(f"{'would remove' if args.dry_run else 'removed'} {total} checkpoint(s)"
-              + (" (dry run: nothing changed)" if args.dry_run else "; run vacuum to give the space back"))
+              + (f", freeing {human_size(freed)} (dry run: nothing changed)" if args.dry_run
+                 else "; run vacuum to give the space back"))
+    return EXIT_OK
+
+
+def cmd_du(ctx: _Ctx) -> int:
+    """Where the space goes: bytes per session (or per module/checkpoint), shared bytes apart."""
+    stats = ctx.store().stats()
+    if ctx.json:
+        ctx.emit_json(stats.to_json())
+        return EXIT_OK
+    frame = {"sessions": stats.sessions, "modules": stats.modules, "checkpoints": stats.checkpoints}[ctx.args.by]
+    shown = frame.assign(own=frame["own_bytes"].map(human_size), shared=frame["shared_bytes"].map(human_size))
+    columns = [c for c in shown.columns if c not in ("own_bytes", "shared_bytes")]
+    ctx.table(shown, columns, "no sessions")
+    ctx.write(
+        f"{human_size(stats.total_bytes)} of checkpoints ({human_size(stats.shared_bytes)} shared between "
+        f"checkpoints, counted once), {human_size(stats.disk_bytes)} on disk in {stats.location}"
+    )
     return EXIT_OK
 
 
@@ -947,6 +967,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="remove only checkpoints older than this: 90s, 30m, 12h, 7d, 2w")
     p.add_argument("--drop-labeled", action="store_true", help="labelled checkpoints may go too")
     p.add_argument("--dry-run", action="store_true", help="say what would go; change nothing")
+    p = command("du", cmd_du, "where the space goes: bytes per session, module or checkpoint")
+    p.add_argument("--by", choices=("sessions", "modules", "checkpoints"), default="sessions",
+                   help="one row per session (default), per module of each session, or per checkpoint")
     p = command("delete", cmd_delete, "delete a session or one checkpoint (asks first; --yes to skip)")
     p.add_argument("ref", metavar="REF", help="a session (all its checkpoints) or one checkpoint, e.g. alice@3")
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import stat
 from pathlib import Path
 
@@ -166,3 +167,79 @@ def test_prune_dry_run_names_the_checkpoints_to_remove(db: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "checkpoints to remove" in result.stdout and "alice@1" in result.stdout
+
+
+# -- where the space goes -------------------------------------------------------------
+
+
+async def _grow(store: nbs.BaseStore) -> ScriptedAgent:
+    agent = ScriptedAgent("Friday")
+    for i in range(4):
+        await agent(Msg("user", f"weather in Paris {i}" + "x" * 2000, "user"))
+        await store.asave("alice", agent=agent)
+    await store.asave("bob", agent=agent)
+    return agent
+
+
+@pytest.mark.parametrize("name", ["s.db", "folder"])
+async def test_stats_count_shared_messages_once(tmp_path: Path, name: str) -> None:
+    store = nbs.open_store(tmp_path / name)
+    await _grow(store)
+    stats = await store.astats()
+    assert list(stats.sessions["session"]) != [] and set(stats.sessions["session"]) == {
+        "alice",
+        "bob",
+    }
+    logical = sum(cp.size for cp in store.history("alice"))
+    assert stats.shared_bytes > 0
+    row = stats.sessions.set_index("session").loc["alice"]
+    assert (
+        row["own_bytes"] + row["shared_bytes"] < logical
+    )  # each message is stored (and counted) once
+    alice = stats.checkpoints[stats.checkpoints["session"] == "alice"]
+    assert list(alice["checkpoint"]) == ["alice@1", "alice@2", "alice@3", "alice@4"]
+    # alice@1's messages live on in alice@2..4: they are shared, not its own
+    assert alice["own_bytes"].iloc[0] < alice["shared_bytes"].iloc[0]
+    assert set(stats.modules["module"]) == {"agent"}
+    assert stats.disk_bytes > 0
+    assert "shared between checkpoints" in str(stats)
+
+
+@pytest.mark.parametrize("name", ["s.db", "folder"])
+async def test_prune_dry_run_says_how_many_bytes_it_would_free(tmp_path: Path, name: str) -> None:
+    store = nbs.open_store(tmp_path / name)
+    await _grow(store)
+    preview = await store.aprune("alice", keep_last=1, dry_run=True)
+    assert preview.bytes_reclaimed is not None and preview.bytes_reclaimed > 0
+    removed_logical = sum(cp.size for cp in preview.removed)
+    assert preview.bytes_reclaimed < removed_logical  # their messages stay for alice@4
+    assert "freeing" in str(preview)
+    before = (await store.astats()).total_bytes
+    await store.aprune("alice", keep_last=1)
+    freed = before - (await store.astats()).total_bytes
+    if name == "s.db":
+        assert freed == preview.bytes_reclaimed
+    else:  # the JSON index also loses the removed checkpoints' entries
+        assert preview.bytes_reclaimed <= freed < preview.bytes_reclaimed + 1000
+
+
+async def test_du_prints_a_table_and_json(tmp_path: Path) -> None:
+    await _grow(nbs.open_store(tmp_path / "s.db"))
+    table = cli(tmp_path, "--store", "s.db", "du")
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.splitlines()[0].split() == ["session", "checkpoints", "own", "shared"]
+    assert "shared between checkpoints, counted once" in table.stdout
+    data = json.loads(cli(tmp_path, "--store", "s.db", "du", "--json").stdout)
+    assert {
+        "total_bytes",
+        "shared_bytes",
+        "disk_bytes",
+        "sessions",
+        "modules",
+        "checkpoints",
+    } <= set(data)
+    assert len(data["checkpoints"]) == 5
+    by = cli(tmp_path, "--store", "s.db", "du", "--by", "checkpoints")
+    assert "alice@3" in by.stdout
+    dry = cli(tmp_path, "--store", "s.db", "prune", "alice", "--keep-last", "1", "--dry-run")
+    assert re.search(r"would remove 3 checkpoint\(s\), freeing \d", dry.stdout), dry.stdout

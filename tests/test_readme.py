@@ -81,4 +81,6 @@ def test_readme_runs_in_a_real_kernel(tmp_path: Path) -> None:
     assert "dry run: nothing was changed" in out("%load_session alice@first --dry-run")
     assert "restored agent from alice@1 [first]" in out("%load_session alice@first")
     assert "reclaimed" in out('store.prune("alice", keep_last=10, dry_run=True); store.vacuum()')
+    assert "shared between checkpoints" in out("%session_stats")
+    assert re.search(r"alice\s+\d+\s+\d+\s+\d+", out("store.stats().sessions"))
     assert (tmp_path / "nb_sessions.db").exists()

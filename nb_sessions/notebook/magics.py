@@ -460,6 +460,25 @@ class SessionMagics(Magics):
 
     @line_magic
     @magic_arguments()
+    @argument(
+        "--by",
+        choices=("sessions", "modules", "checkpoints"),
+        default="sessions",
+        help="one row per session (default), per module of each session, or per checkpoint",
+    )
+    @argument("-s", "--store", default=None, help=_STORE_HELP)
+    def session_stats(self, line: str) -> Any:
+        """Where the store's space goes, as a DataFrame (bytes own to each row, and shared ones apart)."""
+        args = parse_argstring(self.session_stats, line)
+        action = "cannot measure the store"
+        store = self._existing_store(args.store, action)
+        with _user_errors(action):
+            stats = store.stats()
+        print(str(stats).splitlines()[0])
+        return getattr(stats, args.by)
+
+    @line_magic
+    @magic_arguments()
     @argument("text", nargs="+", help="the words to look for (case-insensitive; Chinese works too)")
     @argument("--session", default=None, help="search only this session, e.g. alice")
     @argument("-s", "--store", default=None, help=_STORE_HELP)

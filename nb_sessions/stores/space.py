@@ -26,7 +26,14 @@ if TYPE_CHECKING:
 
     from .base import Checkpoint, SessionKey
 
-__all__ = ["CheckpointSpace", "SessionSpace", "StoreStats", "module_bytes", "reclaimable", "store_stats"]
+__all__ = [
+    "CheckpointSpace",
+    "SessionSpace",
+    "StoreStats",
+    "module_bytes",
+    "reclaimable",
+    "store_stats",
+]
 
 
 @dataclass(frozen=True)
@@ -52,7 +59,9 @@ class SessionSpace:
     overhead: int = 0
 
 
-def _users(spaces: Iterable[SessionSpace]) -> tuple[dict[str, set[tuple[SessionKey, int]]], dict[str, int]]:
+def _users(
+    spaces: Iterable[SessionSpace],
+) -> tuple[dict[str, set[tuple[SessionKey, int]]], dict[str, int]]:
     users: dict[str, set[tuple[SessionKey, int]]] = defaultdict(set)
     sizes: dict[str, int] = {}
     for space in spaces:
@@ -64,11 +73,15 @@ def _users(spaces: Iterable[SessionSpace]) -> tuple[dict[str, set[tuple[SessionK
     return users, sizes
 
 
-def reclaimable(space: SessionSpace, removed: Iterable[int], others: Iterable[SessionSpace] = ()) -> int:
+def reclaimable(
+    space: SessionSpace, removed: Iterable[int], others: Iterable[SessionSpace] = ()
+) -> int:
     """Bytes deleting checkpoints ``removed`` of ``space`` would free (pieces others still use stay)."""
     gone = {(space.key, seq) for seq in removed}
     users, sizes = _users([space, *others])
-    total = sum(sum(cs.own.values()) for cs in space.checkpoints if (space.key, cs.checkpoint.seq) in gone)
+    total = sum(
+        sum(cs.own.values()) for cs in space.checkpoints if (space.key, cs.checkpoint.seq) in gone
+    )
     return total + sum(sizes[pid] for pid, who in users.items() if who <= gone)
 
 
@@ -117,7 +130,10 @@ class StoreStats:
         parts = [f"<p>{html.escape(str(self).splitlines()[0])}</p>"]
         for title, frame in (("Sessions", self.sessions), ("Modules", self.modules)):
             if not frame.empty:
-                parts += [f"<h4>{title}</h4>", frame.to_html(index=False, escape=True, notebook=False)]
+                parts += [
+                    f"<h4>{title}</h4>",
+                    frame.to_html(index=False, escape=True, notebook=False),
+                ]
         return "\n".join(parts)
 
     def to_json(self) -> dict[str, Any]:
@@ -137,7 +153,9 @@ class StoreStats:
         }
 
 
-def store_stats(spaces: Sequence[SessionSpace], *, disk_bytes: int = 0, location: str = "") -> StoreStats:
+def store_stats(
+    spaces: Sequence[SessionSpace], *, disk_bytes: int = 0, location: str = ""
+) -> StoreStats:
     """Account the space of ``spaces`` (see the module docstring)."""
     import pandas as pd
 
@@ -203,7 +221,9 @@ def store_stats(spaces: Sequence[SessionSpace], *, disk_bytes: int = 0, location
 
     sessions = frame(ses_rows, ["session", "checkpoints", "own_bytes", "shared_bytes"])
     if not sessions.empty:
-        sessions = sessions.sort_values("own_bytes", ascending=False, kind="stable").reset_index(drop=True)
+        sessions = sessions.sort_values("own_bytes", ascending=False, kind="stable").reset_index(
+            drop=True
+        )
     shared_total = sum(sizes[p] for p in shared_ids)
     return StoreStats(
         sessions=sessions,

@@ -19,3 +19,13 @@ def test_save_session_without_arguments_asks_for_the_session_only(shell: Interac
     message = str(result.error_in_exec)
     assert "needs a session name" in message
     assert "required" not in message
+
+
+def test_session_stats_shows_where_the_space_goes(shell: InteractiveShell) -> None:
+    ok(shell, "%save_session alice box")
+    ok(shell, "box.value = [1, 2, 3]")
+    ok(shell, "%save_session alice box")
+    frame = ok(shell, "%session_stats")
+    assert list(frame["session"]) == ["alice"] and int(frame["checkpoints"][0]) == 2
+    per_cp = ok(shell, "%session_stats --by checkpoints")
+    assert list(per_cp["checkpoint"]) == ["alice@1", "alice@2"]
