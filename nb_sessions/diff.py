@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from .generations import find_parts, message_text
+from .generations import display_text, find_parts
 from .generations.v1 import memory_entries, notebook_plans
 from .state import as_stateful
 from .stores.base import BaseStore, Checkpoint
@@ -272,8 +272,8 @@ def _diff_memory(
         rows["id"].append(msg.get("id"))
         rows["role"].append(msg.get("role"))
         rows["name"].append(msg.get("name"))
-        rows["text_before"].append(None if b is None else message_text(b[0].get("content")))
-        rows["text_after"].append(None if a is None else message_text(a[0].get("content")))
+        rows["text_before"].append(None if b is None else display_text(b[0].get("content")))
+        rows["text_after"].append(None if a is None else display_text(a[0].get("content")))
         rows["marks_before"].append(None if b is None else _marks_text(b[1]))
         rows["marks_after"].append(None if a is None else _marks_text(a[1]))
 

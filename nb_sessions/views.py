@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec
 import pandas as pd
 
 from .codec import paused_gc
-from .generations import find_parts, message_text, v1
+from .generations import display_text, find_parts, message_text, v1
 from .generations.v1 import memory_entries, notebook_plans
 from .state import Stateful, as_stateful
 from .stores.base import BaseStore, Checkpoint
@@ -241,7 +241,8 @@ def _resolve(src: Any, ref: Any) -> _Source:
         }
         return _Source(states, None, None)
     if _is_live(src):
-        return _Source({type(src).__name__: as_stateful(src).state_dict()}, None, None)
+        state = as_stateful(src).state_dict()
+        return _Source({live_module_name(src, state): state}, None, None)
     raise TypeError(
         f"cannot read agent state from a {type(src).__name__}: pass a live object (agent, memory, "
         "plan notebook), a state dict, a Checkpoint, or a store and a reference"
@@ -342,6 +343,18 @@ def _bulk(view: Callable[_P, pd.DataFrame]) -> Callable[_P, pd.DataFrame]:
     return wrapper
 
 
+def live_module_name(obj: Any, state: Mapping[str, Any]) -> str:
+    """The module name rows of a live object passed alone get: ``agent`` for an agent.
+
+    A checkpoint names modules by how they were saved, and agents are saved as
+    ``agent`` (``store.save(s, agent=agent)``, ``%save_session s agent``), so
+    ``views.messages(agent)`` and ``views.messages(store, ref)`` share paths
+    (``agent.memory``) and their frames join. Other objects keep their class
+    name; pass a mapping (``views.messages({"bot": bot})``) to choose.
+    """
+    return "agent" if isinstance(state, Mapping) and "memory" in state else type(obj).__name__
+
+
 @_bulk
 def messages(src: Any, ref: Any = None) -> pd.DataFrame:
     """One row per message of every memory in ``src``.
@@ -376,7 +389,7 @@ def messages(src: Any, ref: Any = None) -> pd.DataFrame:
                         n_tools += 1
                     if isinstance(btype, str) and btype not in types:
                         types.append(btype)
-                text_c.append("\n".join(texts))
+                text_c.append("\n".join(texts) if texts else display_text(content))
                 types_c.append(",".join(types))
                 ntool_c.append(n_tools)
             else:

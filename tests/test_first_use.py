@@ -243,3 +243,21 @@ async def test_du_prints_a_table_and_json(tmp_path: Path) -> None:
     assert "alice@3" in by.stdout
     dry = cli(tmp_path, "--store", "s.db", "prune", "alice", "--keep-last", "1", "--dry-run")
     assert re.search(r"would remove 3 checkpoint\(s\), freeing \d", dry.stdout), dry.stdout
+
+
+async def test_live_and_saved_frames_share_paths_and_tool_calls_read(tmp_path: Path) -> None:
+    store = nbs.open_store(tmp_path / "s.db")
+    agent = ScriptedAgent("Friday")
+    await agent(Msg("user", "weather in Paris", "user"))
+    await store.asave("alice", agent=agent)
+    live, saved = nbs.views.messages(agent), nbs.views.messages(store, "alice")
+    assert set(live["path"]) == set(saved["path"]) == {"agent.memory"}
+    joined = live.merge(saved, on=["path", "id"], suffixes=("_live", "_saved"))
+    assert len(joined) == len(live)
+    calls = live[
+        live["block_types"].str.contains("tool_use") & ~live["block_types"].str.contains("text")
+    ]
+    assert not calls.empty and calls["text"].str.startswith("→ get_weather(city=").all()
+    await agent(Msg("user", "weather in Oslo", "user"))
+    changed = nbs.diff(store, "alice", agent=agent).messages
+    assert changed["text_after"].str.startswith("→ get_weather(").any()
