@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from IPython.core.interactiveshell import InteractiveShell
 
 from tests.notebook.conftest import ok, run
@@ -29,3 +31,31 @@ def test_session_stats_shows_where_the_space_goes(shell: InteractiveShell) -> No
     assert list(frame["session"]) == ["alice"] and int(frame["checkpoints"][0]) == 2
     per_cp = ok(shell, "%session_stats --by checkpoints")
     assert list(per_cp["checkpoint"]) == ["alice@1", "alice@2"]
+
+
+def test_the_panel_follows_the_store_after_each_cell(shell: InteractiveShell) -> None:
+    ok(shell, "%save_session alice box")
+    ok(shell, "%save_session alice box")
+    panel = ok(shell, "panel = %session_panel\npanel")
+    assert len(panel._checkpoints.options) == 2
+    ok(shell, "box.value = [3]\n%save_session alice box")  # a later cell saves a third
+    assert len(panel._checkpoints.options) == 3  # no Refresh click needed
+    ok(shell, "%save_session bob box")
+    assert [v for _, v in panel._session.options] == ["bob", "alice"]
+    panel.close()
+    ok(shell, "%save_session alice box")
+    assert len(panel._checkpoints.options) == 3  # a closed panel stops following
+
+
+def test_follow_refreshes_only_when_the_store_moved(tmp_path: Path) -> None:
+    import nb_sessions as nbs
+    from tests.conftest import Box
+
+    store = nbs.open_store(tmp_path / "s.db")
+    store.save("alice", box=Box(1))
+    panel = nbs.SessionPanel(store, {"box": Box(1)}, follow=False)
+    assert panel.follow() is False  # nothing changed since it was drawn
+    nbs.open_store(tmp_path / "s.db").save("alice", box=Box(2))  # another writer
+    assert panel.follow() is True
+    assert len(panel._checkpoints.options) == 2
+    assert panel.follow() is False
