@@ -49,6 +49,9 @@ def open_store(
     AgentScope app's own storage read-only (see
     :mod:`~nb_sessions.stores.agentscope_sources`); so does a ``.db`` file
     that is an AgentScope 2.x database.
+
+    Opening changes nothing on disk. The first write creates the file or
+    folder and any missing parent folders, each owner-only, whatever the kind.
     """
     if isinstance(path, BaseStore):
         return path
