@@ -17,6 +17,7 @@ from .errors import (
     MigrationError,
     MissingDependencyError,
     NbSessionsError,
+    NothingToLoadError,
     NotSerializableError,
     ReadOnlyStoreError,
     SessionNotFoundError,
@@ -36,6 +37,7 @@ from .stores import (
     PruneResult,
     SessionInfo,
     SQLiteStore,
+    VacuumResult,
     open_store,
 )
 
@@ -55,6 +57,7 @@ __all__ = [
     "MissingDependencyError",
     "NbSessionsError",
     "NotSerializableError",
+    "NothingToLoadError",
     "PruneResult",
     "PydanticState",
     "ReadOnlyStoreError",
@@ -70,6 +73,7 @@ __all__ = [
     "Stateful",
     "StoreCorruptedError",
     "StoreError",
+    "VacuumResult",
     "__version__",
     "as_stateful",
     "diff",

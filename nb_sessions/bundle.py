@@ -29,6 +29,7 @@ parent of the next save, exactly as in a notebook that went back in time.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import json
@@ -41,7 +42,14 @@ from pathlib import Path
 from typing import IO, Any
 
 from . import codec
-from .errors import ConflictError, NbSessionsError, SessionNotFoundError, StoreCorruptedError
+from .errors import (
+    ConflictError,
+    Hint,
+    InvalidIdError,
+    NbSessionsError,
+    SessionNotFoundError,
+    StoreCorruptedError,
+)
 from .stores.base import BaseStore, Checkpoint, Ref, SessionKey, _InSession, parse_ref, validate_id
 
 __all__ = [
@@ -449,10 +457,12 @@ def _refuse_existing(dst: BaseStore, keys: Sequence[SessionKey]) -> None:
             continue
         clash.append(str(key))
     if clash:
+        hint = Hint("delete", (clash[0],))
         raise ConflictError(
             f"{dst.location} already has session(s) {', '.join(clash)}; copies never merge "
-            "histories. Delete them there first, or copy into another store."
-        )
+            f"histories. Delete them there first ({hint.python}), give the copy another "
+            "name, or copy into another store."
+        ).with_hints(hint)
 
 
 def _counter(total: int, progress: ProgressCallback | None) -> Callable[[str], None]:
@@ -503,8 +513,12 @@ def import_bundle(
     sessions: Sequence[str] | None = None,
     *,
     progress: ProgressCallback | None = None,
+    rename: SessionKey | None = None,
 ) -> list[Copied]:
-    """Replay a verified bundle's sessions (or only ``sessions``) into ``dst``, history kept."""
+    """Replay a verified bundle's sessions (or only ``sessions``) into ``dst``, history kept.
+
+    ``rename`` imports the one chosen session under that key instead of its own.
+    """
     chosen = list(bundle.sessions)
     if sessions is not None:
         wanted = list(dict.fromkeys(_session_key(s) for s in sessions))
@@ -517,6 +531,14 @@ def import_bundle(
                 session=missing[0],
             )
         chosen = [have[k] for k in wanted]
+    if rename is not None:
+        if len(chosen) != 1:
+            raise InvalidIdError(
+                f"a new name fits one session, but {len(chosen)} are chosen "
+                f"({', '.join(s.session for s in chosen)}): name the one to import",
+                value=str(rename),
+            )
+        chosen = [dataclasses.replace(chosen[0], user_id=rename.user_id, session_id=rename.session_id)]
     _refuse_existing(dst, [s.key for s in chosen])
     tick = _counter(sum(len(s.checkpoints) for s in chosen), progress)
     note = {"bundle": Path(bundle.path).name} if bundle.path else {}

@@ -36,6 +36,7 @@ from .errors import (
     StoreError,
 )
 from .stores import DEFAULT_STORE, BaseStore, Checkpoint, SessionKey, open_store, parse_ref
+from .stores.base import human_size
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -315,7 +316,40 @@ class _Ctx:
                 f"no store at {chosen}: pass --store PATH (a .db file or a JSON folder) "
                 f"or set {ENV_STORE}"
             )
+        if "://" not in chosen:
+            refuse_non_store(Path(chosen))
         return open_store(chosen)
+
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def refuse_non_store(path: Path) -> None:
+    """Raise UsageError (exit 2) saying what ``path`` is when it is neither a store nor AgentScope's files.
+
+    A store is an SQLite database (``.db``/``.sqlite``/``.sqlite3``) or a
+    folder of session files (AgentScope's ``*.json``, nb_sessions' history).
+    A path that does not exist yet is left to the command (imports create it).
+    """
+    if not path.exists():
+        return
+    kinds = "an nb_sessions store is a .db/.sqlite file or a folder of session files"
+    if path.is_dir():
+        if (path / ".nb_sessions").is_dir() or any(path.glob("*.json")):
+            return
+        found = "an empty folder" if not any(path.iterdir()) else "a folder with no session files (*.json)"
+        raise UsageError(f"{path} is not a store: found {found}; {kinds}")
+    if path.suffix.lower() in (".db", ".sqlite", ".sqlite3"):
+        try:
+            with path.open("rb") as f:
+                head = f.read(len(_SQLITE_MAGIC))
+        except OSError as exc:
+            raise StoreError(f"cannot read {path}: {exc.strerror}") from None
+        if head == _SQLITE_MAGIC or not head:  # an empty file is a database not yet written
+            return
+        raise UsageError(f"{path} is not a store: found a file that is not an SQLite database; {kinds}")
+    hint = f" (to add an AgentScope session file to a store: nb-sessions import {path})" if path.suffix.lower() == ".json" else ""
+    raise UsageError(f"{path} is not a store: found a plain file, not a folder or database; {kinds}{hint}")
 
 
 def _frame_columns(ctx: _Ctx, frame: pd.DataFrame, default: Sequence[str]) -> list[str]:
@@ -334,15 +368,6 @@ def _frame_columns(ctx: _Ctx, frame: pd.DataFrame, default: Sequence[str]) -> li
 
 def _time(value: datetime | None) -> str:
     return "" if value is None else f"{value.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
-
-
-def _human_size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{n} B" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
 
 
 # -- commands: reading -----------------------------------------------------------
@@ -442,7 +467,7 @@ def cmd_show(ctx: _Ctx) -> int:
         ("session", f"{cp.session} ({info['session_checkpoints']} checkpoints, latest @{info['session_latest']})"),
         ("parent", info["parent"] or "none"),
         ("created", _time(cp.created_at)),
-        ("size", _human_size(cp.size)),
+        ("size", human_size(cp.size)),
         ("modules", ", ".join(info["modules"])),
     ]
     rows += [(f"metadata.{k}", _cell(v, ctx.wide)) for k, v in info["metadata"].items()]
@@ -590,6 +615,10 @@ def cmd_export(ctx: _Ctx) -> int:
     store = ctx.store()
     to_stdout = args.output == "-"
     target: Any = sys.stdout.buffer if to_stdout else args.output
+    if not to_stdout and not Path(args.output).absolute().parent.is_dir():
+        raise UsageError(
+            f"cannot write {args.output}: folder {Path(args.output).parent} does not exist; create it first"
+        )
     if not args.bundle:
         if args.all or len(args.refs) != 1:
             raise UsageError(
@@ -628,12 +657,17 @@ def cmd_import(ctx: _Ctx) -> int:
         if args.label is not None:
             raise UsageError("--label applies to an AgentScope session file, not to a bundle")
         parsed = bundle.read_bundle(path, data)
+        rename = None if args.rename is None else parse_ref(args.rename).key
         with ctx.progress("import") as bar:
-            copied = bundle.import_bundle(store, parsed, args.sessions or None, progress=bar.update)
+            copied = bundle.import_bundle(
+                store, parsed, args.sessions or None, progress=bar.update, rename=rename
+            )
         return _report_copies(ctx, copied, "imported")
     if len(args.sessions) > 1:
         raise UsageError("an AgentScope session file holds one session: name at most one SESSION")
-    session = args.sessions[0] if args.sessions else path.stem
+    if args.rename is not None and args.sessions:
+        raise UsageError("an AgentScope session file holds one session: give SESSION or --as, not both")
+    session = args.rename or (args.sessions[0] if args.sessions else path.stem)
     try:
         parse_ref(session)
     except InvalidIdError as exc:
@@ -732,7 +766,8 @@ def cmd_prune(ctx: _Ctx) -> int:
     if ctx.json:
         ctx.emit_json([
             {"session": name, "dry_run": r.dry_run,
-             "removed": [c.ref for c in r.removed], "kept": [c.ref for c in r.kept]}
+             "removed": [c.ref for c in r.removed], "kept": [c.ref for c in r.kept],
+             "bytes_reclaimed": r.bytes_reclaimed}
             for name, r in zip(names, results, strict=True)
         ])
         return EXIT_OK
@@ -741,22 +776,77 @@ def cmd_prune(ctx: _Ctx) -> int:
         for name, r in zip(names, results, strict=True)
     ]
     ctx.write(render_table(
-        ["session", "would remove" if args.dry_run else "removed", "kept", "checkpoints"], rows, wide=ctx.wide
+        ["session", "would remove" if args.dry_run else "removed", "kept",
+         "checkpoints to remove" if args.dry_run else "checkpoints removed"], rows, wide=ctx.wide
     ))
     total = sum(len(r.removed) for r in results)
+    freed = sum(r.bytes_reclaimed or 0 for r in results)
     ctx.write(f"{'would remove' if args.dry_run else 'removed'} {total} checkpoint(s)"
-              + (" (dry run: nothing changed)" if args.dry_run else "; run vacuum to give the space back"))
+              + (f", freeing {human_size(freed)} (dry run: nothing changed)" if args.dry_run
+                 else "; run vacuum to give the space back"))
+    return EXIT_OK
+
+
+def cmd_du(ctx: _Ctx) -> int:
+    """Where the space goes: bytes per session (or per module/checkpoint), shared bytes apart."""
+    stats = ctx.store().stats()
+    if ctx.json:
+        ctx.emit_json(stats.to_json())
+        return EXIT_OK
+    frame = {"sessions": stats.sessions, "modules": stats.modules, "checkpoints": stats.checkpoints}[ctx.args.by]
+    shown = frame.assign(own=frame["own_bytes"].map(human_size), shared=frame["shared_bytes"].map(human_size))
+    columns = [c for c in shown.columns if c not in ("own_bytes", "shared_bytes")]
+    ctx.table(shown, columns, "no sessions")
+    ctx.write(
+        f"{human_size(stats.total_bytes)} of checkpoints ({human_size(stats.shared_bytes)} shared between "
+        f"checkpoints, counted once), {human_size(stats.disk_bytes)} on disk in {stats.location}"
+    )
+    return EXIT_OK
+
+
+def cmd_delete(ctx: _Ctx) -> int:
+    """Delete a whole session (``alice``) or one checkpoint (``alice@3``), after confirmation."""
+    args = ctx.args
+    store = ctx.store()
+    ref = parse_ref(args.ref)
+    target: Any
+    if ref.is_latest:
+        target = ref.key
+        what = f"session {ref.key} and its {len(store.history(ref.key))} checkpoint(s)"
+    else:
+        target = store.checkpoint(ref)
+        what = f"checkpoint {target.ref}"
+    if not args.yes:
+        if not (_isatty(sys.stdin) and _isatty(ctx.err)):
+            raise UsageError(f"delete would remove {what} from {store.location}: add --yes to confirm")
+        ctx.err.write(f"delete {what} from {store.location}? [y/N] ")
+        ctx.err.flush()
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            ctx.write("nothing deleted")
+            return EXIT_OK
+    removed = store.delete(target)
+    if ctx.json:
+        ctx.emit_json({"deleted": str(args.ref), "checkpoints": removed, "store": store.location})
+    else:
+        ctx.write(f"deleted {what} ({removed} checkpoint(s)); run vacuum to give the space back")
     return EXIT_OK
 
 
 def cmd_vacuum(ctx: _Ctx) -> int:
     """Give the space of deleted checkpoints back to the file system."""
     store = ctx.store()
-    reclaimed = store.vacuum()
+    result = store.vacuum()
     if ctx.json:
-        ctx.emit_json({"store": store.location, "reclaimed": reclaimed})
+        ctx.emit_json(
+            {
+                "store": store.location,
+                "reclaimed": int(result),
+                "bytes_before": getattr(result, "bytes_before", None),
+                "bytes_after": getattr(result, "bytes_after", None),
+            }
+        )
     else:
-        ctx.write(f"reclaimed {_human_size(reclaimed)} in {store.location}")
+        ctx.write(str(result))
     return EXIT_OK
 
 
@@ -893,6 +983,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bundle: the sessions to import (default all); AgentScope file: the session to "
                         "save it as (default: the file name)")
     p.add_argument("--label", help="label the checkpoint made from an AgentScope file")
+    p.add_argument("--as", dest="rename", metavar="NEW",
+                   help="import the one session under the name NEW (e.g. when the store has one of that name)")
     p = command("migrate", cmd_migrate,
                 "save an AgentScope 2.x copy of a 1.x checkpoint as a new checkpoint (the 1.x ones stay)")
     p.add_argument("ref", metavar="REF", help=ref_help)
@@ -911,6 +1003,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="remove only checkpoints older than this: 90s, 30m, 12h, 7d, 2w")
     p.add_argument("--drop-labeled", action="store_true", help="labelled checkpoints may go too")
     p.add_argument("--dry-run", action="store_true", help="say what would go; change nothing")
+    p = command("du", cmd_du, "where the space goes: bytes per session, module or checkpoint")
+    p.add_argument("--by", choices=("sessions", "modules", "checkpoints"), default="sessions",
+                   help="one row per session (default), per module of each session, or per checkpoint")
+    p = command("delete", cmd_delete, "delete a session or one checkpoint (asks first; --yes to skip)")
+    p.add_argument("ref", metavar="REF", help="a session (all its checkpoints) or one checkpoint, e.g. alice@3")
+    p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     command("vacuum", cmd_vacuum, "give the space of deleted checkpoints back to the disk")
     p = command("check", cmd_check, "read back every checkpoint and report damaged ones (exit 3)")
     p.add_argument("sessions", nargs="*", metavar="SESSION", help="default: every session")
@@ -958,6 +1056,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _report_error(ctx: _Ctx, exc: BaseException, code: int) -> None:
     if isinstance(exc, OSError) and not isinstance(exc, NbSessionsError) and exc.filename is not None:
         message = f"{exc.strerror or exc}: {exc.filename}"
+    elif isinstance(exc, NbSessionsError):
+        message = exc.render("cli")  # its advice as commands, not Python calls
     else:
         message = str(exc)
     if ctx.json:

@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from .generations import find_parts, message_text, v1, v2
+from .generations import display_text, find_parts, v1, v2
 from .generations.v1 import memory_entries, notebook_plans
 from .state import as_stateful
 from .stores.base import BaseStore, Checkpoint
@@ -186,7 +186,13 @@ class SessionDiff:
             yield f"{len(others)} {noun} changed ({shown})"
 
     def __str__(self) -> str:
-        return self.summary()
+        """The summary, then each non-empty table as text: what ``print(diff)`` shows in a script."""
+        parts = [self.summary()]
+        for title, frame in (("Messages", self.messages), ("Plans", self.subtasks), ("Other keys", self.keys)):
+            if not frame.empty:
+                shown = frame.astype(object).where(frame.notna(), "")
+                parts.append(f"\n{title}:\n{shown.to_string(index=False, max_colwidth=60)}")
+        return "\n".join(parts)
 
     def __repr__(self) -> str:
         return (
@@ -312,8 +318,8 @@ def _diff_memory(
         rows["id"].append(msg.get("id"))
         rows["role"].append(msg.get("role"))
         rows["name"].append(msg.get("name"))
-        rows["text_before"].append(None if b is None else message_text(b[0].get("content")))
-        rows["text_after"].append(None if a is None else message_text(a[0].get("content")))
+        rows["text_before"].append(None if b is None else display_text(b[0].get("content")))
+        rows["text_after"].append(None if a is None else display_text(a[0].get("content")))
         rows["marks_before"].append(None if b is None else _marks_text(b[1]))
         rows["marks_after"].append(None if a is None else _marks_text(a[1]))
 

@@ -7,16 +7,21 @@ exception as attributes, so code can act on it without parsing text.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TypeVar
 
 __all__ = [
     "CheckpointNotFoundError",
     "ConflictError",
+    "Hint",
     "InvalidIdError",
     "MigrationError",
     "MissingDependencyError",
     "NbSessionsError",
     "NotSerializableError",
+    "NothingToLoadError",
     "ReadOnlyStoreError",
     "SessionNotFoundError",
     "StateError",
@@ -26,8 +31,55 @@ __all__ = [
 ]
 
 
+@dataclass(frozen=True)
+class Hint:
+    """A next step an error suggests: a store method and its arguments, e.g. ``Hint("history", ("alice",))``.
+
+    The message shows it as a Python call (:attr:`python`); the command line
+    shows the same step as a command (:attr:`cli`). ``cli_command`` names the
+    command when it differs from the method (``sessions`` is ``ls``).
+    """
+
+    method: str
+    args: tuple[str, ...] = ()
+    cli_command: str = ""
+
+    @property
+    def python(self) -> str:
+        """The step as a call, e.g. ``store.history('alice')``."""
+        return f"store.{self.method}({', '.join(repr(a) for a in self.args)})"
+
+    @property
+    def cli(self) -> str:
+        """The step as a command, e.g. ```nb-sessions history alice```."""
+        words = [self.cli_command or self.method, *self.args]
+        return "`nb-sessions " + " ".join(shlex.quote(w) for w in words) + "`"
+
+
+_E = TypeVar("_E", bound="NbSessionsError")
+
+
 class NbSessionsError(Exception):
-    """Base class of every error nb_sessions raises."""
+    """Base class of every error nb_sessions raises.
+
+    ``hints`` lists the next steps the message suggests (each written in the
+    message as :attr:`Hint.python`), so a front end can show them its own way.
+    """
+
+    hints: tuple[Hint, ...] = ()
+
+    def with_hints(self: _E, *hints: Hint) -> _E:
+        """Attach ``hints`` (already written in the message as Python calls); return self."""
+        self.hints = (*self.hints, *hints)
+        return self
+
+    def render(self, style: str = "python") -> str:
+        """The message with its hints as Python calls (``"python"``) or as commands (``"cli"``)."""
+        text = str(self)
+        if style == "cli":
+            for hint in self.hints:
+                text = text.replace(hint.python, hint.cli)
+        return text
 
 
 class InvalidIdError(NbSessionsError, ValueError):
@@ -113,6 +165,10 @@ class StateMismatchError(StateError):
         return [p for p, m in self.problems if m.startswith("unexpected")]
 
 
+class NothingToLoadError(NbSessionsError, TypeError):
+    """``load`` was given no live objects to restore into; the message says what to pass."""
+
+
 class MissingDependencyError(NbSessionsError, ImportError):
     """An optional package a feature needs is not installed; the message names what to install."""
 
@@ -130,14 +186,15 @@ class MigrationError(StateError):
 class NotSerializableError(NbSessionsError, TypeError):
     """A value in a state cannot be written as JSON; ``path`` names it, e.g. ``agent.memory.content[3][0].metadata.when``."""
 
-    def __init__(self, path: str, type_name: str, detail: str = "") -> None:
+    def __init__(self, path: str, type_name: str, detail: str = "", *, action: str = "save") -> None:
         self.path = path
         self.type_name = type_name
         hint = detail or (
             "Convert it to str, int, float, bool, None, list or dict before saving "
             "(e.g. datetime -> isoformat()), or register the attribute with custom_to_json."
         )
-        super().__init__(f"cannot save {path or '<root>'}: {type_name} is not JSON. {hint}")
+        what = "cannot hold state" if action == "load" else "is not JSON"
+        super().__init__(f"cannot {action} {path or '<root>'}: {type_name} {what}. {hint}")
 
 
 class StoreError(NbSessionsError, OSError):

@@ -260,8 +260,11 @@ class PydanticState:
         return [commit]
 
 
-def as_stateful(obj: Any, name: str = "") -> Stateful:
-    """Return ``obj`` if it is Stateful, an adapter for a 2.x Agent/AgentState or a pydantic model, else raise."""
+def as_stateful(obj: Any, name: str = "", *, action: str = "save") -> Stateful:
+    """Return ``obj`` if it is Stateful, an adapter for a 2.x Agent/AgentState or a pydantic model, else raise.
+
+    ``action`` ("save" or "load") is what the error says could not be done.
+    """
     if isinstance(obj, Stateful):
         return obj
     from .state_v2 import AgentV2State, is_v2
@@ -277,6 +280,7 @@ def as_stateful(obj: Any, name: str = "") -> Stateful:
         "It has no state_dict()/load_state_dict(). Pass a StateModule, an AgentScope object "
         "(a 1.x module or a 2.x Agent), "
         "a pydantic model, or any object with those two methods.",
+        action=action,
     )
 
 
@@ -296,7 +300,7 @@ def load_modules(
     commits: list[Commit] = []
     with paused_gc():  # building many message objects: no cycles to find meanwhile
         for name, obj in modules.items():
-            target = as_stateful(obj, name)
+            target = as_stateful(obj, name, action="load")
             if name not in states:
                 if strict:
                     problems.append((name, "missing: the checkpoint holds no state for this module"))

@@ -47,6 +47,7 @@ from .generations import (
     block_text,
     content_blocks,
     conversations,
+    display_text,
     find_parts,
     message_text,
     message_time,
@@ -309,7 +310,8 @@ def _resolve(src: Any, ref: Any) -> _Source:
         }
         return _Source(states, None, None)
     if _is_live(src):
-        return _Source({type(src).__name__: as_stateful(src).state_dict()}, None, None)
+        state = as_stateful(src).state_dict()
+        return _Source({live_module_name(src, state): state}, None, None)
     raise TypeError(
         f"cannot read agent state from a {type(src).__name__}: pass a live object (agent, memory, "
         "plan notebook), a state dict, a Checkpoint, or a store and a reference"
@@ -476,6 +478,18 @@ def _str_or_json(value: Any) -> str | None:
     return to_json(value)
 
 
+def live_module_name(obj: Any, state: Mapping[str, Any]) -> str:
+    """The module name rows of a live object passed alone get: ``agent`` for an agent.
+
+    A checkpoint names modules by how they were saved, and agents are saved as
+    ``agent`` (``store.save(s, agent=agent)``, ``%save_session s agent``), so
+    ``views.messages(agent)`` and ``views.messages(store, ref)`` share paths
+    (``agent.memory``) and their frames join. Other objects keep their class
+    name; pass a mapping (``views.messages({"bot": bot})``) to choose.
+    """
+    return "agent" if isinstance(state, Mapping) and "memory" in state else type(obj).__name__
+
+
 @_bulk
 def messages(src: Any, ref: Any = None) -> pd.DataFrame:
     """One row per message of every conversation in ``src`` (1.x memories, 2.x agent states).
@@ -520,7 +534,7 @@ def messages(src: Any, ref: Any = None) -> pd.DataFrame:
                         n_tools += 1
                     if isinstance(btype, str) and btype not in types:
                         types.append(btype)
-                text_c.append("\n".join(texts))
+                text_c.append("\n".join(texts) if texts else display_text(content))
                 types_c.append(",".join(types))
                 ntool_c.append(n_tools)
             else:

@@ -279,7 +279,7 @@ async def test_exit_codes_mean_something(tmp_path: Path) -> None:
         (("show", "alice@9"), 1, "has no checkpoint 'alice@9'"),
         (("history", "nobody"), 1, "no session 'nobody'"),
         (("import", "nothing.json"), 1, "nothing.json"),
-        (("show", "../etc"), 2, "invalid user id '..'"),
+        (("show", "../etc"), 2, "invalid session id '../etc'"),
         (("frobnicate",), 2, "invalid choice: 'frobnicate'"),
         (("export", "alice"), 2, "-o/--output"),
         (("export", "alice", "alice", "-o", "x.json"), 2, "exactly one REF"),
@@ -300,7 +300,7 @@ async def test_exit_codes_mean_something(tmp_path: Path) -> None:
     assert as_json.returncode == 1
     assert json.loads(as_json.stderr) == {
         "error": "SessionNotFoundError", "exit_code": 1,
-        "message": f"no session 'nobody' in {tmp_path / 's.db'}; store.sessions() lists those it has",
+        "message": f"no session 'nobody' in {tmp_path / 's.db'}; `nb-sessions ls` lists those it has",
     }
 
 
@@ -415,7 +415,7 @@ def test_every_command_is_documented_with_an_example() -> None:
     commands = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     names = list(commands.choices)
     assert names == ["ls", "show", "history", "messages", "subtasks", "diff", "search", "export",
-                     "import", "migrate", "copy", "prune", "vacuum", "check"]
+                     "import", "migrate", "copy", "prune", "du", "delete", "vacuum", "check"]
     for name in names:
         assert f"## `{name}" in docs, f"docs/cli.md has no section for {name}"
         assert re.search(rf"^\$ nb-sessions .*\b{name}\b", docs, re.MULTILINE), f"no example of {name}"

@@ -131,7 +131,9 @@ def test_diff_of_sample_edits(sample_state: dict[str, Any]) -> None:
         "notebook: plan 'Migrate CRM': subtask 'Export' todo → done; "
         "3 other keys changed (agent._sys_prompt, custom.stats.turns, custom.tags)."
     )
-    assert str(d) == d.summary()
+    printed = str(d)  # a plain script's print(): the summary, then the tables
+    assert printed.startswith(d.summary() + "\n\nMessages:\n")
+    assert "\nPlans:\n" in printed and "\nOther keys:\n" in printed
 
 
 def test_identical_states_give_an_empty_diff(sample_state: dict[str, Any]) -> None:

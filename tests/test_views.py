@@ -239,7 +239,13 @@ def test_messages_blocks_and_counts() -> None:
         "text,image,tool_use",
     ]
     assert df["n_tool_calls"].tolist() == [0, 2, 0, 1]
-    assert df["text"].tolist() == ["What is 6*7 and the weather?", "", "", "6*7 is 42."]
+    # a message that is only tool calls reads as the calls
+    assert df["text"].tolist() == [
+        "What is 6*7 and the weather?",
+        "→ calculator(expression='6*7'); → get_weather(city='Atlantis')",
+        "",
+        "6*7 is 42.",
+    ]
     assert df["marks"].tolist() == ["", "hint", "", "important,todo"]
     assert df["invocation_id"].iloc[3] == "inv-9"
     assert df["invocation_id"].iloc[:3].isna().all()
@@ -428,8 +434,9 @@ def test_live_object_and_mapping_of_live_objects() -> None:
     state = tool_state()["agent"]
     agent = FakeAgent(state)
     single = views.messages(agent)
-    assert single["module"].unique().tolist() == ["FakeAgent"]
-    assert single["path"].iloc[0] == "FakeAgent.memory"
+    # named as checkpoints name agents, so live and saved frames join on path
+    assert single["module"].unique().tolist() == ["agent"]
+    assert single["path"].iloc[0] == "agent.memory"
     named = views.messages({"bob": agent})
     assert named["path"].unique().tolist() == ["bob.memory"]
     assert named["id"].tolist() == ["u1", "a1", "r1", "a2"]

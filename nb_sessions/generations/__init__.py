@@ -10,6 +10,7 @@ above can use it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -201,6 +202,36 @@ def _nested_text(value: Any) -> str | None:
         parts = [block_text(b) for b in value if isinstance(b, Mapping)]
         return "\n".join(p for p in parts if p)
     return None
+
+
+def display_text(content: Any) -> str:
+    """:func:`message_text`, or for a message that is only tool calls, ``→ get_weather(city='Paris')``.
+
+    Both generations: a 1.x ``tool_use`` input is a dict, a 2.x ``tool_call``
+    input a JSON string. Long values are cut to 20 characters with ``…``.
+    """
+    text = message_text(content)
+    if text or not isinstance(content, list):
+        return text
+    calls = []
+    for block in content:
+        if not isinstance(block, Mapping) or block.get("type") not in ("tool_use", "tool_call"):
+            continue
+        raw = block.get("input")
+        if isinstance(raw, str):
+            with contextlib.suppress(ValueError):
+                raw = json.loads(raw)
+        if isinstance(raw, Mapping):
+            args = ", ".join(f"{k}={_short_value(v)}" for k, v in raw.items())
+        else:
+            args = "" if raw is None else _short_value(raw)
+        calls.append(f"→ {block.get('name', '?')}({args})")
+    return "; ".join(calls)
+
+
+def _short_value(value: Any) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= 20 else shown[:19] + "…"
 
 
 def searchable_text(message: Mapping[str, Any]) -> str:

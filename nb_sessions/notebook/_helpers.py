@@ -22,6 +22,7 @@ import orjson
 from ..errors import NbSessionsError
 from ..state import as_stateful, iter_stateful, load_modules
 from ..stores import BaseStore
+from ..stores.base import human_size
 
 __all__ = [
     "SETTINGS",
@@ -155,16 +156,6 @@ def store_exists(store: BaseStore) -> bool:
     reading: it says itself, with a named error, when it cannot be reached.
     """
     return "://" in store.location or Path(store.location).exists()
-
-
-def human_size(n: int) -> str:
-    """``532 B``, ``12.3 KB``, ``4.0 MB``."""
-    size = float(n)
-    for unit in ("B", "KB", "MB"):
-        if size < 1024:
-            return f"{n} B" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GB"
 
 
 def one_line(exc: BaseException) -> str:

@@ -88,9 +88,28 @@ def argument(*flags: str, **kwargs: Any) -> Callable[[F], F]:
 
 
 def parse_argstring(magic: Callable[..., Any], line: str) -> argparse.Namespace:
-    """Parse a magic's line with its argparse parser; a bad line raises UsageError."""
+    """Parse a magic's line with its argparse parser; a bad line raises UsageError.
+
+    A ``#`` that starts a word outside quotes begins a comment, as in a shell:
+    ``%save_session alice  # the first try`` saves into ``alice``.
+    """
+    line = strip_comment(line)
     args: argparse.Namespace = _margs.parse_argstring(magic, line)  # type: ignore[no-untyped-call]
     return args
+
+
+def strip_comment(line: str) -> str:
+    """``line`` without a trailing ``# comment`` (a ``#`` starting a word, outside quotes)."""
+    quote = ""
+    for i, char in enumerate(line):
+        if quote:
+            if char == quote:
+                quote = ""
+        elif char in "'\"":
+            quote = char
+        elif char == "#" and (i == 0 or line[i - 1].isspace()):
+            return line[:i].rstrip()
+    return line
 
 
 _STORE_HELP = "the store to use: a .db/.sqlite file or a JSON folder (default: SessionMagics.store)"
@@ -258,6 +277,11 @@ class SessionMagics(Magics):
     @argument("-s", "--store", default=None, help=_STORE_HELP)
     def save_session(self, line: str) -> Checkpoint:
         """Save agents (any Stateful objects) as a new checkpoint of a session; return it."""
+        if not strip_comment(line).strip():  # argparse would call the optional names required too
+            raise UsageError(
+                "%save_session needs a session name, e.g. %save_session alice "
+                "(then, optionally, the variables to save: %save_session alice agent)"
+            )
         args = parse_argstring(self.save_session, line)
         action = f"cannot save {args.ref!r}"
         modules = self._live(args.names, action)
@@ -436,6 +460,25 @@ class SessionMagics(Magics):
 
     @line_magic
     @magic_arguments()
+    @argument(
+        "--by",
+        choices=("sessions", "modules", "checkpoints"),
+        default="sessions",
+        help="one row per session (default), per module of each session, or per checkpoint",
+    )
+    @argument("-s", "--store", default=None, help=_STORE_HELP)
+    def session_stats(self, line: str) -> Any:
+        """Where the store's space goes, as a DataFrame (bytes own to each row, and shared ones apart)."""
+        args = parse_argstring(self.session_stats, line)
+        action = "cannot measure the store"
+        store = self._existing_store(args.store, action)
+        with _user_errors(action):
+            stats = store.stats()
+        print(str(stats).splitlines()[0])
+        return getattr(stats, args.by)
+
+    @line_magic
+    @magic_arguments()
     @argument("text", nargs="+", help="the words to look for (case-insensitive; Chinese works too)")
     @argument("--session", default=None, help="search only this session, e.g. alice")
     @argument("-s", "--store", default=None, help=_STORE_HELP)
@@ -466,7 +509,7 @@ class SessionMagics(Magics):
     def session_diff(self, line: str) -> SessionDiff:
         """Show what changed between two checkpoints, a checkpoint and its parent, or a checkpoint and the live objects."""
         args = parse_argstring(self.session_diff, line)
-        action = f"cannot diff {args.ref_a!r}"
+        action = f"cannot diff {args.ref_a!r}" + (f" with {args.ref_b!r}" if args.ref_b else "")
         if args.live and args.ref_b is not None:
             raise UsageError(f"{action}: give REF_B or --live, not both")
         store = self._existing_store(args.store, action)

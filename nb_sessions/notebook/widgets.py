@@ -102,12 +102,20 @@ def _show(widget: widgets.DOMWidget, visible: bool) -> None:
     widget.layout.display = "" if visible else "none"
 
 
-def _user_namespace() -> dict[str, Any]:
+def _marker_of(infos: Sequence[SessionInfo]) -> tuple[Any, ...]:
+    return tuple((str(i.key), i.checkpoints, i.latest_seq, i.updated_at, tuple(i.labels)) for i in infos)
+
+
+def _shell() -> Any:
     try:
         from IPython import get_ipython
     except ImportError:  # pragma: no cover - IPython is a dependency
-        return {}
-    shell = get_ipython()
+        return None
+    return get_ipython()
+
+
+def _user_namespace() -> dict[str, Any]:
+    shell = _shell()
     return shell.user_ns if shell is not None else {}
 
 
@@ -120,9 +128,12 @@ class SessionPanel(widgets.VBox):  # type: ignore[misc]
         namespace: dict[str, Any] | None = None,
         *,
         strict: bool = True,
+        follow: bool = True,
         **kwargs: Any,
     ) -> None:
         self.store = open_store(DEFAULT_STORE if store is None else store)
+        self._marker: Any = None  # what the store looked like at the last refresh
+        self._shell: Any = None  # the shell whose post_run_cell event calls follow()
         self.namespace = _user_namespace() if namespace is None else namespace
         self.strict = strict
         self._pending: tuple[str, str, tuple[str, ...]] | None = None  # (action, ref, modules)
@@ -200,6 +211,11 @@ class SessionPanel(widgets.VBox):  # type: ignore[misc]
         )
         self.add_class("nbs-panel")
         self._run("loading", self.refresh, done=None)
+        if follow:
+            shell = _shell()
+            if shell is not None:
+                shell.events.register("post_run_cell", self._after_cell)
+                self._shell = shell
 
     # -- public --------------------------------------------------------------------
 
@@ -216,9 +232,40 @@ class SessionPanel(widgets.VBox):  # type: ignore[misc]
             return None
         return f"{self.session}@{self._checkpoints.value}"
 
+    def follow(self) -> bool:
+        """Refresh if the store changed since the last refresh (another cell saved, say); return whether it did.
+
+        Called after every cell when the panel lives in an IPython shell (its
+        ``post_run_cell`` event), so the panel follows the store by itself.
+        """
+        if self._pending is not None or self._store_marker() == self._marker:
+            return False  # unchanged, or a confirmation is waiting: leave the view alone
+        self._run("refreshing", self.refresh, done=None)
+        return True
+
+    def close(self) -> None:
+        """Stop following the store, then close the widgets."""
+        self._stop_following()
+        super().close()
+
+    def _stop_following(self) -> None:
+        if self._shell is not None:
+            with contextlib.suppress(ValueError):
+                self._shell.events.unregister("post_run_cell", self._after_cell)
+            self._shell = None
+
+    def _after_cell(self, result: Any = None) -> None:
+        with contextlib.suppress(Exception):  # a panel must never fail the user's cell
+            self.follow()
+
+    def _store_marker(self) -> Any:
+        """A cheap summary that moves whenever a checkpoint is saved, deleted or labelled."""
+        return _marker_of(self.store.sessions() if store_exists(self.store) else [])
+
     def refresh(self, session: str | None = None, seq: int | None = None) -> None:
         """Reread the sessions (keep or switch the selection) and redraw the preview and diff."""
         infos = self.store.sessions() if store_exists(self.store) else []
+        self._marker = _marker_of(infos)
         options = session_options(infos)
         wanted = session if session is not None else self.session
         if seq is None and wanted == self.session:

@@ -6,7 +6,16 @@ import os
 from pathlib import Path
 
 from .agentscope_sources import ReadOnlySource, is_agentscope2_sqlite, is_source_url, open_source
-from .base import BaseStore, Checkpoint, PruneResult, Redactor, SessionInfo, SessionKey, parse_ref
+from .base import (
+    BaseStore,
+    Checkpoint,
+    PruneResult,
+    Redactor,
+    SessionInfo,
+    SessionKey,
+    VacuumResult,
+    parse_ref,
+)
 from .json_store import JSONStore
 from .sqlite_store import SQLiteStore
 
@@ -20,6 +29,7 @@ __all__ = [
     "SQLiteStore",
     "SessionInfo",
     "SessionKey",
+    "VacuumResult",
     "open_store",
     "parse_ref",
 ]
@@ -39,6 +49,9 @@ def open_store(
     AgentScope app's own storage read-only (see
     :mod:`~nb_sessions.stores.agentscope_sources`); so does a ``.db`` file
     that is an AgentScope 2.x database.
+
+    Opening changes nothing on disk. The first write creates the file or
+    folder and any missing parent folders, each owner-only, whatever the kind.
     """
     if isinstance(path, BaseStore):
         return path

@@ -19,6 +19,7 @@ __all__ = [
     "atomic_write",
     "clean_temp_files",
     "fsync_dir",
+    "make_folders",
     "open_regular",
     "read_regular",
     "run_blocking",
@@ -27,6 +28,17 @@ __all__ = [
 
 T = TypeVar("T")
 TEMP_SUFFIX = ".nbs-tmp"
+
+
+def make_folders(folder: Path) -> None:
+    """Create ``folder`` and each missing parent, every one owner-only (``0o700``).
+
+    ``mkdir(parents=True)`` would give the parents the umask's mode. Every store
+    creates the folders its path needs this way on its first write.
+    """
+    for each in [*reversed(folder.parents), folder]:
+        if not each.exists():
+            each.mkdir(mode=0o700, exist_ok=True)  # exist_ok: another process may race us
 
 
 class Aborted(Exception):

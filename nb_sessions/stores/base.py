@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import html
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -24,8 +25,10 @@ from .._loop import run_sync
 from ..chunks import materialize
 from ..errors import (
     CheckpointNotFoundError,
+    Hint,
     InvalidIdError,
     NbSessionsError,
+    NothingToLoadError,
     SessionNotFoundError,
     StoreCorruptedError,
 )
@@ -36,6 +39,7 @@ if TYPE_CHECKING:
 
     from ..repair import RepairReport
     from ..search import Hit
+    from .space import SessionSpace, StoreStats
 
 __all__ = [
     "BaseStore",
@@ -189,6 +193,9 @@ def parse_ref(ref: Any, user_id: str | None = None) -> Ref:
                 f"reference {ref!r} names user {uid!r} but user_id={user_id!r} was given", value=ref
             )
         uid = user_id
+    if uid in (".", "..") or uid.startswith(("../", "./")) or "/.." in uid:
+        # '../x' is a path, not user '..' and session 'x': name what was meant
+        validate_id(head, "session id")
     key = SessionKey(validate_id(uid, "user id"), validate_id(sid))
     if not sep or tail == "latest":
         return Ref(key)
@@ -258,7 +265,7 @@ class Checkpoint(_InSession):
         label = f" [{self.label}]" if self.label else ""
         return (
             f"{self.ref}{label}: {', '.join(self.modules) or 'no modules'}, "
-            f"{_human_size(self.size)}, {self.created_at:%Y-%m-%d %H:%M:%S} UTC"
+            f"{human_size(self.size)}, {self.created_at:%Y-%m-%d %H:%M:%S} UTC"
         )
 
     def _repr_html_(self) -> str:
@@ -268,7 +275,7 @@ class Checkpoint(_InSession):
             ("parent", "" if self.parent is None else f"{self.key}@{self.parent}"),
             ("created (UTC)", f"{self.created_at:%Y-%m-%d %H:%M:%S}"),
             ("modules", ", ".join(self.modules)),
-            ("size", _human_size(self.size)),
+            ("size", human_size(self.size)),
         ]
         rows += [(f"metadata.{k}", str(v)) for k, v in self.metadata.items()]
         body = "".join(
@@ -298,11 +305,51 @@ class PruneResult:
     removed: tuple[Checkpoint, ...]
     kept: tuple[Checkpoint, ...]
     dry_run: bool
+    #: In a dry run, the bytes removing them would free (pieces other checkpoints use stay);
+    #: the space returns to the file system after vacuum(). None after a real prune.
+    bytes_reclaimed: int | None = None
 
     def __str__(self) -> str:
         verb = "would remove" if self.dry_run else "removed"
         refs = ", ".join(c.ref for c in self.removed) or "nothing"
-        return f"{verb} {len(self.removed)} checkpoint(s): {refs}; kept {len(self.kept)}"
+        freed = "" if self.bytes_reclaimed is None else f", freeing {human_size(self.bytes_reclaimed)}"
+        return f"{verb} {len(self.removed)} checkpoint(s): {refs}{freed}; kept {len(self.kept)}"
+
+
+class VacuumResult(int):
+    """What :meth:`BaseStore.vacuum` reclaimed: an int of bytes, so ``vacuum() > 0`` still works.
+
+    ``bytes_before`` and ``bytes_after`` are the store's size on disk around
+    the vacuum (0 where the store cannot tell); ``str()`` is a sentence.
+    """
+
+    bytes_before: int
+    bytes_after: int
+    location: str
+
+    def __new__(cls, reclaimed: int, *, bytes_before: int = 0, bytes_after: int = 0, location: str = "") -> VacuumResult:
+        self = super().__new__(cls, max(0, reclaimed))
+        self.bytes_before = bytes_before
+        self.bytes_after = bytes_after
+        self.location = location
+        return self
+
+    @property
+    def reclaimed(self) -> int:
+        """Bytes given back to the file system."""
+        return int(self)
+
+    def __str__(self) -> str:
+        where = f" in {self.location}" if self.location else ""
+        if not self.bytes_before:
+            return f"reclaimed {human_size(int(self))}{where}"
+        return (
+            f"reclaimed {human_size(int(self))}{where}: "
+            f"{human_size(self.bytes_before)} before, {human_size(self.bytes_after)} after"
+        )
+
+    def __repr__(self) -> str:
+        return f"<VacuumResult {self}>"
 
 
 class BaseStore:
@@ -424,6 +471,12 @@ class BaseStore:
         stored checkpoint is not changed: save again to keep the repair.
         """
         parsed = parse_ref(ref, user_id)
+        if not modules:
+            raise NothingToLoadError(
+                f"load({str(ref)!r}) got no objects to restore into: pass them by module name, "
+                f"e.g. store.load({str(ref)!r}, agent=agent) (store.checkpoint({str(ref)!r}).modules "
+                "lists the names; store.get_state() reads the states without live objects)",
+            )
         try:
             cp = await self._resolve(parsed)
         except SessionNotFoundError:
@@ -456,7 +509,7 @@ class BaseStore:
 
     async def ahistory(self, session: str | SessionKey, *, user_id: str | None = None) -> list[Checkpoint]:
         """The checkpoints of ``session``, oldest first."""
-        return await self._history(parse_ref(session, user_id).key)
+        return await self._history_near(parse_ref(session, user_id).key)
 
     async def afork(
         self,
@@ -490,7 +543,7 @@ class BaseStore:
         """Delete a whole session (``alice``) or one checkpoint (``alice@3``); return how many went."""
         parsed = parse_ref(ref, user_id)
         if parsed.is_latest and not isinstance(ref, Checkpoint):
-            await self._history(parsed.key)  # raises if there is no such session
+            await self._history_near(parsed.key)  # raises if there is no such session
             self._parents.pop(parsed.key, None)
             return await self._delete(parsed.key, None)
         cp = await self._resolve(parsed)
@@ -527,7 +580,7 @@ class BaseStore:
             raise TypeError("prune() needs keep_last=N and/or older_than=... to know what to remove")
         if keep_last is not None and keep_last < 1:
             raise ValueError("keep_last must be at least 1: the latest checkpoint is always kept")
-        history = await self._history(key)
+        history = await self._history_near(key)
         cutoff = None
         if older_than is not None:
             cutoff = (
@@ -549,7 +602,31 @@ class BaseStore:
             (kept if protected else removed).append(cp)
         if removed and not dry_run:
             await self._delete(key, [c.seq for c in removed])
-        return PruneResult(tuple(removed), tuple(kept), dry_run)
+        freed = None
+        if dry_run:
+            from .space import reclaimable
+
+            others = [await self._space(info.key) for info in await self._sessions() if info.key != key]
+            freed = reclaimable(await self._space(key), [c.seq for c in removed], others)
+        return PruneResult(tuple(removed), tuple(kept), dry_run, freed)
+
+    async def astats(self) -> StoreStats:
+        """Where the space goes: bytes per session, module and checkpoint (see :class:`~.space.StoreStats`)."""
+        from .space import store_stats
+
+        spaces = [await self._space(info.key) for info in await self.asessions()]
+        return store_stats(spaces, disk_bytes=await self._disk_bytes(), location=self.location)
+
+    async def _space(self, key: SessionKey) -> SessionSpace:
+        """Backend hook: what each checkpoint of ``key`` holds on disk (see :mod:`.space`).
+
+        The default knows no sharing: each checkpoint owns its logical size.
+        A store that deduplicates reports its pieces so they are counted once.
+        """
+        from .space import CheckpointSpace, SessionSpace
+
+        history = await self._history(key)
+        return SessionSpace(key, [CheckpointSpace(cp, {"*": cp.size}) for cp in history])
 
     async def asearch(
         self, text: str, session: str | SessionKey | None = None, *, user_id: str | None = None
@@ -565,7 +642,7 @@ class BaseStore:
             raise InvalidIdError("search() needs some text to look for", value=text)
         if session is not None:
             keys = [parse_ref(session, user_id).key]
-            await self._history(keys[0])  # raises SessionNotFoundError with advice
+            await self._history_near(keys[0])  # raises SessionNotFoundError with advice
         else:
             keys = [info.key for info in await self.asessions()]
         return search.frame(await self._search(text.strip(), keys), text.strip())
@@ -585,9 +662,20 @@ class BaseStore:
                     hits.append(Hit(key.session_id, key.user_id, cp.seq, path, msg))
         return hits
 
-    async def avacuum(self) -> int:
-        """Reclaim disk space left by deleted checkpoints; return bytes reclaimed."""
-        return await self._vacuum()
+    async def avacuum(self) -> VacuumResult:
+        """Reclaim disk space left by deleted checkpoints; return what was reclaimed.
+
+        The result is an int (bytes reclaimed, as before) that also carries the
+        store's size before and after and prints as a sentence.
+        """
+        before = await self._disk_bytes()
+        reclaimed = await self._vacuum()
+        after = await self._disk_bytes()
+        return VacuumResult(reclaimed, bytes_before=before, bytes_after=after, location=self.location)
+
+    async def _disk_bytes(self) -> int:
+        """Bytes the store takes on disk now (files, WAL included); 0 where unknown."""
+        return 0
 
     # -- sync twins ----------------------------------------------------------
 
@@ -663,8 +751,12 @@ class BaseStore:
             self.aprune(session, keep_last, keep_labeled, older_than, dry_run, user_id=user_id)
         )
 
-    def vacuum(self) -> int:
-        """Reclaim disk space; return bytes reclaimed."""
+    def stats(self) -> StoreStats:
+        """Where the space goes; ``.sessions``, ``.modules``, ``.checkpoints`` are DataFrames."""
+        return run_sync(self.astats())
+
+    def vacuum(self) -> VacuumResult:
+        """Reclaim disk space; return what was reclaimed (an int of bytes, with details)."""
         return run_sync(self.avacuum())
 
     def search(
@@ -676,7 +768,7 @@ class BaseStore:
     # -- helpers -------------------------------------------------------------
 
     async def _resolve(self, ref: Ref) -> Checkpoint:
-        history = await self._history(ref.key)
+        history = await self._history_near(ref.key)
         if ref.seq is not None:
             found = next((c for c in history if c.seq == ref.seq), None)
         elif ref.label is not None:
@@ -687,11 +779,14 @@ class BaseStore:
             found = history[-1 - ref.back]
         if found is None:
             have = ", ".join(f"@{c.seq}" + (f" ({c.label})" if c.label else "") for c in history[-8:])
+            hint = Hint("history", (str(ref.key),))
+            close = difflib.get_close_matches(ref.label or "", [c.label for c in history if c.label], n=1)
+            maybe = f" Did you mean {ref.key!s}@{close[0]}?" if close else ""
             raise CheckpointNotFoundError(
                 f"session {ref.key} has no checkpoint {str(ref)!r}; it has {len(history)}: "
-                f"{have}{' …' if len(history) > 8 else ''}. See store.history({str(ref.key)!r}).",
+                f"{have}{' …' if len(history) > 8 else ''}.{maybe} See {hint.python}.",
                 ref=str(ref),
-            )
+            ).with_hints(hint)
         return found
 
     def _not_found(self, key: SessionKey) -> SessionNotFoundError:
@@ -699,19 +794,34 @@ class BaseStore:
             f"no session {str(key)!r} in {self.location}; store.sessions() lists those it has",
             session=key.session_id,
             user_id=key.user_id,
-        )
+        ).with_hints(Hint("sessions", cli_command="ls"))
+
+    async def _history_near(self, key: SessionKey) -> list[Checkpoint]:
+        """:meth:`_history`; a missing session's error suggests the closest session name."""
+        try:
+            return await self._history(key)
+        except SessionNotFoundError as error:
+            try:
+                names = [str(info.key) for info in await self._sessions()]
+            except NbSessionsError:
+                raise error from None  # the suggestion is a courtesy; the error stands without it
+            close = difflib.get_close_matches(str(key), names, n=1)
+            if close and "Did you mean" not in str(error):
+                error.args = (f"{error.args[0]}. Did you mean {close[0]!r}?",)
+            raise
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.location!r})"
 
 
-def _human_size(n: int) -> str:
+def human_size(n: int) -> str:
+    """``n`` bytes as a short figure: ``812 B``, ``4.2 KB``, ``1.3 MB``."""
     size = float(n)
     for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        if abs(size) < 1024 or unit == "GB":
+            return f"{n} B" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
-    return f"{n} B"
+    return f"{n} B"  # pragma: no cover
 
 
 def utcnow() -> datetime:

@@ -56,6 +56,7 @@ from .base import BaseStore, Checkpoint, Redactor, SessionInfo, SessionKey, utcn
 
 if TYPE_CHECKING:
     from ..search import Hit
+    from .space import SessionSpace
 
 __all__ = ["JSONStore"]
 
@@ -89,6 +90,53 @@ class JSONStore(BaseStore):
     def location(self) -> str:
         """The folder."""
         return str(self.path)
+
+    async def _disk_bytes(self) -> int:
+        def job() -> int:
+            total = 0
+            for root, _dirs, files in os.walk(self.path):
+                total += sum(_size(Path(root, name)) for name in files)
+            return total
+
+        return await asyncio.to_thread(job)
+
+    async def _space(self, key: SessionKey) -> SessionSpace:
+        """Each checkpoint's skeleton file (split by module) and the pack entries it uses."""
+        from .space import CheckpointSpace, SessionSpace, module_bytes
+
+        history = await self._history(key)
+
+        def job() -> SessionSpace:
+            index = self._read_index(key)
+            hdir = self._history_dir(key)
+            if index is None:
+                return SessionSpace(key, [CheckpointSpace(cp, {"*": cp.size}) for cp in history])
+            pack = EntryPack(hdir, PackState.from_json(index["pack"])) if "pack" in index else None
+            entries = {e["seq"]: e for e in index["checkpoints"]}
+            stem = stem_for(key)
+            out = []
+            for cp in history:
+                entry = entries.get(cp.seq, {})
+                where = f"checkpoint {cp.ref}"
+                skeleton = hdir / f"{cp.seq}.json"
+                try:
+                    own = module_bytes(skeleton.read_bytes(), 0, where)
+                except FileNotFoundError:
+                    own = {"*": 0}
+                pieces: dict[str, dict[str, int]] = {}
+                for path, ranges in entry.get("chunks") or ():
+                    ordinals = from_ranges(check_ranges(ranges))
+                    sizes = pack.read(ordinals, where) if pack is not None else []
+                    module = pieces.setdefault(str(path[0]), {})
+                    for n, data in zip(ordinals, sizes, strict=False):
+                        module[f"{stem}:entry:{n}"] = len(data)
+                out.append(CheckpointSpace(cp, own, pieces))
+            overhead = _size(self._latest_file(key)) + _size(hdir / "index.json")
+            if pack is not None:
+                overhead += _size(pack.index_path)
+            return SessionSpace(key, out, overhead)
+
+        return await asyncio.to_thread(job)
 
     # -- paths ---------------------------------------------------------------
 

@@ -48,9 +48,10 @@ from ..errors import (
     StoreError,
 )
 from ..generations import conversation_path
-from ._fs import settle_late_cancel
+from ._fs import make_folders, settle_late_cancel
 from .base import BaseStore, Checkpoint, Redactor, SessionInfo, SessionKey, utcnow
 from .migrations import apply_migrations, latest_version
+from .space import CheckpointSpace, SessionSpace, module_bytes
 
 if TYPE_CHECKING:
     from ..search import Hit
@@ -196,10 +197,13 @@ class SQLiteStore(BaseStore):
             delay = min(delay * 2, 0.2)
 
     async def _setup_once(self) -> None:
+        if not self.path.parent.exists():
+            try:  # as a JSONStore does: the missing folders, owner-only
+                make_folders(self.path.parent)
+            except OSError as exc:
+                raise StoreError(f"cannot create folder {self.path.parent} for {self.path}: {exc.strerror}") from exc
         if not self.path.parent.is_dir():
-            raise StoreError(
-                f"cannot open {self.path}: folder {self.path.parent} does not exist; create it first"
-            )
+            raise StoreError(f"cannot open {self.path}: {self.path.parent} is not a folder")
         if self.path.is_symlink():
             raise StoreError(
                 f"{self.path} is a symbolic link; nb_sessions opens a database only at its real "
@@ -874,6 +878,58 @@ class SQLiteStore(BaseStore):
                 async with db.execute(statement) as cur:
                     await cur.fetchall()
         return max(0, before - self._disk_size())
+
+    async def _disk_bytes(self) -> int:
+        return self._disk_size()
+
+    async def _space(self, key: SessionKey) -> SessionSpace:
+        """Each checkpoint's row (split by module) and the segments and entries it uses, by row id."""
+        history = await self._history(key)
+        if not history or any(cp.origin == LEGACY_TABLE for cp in history):
+            return await super()._space(key)
+        await self._check_open()
+        rows = await asyncio.to_thread(self._space_rows, key)
+        by_seq = {cp.seq: cp for cp in history}
+        return SessionSpace(
+            key, [CheckpointSpace(by_seq[seq], own, pieces) for seq, own, pieces in rows if seq in by_seq]
+        )
+
+    def _space_rows(self, key: SessionKey) -> list[tuple[int, dict[str, int], dict[str, dict[str, int]]]]:
+        conn = sqlite3.connect(self._uri(), uri=True, timeout=self.timeout, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("BEGIN")  # one snapshot for every row read
+            found = conn.execute(
+                "SELECT c.seq, c.state, c.chunks, length(c.metadata) + length(c.modules) FROM nbs_checkpoints c "
+                "JOIN nbs_sessions s ON c.session = s.id WHERE s.user_id = ? AND s.session_id = ?",
+                tuple(key),
+            ).fetchall()
+            chunks = {seq: codec.loads(text, f"checkpoint {key}@{seq}") if text else [] for seq, _, text, _ in found}
+            seg_ids = [seg for rows in chunks.values() for _, segs in rows for seg in segs]
+            segs: dict[int, bytes] = {}
+            for sql, params in _id_queries("nbs_segments", "blobs", seg_ids):
+                segs.update(conn.execute(sql, params).fetchall())
+            blob_ids = [b for packed in segs.values() for b in array("q", packed)]
+            blob_sizes: dict[int, int] = {}
+            for sql, params in _id_queries("nbs_blobs", "length(data)", blob_ids):
+                blob_sizes.update(conn.execute(sql, params).fetchall())
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise self._wrap(exc) from exc
+        finally:
+            conn.close()
+        out = []
+        for seq, state, _, extra in found:
+            own = module_bytes(state, extra, f"checkpoint {key}@{seq}")
+            pieces: dict[str, dict[str, int]] = {}
+            for path, seg_list in chunks[seq]:
+                module = pieces.setdefault(str(path[0]), {})
+                for seg in seg_list:
+                    packed = segs.get(seg, b"")
+                    module[f"segment:{seg}"] = len(packed)
+                    for blob in array("q", packed):
+                        module[f"entry:{blob}"] = blob_sizes.get(blob, 0)
+            out.append((seq, own, pieces))
+        return out
 
     def _disk_size(self) -> int:
         total = 0
