@@ -144,13 +144,14 @@ def verify_entries(
     message. ``data`` is anything sliceable to bytes (bytes, mmap).
     """
     blake2b = hashlib.blake2b
-    for number, (offset, length, expected) in enumerate(spans):
-        if blake2b(data[offset:offset + length], digest_size=16).digest() != expected:
-            raise StoreCorruptedError(
-                f"{where}: entry {number} of a stored list does not match its content hash "
-                f"({location} was altered or damaged); delete that checkpoint, the others are intact",
-                location=location,
-            )
+    with memoryview(data) as view:  # slices without copies; released before an mmap closes
+        for number, (offset, length, expected) in enumerate(spans):
+            if offset + length > len(view) or blake2b(view[offset:offset + length], digest_size=16).digest() != expected:
+                raise StoreCorruptedError(
+                    f"{where}: entry {number} of a stored list does not match its content hash "
+                    f"({location} was altered or damaged); delete that checkpoint, the others are intact",
+                    location=location,
+                )
 
 
 #: Entries per segment: a run of a long list that later checkpoints share while unchanged.
