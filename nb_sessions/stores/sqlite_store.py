@@ -1025,7 +1025,7 @@ async def _fetch_by_ids(
 
 def _fetch_array(conn: sqlite3.Connection, ids: list[int], where: str, path: Any) -> tuple[bytes, bool]:
     """The entries ``ids`` as one JSON array, and whether any was written by the exact path."""
-    joined = _fetch_run_joined(conn, ids, where)
+    joined = _fetch_run_joined(conn, ids, f"{where} ({path_text(tuple(path))})")
     if joined is not None:
         return joined
     blobs: dict[int, tuple[bytes, bytes]] = {}
@@ -1045,7 +1045,7 @@ def _fetch_array(conn: sqlite3.Connection, ids: list[int], where: str, path: Any
     for data, (_, h) in zip(parts, rows, strict=True):
         spans.append((at, len(data), h))
         at += len(data) + 1
-    verify_entries(body, spans, f"{where} ({path_text(tuple(path))})", f"table nbs_blobs of {where}")
+    verify_entries(body, spans, f"{where} ({path_text(tuple(path))})", "table nbs_blobs", ids)
     return body, any(p[:1] == b" " for p in parts)
 
 
@@ -1083,7 +1083,7 @@ def _fetch_run_joined(conn: sqlite3.Connection, ids: Sequence[int], where: str) 
     for n, length in enumerate(lengths):
         spans.append((at, length, hashes[16 * n:16 * n + 16]))
         at += length + 1
-    verify_entries(body, spans, where, f"table nbs_blobs of {where}")
+    verify_entries(body, spans, where, "table nbs_blobs", ids)
     return body, row[1] > 0
 
 
