@@ -135,22 +135,28 @@ def blob_hash(data: bytes) -> bytes:
 
 
 def verify_entries(
-    data: bytes | memoryview | Any, spans: Sequence[tuple[int, int, bytes]], where: str, location: str
+    data: bytes | memoryview | Any,
+    spans: Sequence[tuple[int, int, bytes]],
+    where: str,
+    location: str,
+    numbers: Sequence[int] | None = None,
 ) -> None:
     """Raise :class:`StoreCorruptedError` unless each ``(offset, length, hash)`` span of ``data`` has that hash.
 
     Every store checks the entries it reads back with this one function: an
     offset, a length or an entry that lies gives a named error, never another
-    message. ``data`` is anything sliceable to bytes (bytes, mmap).
+    message. ``data`` is anything sliceable to bytes (bytes, mmap); ``numbers``
+    names the entries in the error (row ids, ordinals), by default their position.
     """
     blake2b = hashlib.blake2b
-    for number, (offset, length, expected) in enumerate(spans):
-        if blake2b(data[offset:offset + length], digest_size=16).digest() != expected:
-            raise StoreCorruptedError(
-                f"{where}: entry {number} of a stored list does not match its content hash "
-                f"({location} was altered or damaged); delete that checkpoint, the others are intact",
-                location=location,
-            )
+    with memoryview(data) as view:  # slices without copies; released before an mmap closes
+        for number, (offset, length, expected) in enumerate(spans):
+            if offset + length > len(view) or blake2b(view[offset:offset + length], digest_size=16).digest() != expected:
+                raise StoreCorruptedError(
+                    f"{where}: entry {numbers[number] if numbers else number} does not match its content hash "
+                    f"({location} was altered or damaged); delete that checkpoint, the others are intact",
+                    location=location,
+                )
 
 
 #: Entries per segment: a run of a long list that later checkpoints share while unchanged.

@@ -144,7 +144,7 @@ class EntryPack:
             offset, length, h = _RECORD.unpack_from(raw, n * _RECORD.size)
             if offset + length > self.state.nbytes:
                 raise self._damaged(where)
-            verify_entries(data, [(offset, length, h)], where, str(self.data_path))
+            verify_entries(data, [(offset, length, h)], where, str(self.data_path), [n])
             out.append(data[offset:offset + length])
         return out
 
@@ -181,7 +181,7 @@ class EntryPack:
         written, exact = 0, False
         with self._mapped(where) as data:
             for i, (start, end, first, count, records) in enumerate(self._spans(ranges, raw, where)):
-                verify_entries(data, records, where, str(self.data_path))
+                verify_entries(data, records, where, str(self.data_path), range(first, first + count))
                 written += out.write(b"[" if i == 0 else b",")
                 begun = out.tell()
                 newlines = 0

@@ -1132,7 +1132,7 @@ def _fetch_array(conn: sqlite3.Connection, ids: list[int], where: str, path: Any
     for data, (_, h) in zip(parts, rows, strict=True):
         spans.append((at, len(data), h))
         at += len(data) + 1
-    verify_entries(body, spans, f"{where} ({path_text(tuple(path))})", f"table nbs_blobs of {where}")
+    verify_entries(body, spans, f"{where} ({path_text(tuple(path))})", "table nbs_blobs", ids)
     return body, any(p[:1] == b" " for p in parts)
 
 
@@ -1170,7 +1170,7 @@ def _fetch_run_joined(conn: sqlite3.Connection, ids: Sequence[int], where: str) 
     for n, length in enumerate(lengths):
         spans.append((at, length, hashes[16 * n:16 * n + 16]))
         at += length + 1
-    verify_entries(body, spans, where, f"table nbs_blobs of {where}")
+    verify_entries(body, spans, where, "table nbs_blobs", ids)
     return body, row[1] > 0
 
 

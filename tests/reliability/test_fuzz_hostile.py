@@ -66,7 +66,7 @@ def mutate(rng: random.Random, kind: str, path: Path, outside: Path) -> str:
         tables = [r[0] for r in con.execute("select name from sqlite_master where type='table' and name like 'nbs_%' and name not like 'nbs_fts%'")]
         table = rng.choice(tables)
         cols = [r[1] for r in con.execute(f"pragma table_info({table})")]
-        what = rng.choice(["col", "delete", "dup", "trigger", "view", "bytes"])
+        what = rng.choice(["col", "delete", "dup", "trigger", "view", "bytes", "blob-swap"])
         vals: list[Any] = [None, -1, 2**62, 1.5, "", "../x", "/etc/passwd", b"\xff\x00", "x" * 1000, 0]
         try:
             if what == "col":
@@ -85,6 +85,12 @@ def mutate(rng: random.Random, kind: str, path: Path, outside: Path) -> str:
             elif what == "view":
                 con.execute("create view nbs_evil as select 1")
                 desc = "view"
+            elif what == "blob-swap":  # two valid messages trade places: only the content hash tells
+                rows = con.execute("select id, data from nbs_blobs order by random() limit 2").fetchall()
+                if len(rows) == 2:
+                    con.execute("update nbs_blobs set data=? where id=?", (rows[1][1], rows[0][0]))
+                    con.execute("update nbs_blobs set data=? where id=?", (rows[0][1], rows[1][0]))
+                desc = "blob-swap"
             else:
                 desc = "bytes"
             con.commit()
@@ -102,7 +108,30 @@ def mutate(rng: random.Random, kind: str, path: Path, outside: Path) -> str:
     files = _files(path)
     target = rng.choice(files)
     rel = target.relative_to(path)
-    what = rng.choice(["flip", "truncate", "extend", "json", "fifo", "devzero", "symlink", "dir"])
+    what = rng.choice(["flip", "truncate", "extend", "json", "fifo", "devzero", "symlink", "dir", "idx-lie", "entry-edit"])
+    if what == "idx-lie":  # an entry index whose offsets/lengths lie, the pack still valid JSON
+        idx = [f for f in files if f.suffix == ".idx"]
+        if idx:
+            target = rng.choice(idx)
+            raw = bytearray(target.read_bytes())
+            n = len(raw) // 28
+            if n >= 2:
+                a, b = rng.sample(range(n), 2)
+                ra, rb = raw[a * 28:a * 28 + 12], raw[b * 28:b * 28 + 12]  # (offset, length) only
+                raw[a * 28:a * 28 + 12], raw[b * 28:b * 28 + 12] = rb, ra
+                target.write_bytes(bytes(raw))
+            return f"idx-lie {target.relative_to(path)}"
+    if what == "entry-edit":  # a digit changed inside a stored entry: still JSON, another message
+        packs = [f for f in files if f.suffix == ".jsonl"]
+        if packs:
+            target = rng.choice(packs)
+            data = bytearray(target.read_bytes())
+            digits = [i for i, c in enumerate(data) if 0x30 <= c <= 0x39]
+            if digits:
+                at = rng.choice(digits)
+                data[at] = 0x30 + (data[at] - 0x30 + 1) % 10
+                target.write_bytes(bytes(data))
+            return f"entry-edit {target.relative_to(path)}"
     if what == "flip":
         data = bytearray(target.read_bytes())
         if data:
