@@ -5,24 +5,19 @@ cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 VENV="${VENV:-.venv}"
 
-# The browser test drives Debian's chromium; install it when it is missing.
-if ! command -v chromium >/dev/null 2>&1; then
+# Debian packages the suite drives for real: chromium (the browser test), redis-server and
+# postgresql (throwaway servers the storage tests start themselves). Install what is missing.
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null 2>&1 \
+    || missing+=(postgresql)
+if (( ${#missing[@]} )); then
     if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
-        echo "installing chromium (Debian package) for the browser test"
-        apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+        echo "installing Debian packages for the tests: ${missing[*]}"
+        apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
     else
-        echo "chromium is missing: install Debian's 'chromium' package (sudo apt-get install chromium)" >&2
-        exit 1
-    fi
-fi
-
-# The AgentScope Redis storage tests start throwaway servers from Debian's redis-server.
-if ! command -v redis-server >/dev/null 2>&1; then
-    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
-        echo "installing redis-server (Debian package) for the Redis storage tests"
-        apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
-    else
-        echo "redis-server is missing: install Debian's 'redis-server' package (sudo apt-get install redis-server)" >&2
+        echo "missing Debian packages: ${missing[*]} (sudo apt-get install ${missing[*]})" >&2
         exit 1
     fi
 fi
