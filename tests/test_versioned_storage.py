@@ -124,7 +124,8 @@ async def test_a_failed_checkpoint_never_undoes_the_apps_write(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     app = AsyncSQLAlchemyStorage(f"sqlite+aiosqlite:///{tmp_path / 'app.db'}")
-    unreachable = tmp_path / "no-such-folder" / "history.db"
+    (tmp_path / "a-file").write_text("not a folder")
+    unreachable = tmp_path / "a-file" / "history.db"  # a store that cannot be made
     async with VersionedStorage(app, unreachable) as wrapped:
         with caplog.at_level(logging.ERROR, logger="nb_sessions"):
             record = await wrapped.upsert_session(
@@ -136,7 +137,7 @@ async def test_a_failed_checkpoint_never_undoes_the_apps_write(
         assert got is not None and got.state.context[-1].content[0].text == "kept"
     strict = VersionedStorage(app, unreachable, on_checkpoint_error="raise")
     async with strict:
-        with pytest.raises(StoreError, match="does not exist"):
+        with pytest.raises(StoreError, match="is not a folder"):
             await strict.update_session_state("u1", "agent-a", record.id, agent_state("also kept"))
         got = await app.get_session("u1", "agent-a", record.id)
         assert got is not None and got.state.context[-1].content[0].text == "also kept"

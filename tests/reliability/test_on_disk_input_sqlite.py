@@ -29,7 +29,7 @@ def test_a_symlink_to_a_real_database_is_refused_too(tmp_path: Path) -> None:
     link = tmp_path / "link.db"
     link.symlink_to(real)
     with pytest.raises(nbs.StoreError, match="symbolic link"):
-        nbs.SQLiteStore(link).load("s")
+        nbs.SQLiteStore(link).load("s", box=Box(None))
 
 
 def test_a_new_database_is_owner_only(tmp_path: Path) -> None:
@@ -84,7 +84,7 @@ def test_crafted_meta_values_are_a_named_error(tmp_path: Path, key: str, value: 
     store = nbs.SQLiteStore(path)
     def use() -> None:  # the first operation that reads the value raises
         store.save("s", box=Box([{"role": "user", "content": "hello again"}]))
-        store.load("s")
+        store.load("s", box=Box(None))
         store.search("hello")
 
     with pytest.raises(nbs.StoreCorruptedError, match=f"nbs_meta value '{key}'"):
