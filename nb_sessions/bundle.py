@@ -42,7 +42,7 @@ from typing import IO, Any
 
 from . import codec
 from .errors import ConflictError, NbSessionsError, SessionNotFoundError, StoreCorruptedError
-from .stores.base import BaseStore, Checkpoint, SessionKey, _InSession, parse_ref, validate_id
+from .stores.base import BaseStore, Checkpoint, Ref, SessionKey, _InSession, parse_ref, validate_id
 
 __all__ = [
     "FORMAT",
@@ -156,7 +156,7 @@ def write_state(store: BaseStore, ref: str, path: str | os.PathLike[str] | IO[by
 
 def write_bundle(
     store: BaseStore,
-    sessions: Sequence[str] | None,
+    sessions: Sequence[str | SessionKey] | None,
     path: str | os.PathLike[str] | IO[bytes],
     *,
     progress: ProgressCallback | None = None,
@@ -224,16 +224,16 @@ def _output(target: str | os.PathLike[str] | IO[bytes]) -> Iterator[IO[bytes]]:
         raise
 
 
-def _histories(store: BaseStore, sessions: Sequence[str] | None) -> list[tuple[SessionKey, list[Checkpoint]]]:
+def _histories(store: BaseStore, sessions: Sequence[str | SessionKey] | None) -> list[tuple[SessionKey, list[Checkpoint]]]:
     """``(key, history)`` for the named sessions (each once, in order), or every session of the store."""
     if sessions is None:
         keys = [info.key for info in sorted(store.sessions(), key=lambda i: (i.user_id, i.session_id))]
     else:
         keys = list(dict.fromkeys(_session_key(s) for s in sessions))
-    return [(key, store.history(str(key))) for key in keys]
+    return [(key, store.history(key)) for key in keys]
 
 
-def _session_key(session: str) -> SessionKey:
+def _session_key(session: str | SessionKey) -> SessionKey:
     ref = parse_ref(session)
     if not ref.is_latest:
         from .errors import InvalidIdError
@@ -295,7 +295,7 @@ def _read_session(raw: Any, where: str) -> BundleSession:
         raise StoreCorruptedError(f"{where} is not a session record", location=where)
     user_id, session_id = raw.get("user_id", ""), raw.get("session_id")
     try:
-        key = SessionKey(validate_id(user_id, "user id"), validate_id(session_id))
+        key = SessionKey(validate_id(user_id, "user id", literal=True), validate_id(session_id, literal=True))
     except NbSessionsError as exc:
         raise StoreCorruptedError(f"{where}: {exc}", location=where) from None
     checkpoints: list[BundleCheckpoint] = []
@@ -394,7 +394,7 @@ def _replay(
     tick: Callable[[str], None],
 ) -> Copied:
     """Write ``entries`` oldest first as a new session ``key`` of ``dst``; delete the partial session on failure."""
-    session = str(key)
+    session = key  # the key itself, never re-parsed: ids may hold '@'
     written: list[Checkpoint] = []
     seq_map: dict[int, int] = {}
     modules_of: dict[int, tuple[str, ...]] = {}
@@ -421,7 +421,7 @@ def _replay(
                 meta["original_parent"] = entry.parent  # pruned in the source: the copy follows on
             if parent is not None and written and parent != written[-1].seq:
                 # Go back to the parent's copy, as a notebook would: the next save branches from it.
-                dst.load(f"{session}@{parent}", strict=False, **_holders(dict.fromkeys(modules_of[parent])))
+                dst.load(Ref(key, seq=parent), strict=False, **_holders(dict.fromkeys(modules_of[parent])))
             cp = dst.save(session, entry.label, meta, **_holders(state))
             seq_map[entry.seq] = cp.seq
             modules_of[cp.seq] = tuple(state)
@@ -432,7 +432,7 @@ def _replay(
             with contextlib.suppress(NbSessionsError):
                 dst.delete(session)
         raise
-    return Copied(source, session, tuple(written), seq_map)
+    return Copied(source, str(key), tuple(written), seq_map)
 
 
 def _given(state: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -444,7 +444,7 @@ def _refuse_existing(dst: BaseStore, keys: Sequence[SessionKey]) -> None:
     clash = []
     for key in keys:
         try:
-            dst.history(str(key))
+            dst.history(key)
         except SessionNotFoundError:
             continue
         clash.append(str(key))
@@ -470,7 +470,7 @@ def _counter(total: int, progress: ProgressCallback | None) -> Callable[[str], N
 def copy_sessions(
     src: BaseStore,
     dst: BaseStore,
-    sessions: Sequence[str] | None = None,
+    sessions: Sequence[str | SessionKey] | None = None,
     *,
     progress: ProgressCallback | None = None,
 ) -> list[Copied]:
@@ -500,7 +500,7 @@ def copy_sessions(
 def import_bundle(
     dst: BaseStore,
     bundle: Bundle,
-    sessions: Sequence[str] | None = None,
+    sessions: Sequence[str | SessionKey] | None = None,
     *,
     progress: ProgressCallback | None = None,
 ) -> list[Copied]:

@@ -35,7 +35,7 @@ from .errors import (
     StoreCorruptedError,
     StoreError,
 )
-from .stores import DEFAULT_STORE, BaseStore, Checkpoint, open_store, parse_ref
+from .stores import DEFAULT_STORE, BaseStore, Checkpoint, SessionKey, open_store, parse_ref
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -385,7 +385,7 @@ def summarize(store: BaseStore, cp: Checkpoint) -> dict[str, Any]:
     from . import views
 
     state = store.get_state(cp)
-    history = store.history(cp.session)
+    history = store.history(cp.key)
     msgs = views.messages(state)
     calls = views.tool_calls(state)
     plans = views.plans(state)
@@ -676,16 +676,21 @@ def _positive(text: str) -> int:
     return value
 
 
-def _session_names(store: BaseStore, names: Sequence[str]) -> list[str]:
-    """The named sessions (each checked to exist), or every session of the store."""
+def _session_names(store: BaseStore, names: Sequence[str]) -> list[SessionKey]:
+    """The keys of the named sessions (each checked to exist), or of every session of the store.
+
+    Keys, not names, go on to the store: an id holding '@' is never parsed again.
+    """
     if not names:
-        return sorted(info.session for info in store.sessions())
+        return sorted((info.key for info in store.sessions()), key=str)
+    keys = []
     for name in names:
         ref = parse_ref(name)
         if not ref.is_latest:
             raise UsageError(f"{name!r} names a checkpoint; give a session, e.g. {str(ref.key)!r}")
-        store.history(name)  # raises SessionNotFoundError
-    return list(dict.fromkeys(names))
+        store.history(ref.key)  # raises SessionNotFoundError
+        keys.append(ref.key)
+    return list(dict.fromkeys(keys))
 
 
 def cmd_prune(ctx: _Ctx) -> int:
@@ -702,13 +707,13 @@ def cmd_prune(ctx: _Ctx) -> int:
     ]
     if ctx.json:
         ctx.emit_json([
-            {"session": name, "dry_run": r.dry_run,
+            {"session": str(name), "dry_run": r.dry_run,
              "removed": [c.ref for c in r.removed], "kept": [c.ref for c in r.kept]}
             for name, r in zip(names, results, strict=True)
         ])
         return EXIT_OK
     rows = [
-        (name, len(r.removed), len(r.kept), ", ".join(c.ref for c in r.removed))
+        (str(name), len(r.removed), len(r.kept), ", ".join(c.ref for c in r.removed))
         for name, r in zip(names, results, strict=True)
     ]
     ctx.write(render_table(
@@ -753,7 +758,7 @@ def check_store(
         try:
             histories.append(store.history(name))
         except (StoreError, LookupError) as exc:
-            problems.append(_problem(name, exc))
+            problems.append(_problem(str(name), exc))
     total = sum(len(h) for h in histories)
     done = 0
     for history in histories:

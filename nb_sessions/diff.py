@@ -608,7 +608,7 @@ def _side(value: Any, default_label: str) -> tuple[Mapping[str, Any], str]:
 
 def _previous(store: BaseStore, cp: Checkpoint) -> Checkpoint | None:
     """The checkpoint ``cp`` was made after: its parent if it still exists, else the one before it."""
-    history = store.history(cp.session, user_id=cp.user_id)
+    history = store.history(cp.key)
     by_seq = {c.seq: c for c in history}
     if cp.parent is not None and cp.parent in by_seq:
         return by_seq[cp.parent]

@@ -71,7 +71,37 @@ class SessionKey(NamedTuple):
     session_id: str
 
     def __str__(self) -> str:
-        return f"{self.user_id}/{self.session_id}" if self.user_id else self.session_id
+        """The session as written in references; an ``@`` in an id is written ``\\@``.
+
+        ``parse_ref(str(key)).key == key`` for every valid key: ``team@example.com``
+        comes out as ``team\\@example.com``, never as checkpoint ``example.com`` of ``team``.
+        """
+        sid = quote_id(self.session_id)
+        return f"{quote_id(self.user_id)}/{sid}" if self.user_id else sid
+
+
+def quote_id(value: str) -> str:
+    """Write an id for a reference: ``@`` (which separates the checkpoint) becomes ``\\@``."""
+    return value.replace("@", "\\@")
+
+
+def _split_ref(ref: str) -> tuple[str, str, str]:
+    """Split a reference at its first ``@`` that is not escaped as ``\\@``."""
+    i = 0
+    while True:
+        i = ref.find("@", i)
+        if i < 0:
+            return ref, "", ""
+        if i == 0 or ref[i - 1] != "\\":
+            return ref[:i], "@", ref[i + 1:]
+        i += 1
+
+
+def _unquote_id(value: str, what: str) -> str:
+    """The id a reference names: ``\\@`` stands for ``@`` (ids hold no backslash otherwise)."""
+    if "\\@" not in value:
+        return validate_id(value, what)
+    return validate_id(value.replace("\\@", "@"), what, literal=True)
 
 
 @dataclass(frozen=True)
@@ -160,7 +190,7 @@ def parse_ref(ref: Any, user_id: str | None = None) -> Ref:
     """
     if isinstance(ref, Ref):
         if user_id is not None and user_id != ref.key.user_id:
-            return Ref(SessionKey(validate_id(user_id, "user id"), ref.key.session_id), ref.seq, ref.label, ref.back)
+            return Ref(SessionKey(validate_id(user_id, "user id", literal=True), ref.key.session_id), ref.seq, ref.label, ref.back)
         return ref
     if isinstance(ref, Checkpoint):
         return Ref(SessionKey(ref.user_id, ref.session_id), seq=ref.seq)
@@ -174,7 +204,7 @@ def parse_ref(ref: Any, user_id: str | None = None) -> Ref:
         raise InvalidIdError(
             f"a reference must be a str like 'alice' or 'alice@3', got {type(ref).__name__}", value=ref
         )
-    head, sep, tail = ref.partition("@")
+    head, sep, tail = _split_ref(ref)
     uid, slash, sid = head.rpartition("/")
     if not slash:
         uid = ""
@@ -184,21 +214,30 @@ def parse_ref(ref: Any, user_id: str | None = None) -> Ref:
             value=ref,
         )
     if user_id is not None:
-        if slash and uid != user_id:
+        if slash and _unquote_id(uid, "user id") != user_id:
             raise InvalidIdError(
                 f"reference {ref!r} names user {uid!r} but user_id={user_id!r} was given", value=ref
             )
-        uid = user_id
-    key = SessionKey(validate_id(uid, "user id"), validate_id(sid))
+        key = SessionKey(validate_id(user_id, "user id", literal=True), _unquote_id(sid, "session id"))
+    else:
+        key = SessionKey(_unquote_id(uid, "user id"), _unquote_id(sid, "session id"))
     if not sep or tail == "latest":
         return Ref(key)
     if not tail:
         raise InvalidIdError(f"reference {ref!r} ends with '@': name a checkpoint, e.g. {sid}@1", value=ref)
-    if tail.isdigit():
+    if _is_number(tail):
         return Ref(key, seq=int(tail))
-    if tail.startswith("~") and tail[1:].isdigit():
+    if tail.startswith("~") and _is_number(tail[1:]):
         return Ref(key, back=int(tail[1:]))
+    if tail.isdigit() or (tail.startswith("~") and tail[1:].isdigit()):
+        raise InvalidIdError(
+            f"reference {ref!r}: checkpoint numbers are ASCII digits, at most 18 of them", value=ref
+        )
     return Ref(key, label=validate_label(tail))
+
+
+def _is_number(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= 18
 
 
 class _InSession:
@@ -454,7 +493,7 @@ class BaseStore:
         infos = await self._sessions()
         return sorted(infos, key=lambda i: i.updated_at, reverse=True)
 
-    async def ahistory(self, session: str, *, user_id: str | None = None) -> list[Checkpoint]:
+    async def ahistory(self, session: str | SessionKey, *, user_id: str | None = None) -> list[Checkpoint]:
         """The checkpoints of ``session``, oldest first."""
         return await self._history(parse_ref(session, user_id).key)
 
@@ -508,7 +547,7 @@ class BaseStore:
 
     async def aprune(
         self,
-        session: str,
+        session: str | SessionKey,
         keep_last: int | None = None,
         keep_labeled: bool = True,
         older_than: timedelta | datetime | None = None,
@@ -630,7 +669,7 @@ class BaseStore:
         """Every session in the store, most recently updated first."""
         return run_sync(self.asessions())
 
-    def history(self, session: str, *, user_id: str | None = None) -> list[Checkpoint]:
+    def history(self, session: str | SessionKey, *, user_id: str | None = None) -> list[Checkpoint]:
         """The checkpoints of ``session``, oldest first."""
         return run_sync(self.ahistory(session, user_id=user_id))
 
@@ -650,7 +689,7 @@ class BaseStore:
 
     def prune(
         self,
-        session: str,
+        session: str | SessionKey,
         keep_last: int | None = None,
         keep_labeled: bool = True,
         older_than: timedelta | datetime | None = None,
