@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from .errors import SessionNotFoundError, SessionNotFoundValueError
 from .state import load_modules
 from .stores.base import BaseStore, SessionKey, validate_id
 from .stores.json_store import JSONStore
@@ -36,7 +37,7 @@ class StoreSession:
         user_id: str = "",
         allow_not_exist: bool = True,
         *,
-        strict: bool = True,
+        strict: Any = True,
         **state_modules_mapping: Any,
     ) -> None:
         """Load the latest checkpoint into the modules it holds a state for (AgentScope's rule).
@@ -45,14 +46,26 @@ class StoreSession:
         session id, not a reference). Unlike AgentScope, a failure leaves every
         module as it was, and ``strict`` (an nb_sessions keyword) also refuses
         keys the objects do not know; pass ``strict=False`` to ignore them.
+        A ``strict=`` that is not a bool is a module named ``strict``, as
+        AgentScope (which has no such keyword) takes it. With
+        ``allow_not_exist=False`` a missing session raises
+        :class:`~nb_sessions.errors.SessionNotFoundValueError`, a ``ValueError``
+        as in AgentScope.
         """
+        if not isinstance(strict, bool):
+            state_modules_mapping = {"strict": strict, **state_modules_mapping}
+            strict = True
         key = _key(session_id, user_id)  # an invalid id raises, whatever allow_not_exist says
         try:
             states = await self.store.aget_state(key)
-        except LookupError:
+        except SessionNotFoundError as exc:
             if allow_not_exist:
                 return
-            raise
+            raise SessionNotFoundValueError(
+                f"{exc} (allow_not_exist=False; pass allow_not_exist=True to skip a missing session)",
+                session=exc.session,
+                user_id=exc.user_id,
+            ) from exc
         present = {n: m for n, m in state_modules_mapping.items() if n in states}
         load_modules(present, states, strict=strict)
 
