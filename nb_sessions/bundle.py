@@ -71,17 +71,20 @@ VERSION = 1
 #: ``progress(done, total, note)``: called after each checkpoint is handled.
 ProgressCallback = Callable[[int, int, str], None]
 
-# store.save(session, label, metadata, *, user_id, **modules): these names cannot be modules.
-_RESERVED_MODULES = frozenset({"session", "label", "metadata", "user_id"})
-
-
 def canonical_json(value: Any) -> bytes:
     """The canonical bytes behind a checksum: keys sorted, no spaces, UTF-8 with lone surrogates passed through.
 
     Exactly ``json.dumps(value, sort_keys=True, ensure_ascii=False,
     separators=(",", ":"), allow_nan=True).encode("utf-8", "surrogatepass")``.
     """
-    text = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=True)
+    try:
+        text = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=True)
+    except RecursionError:
+        from .errors import NotSerializableError
+
+        raise NotSerializableError(
+            "", "deeply nested data", "It is nested deeper than a bundle can hold; flatten it."
+        ) from None
     return text.encode("utf-8", "surrogatepass")
 
 
@@ -335,7 +338,10 @@ def _read_checkpoint(item: Any, key: SessionKey, where: str) -> BundleCheckpoint
     if not isinstance(created, str):
         raise bad("created_at is not a string")
     expected = item.get("sha256")
-    actual = state_digest(state)
+    try:
+        actual = state_digest(state)
+    except NbSessionsError as exc:
+        raise bad(f"its state cannot be checked: {exc}") from None
     if expected != actual:
         raise bad(
             f"checksum mismatch (sha256 {actual[:12]}…, expected {str(expected)[:12]}…): the state "
@@ -404,12 +410,6 @@ def _replay(
             if not state:
                 raise NbSessionsError(
                     f"{entry.ref} holds no modules; a store cannot keep an empty checkpoint"
-                )
-            reserved = _RESERVED_MODULES.intersection(state)
-            if reserved:
-                raise NbSessionsError(
-                    f"{entry.ref} has a module named {sorted(reserved)[0]!r}, which store.save() "
-                    "takes as an argument; it cannot be copied through the store API"
                 )
             meta = dict(entry.metadata)  # save() stamps its own nb_sessions_version
             meta.setdefault("original_seq", entry.seq)
@@ -546,11 +546,6 @@ def import_state_file(
         raise StoreCorruptedError(
             f"{where} is neither a bundle nor an AgentScope session file (a JSON object of module states)",
             location=where,
-        )
-    reserved = _RESERVED_MODULES.intersection(data)
-    if reserved:
-        raise NbSessionsError(
-            f"{where} has a module named {sorted(reserved)[0]!r}, which store.save() takes as an argument"
         )
     meta = {"imported_from": Path(path).name}
     return dst.save(session, label, meta, **_holders(data))

@@ -14,6 +14,7 @@ import copy
 import dataclasses
 import html
 import re
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -29,7 +30,7 @@ from ..errors import (
     SessionNotFoundError,
     StoreCorruptedError,
 )
-from ..state import as_stateful, load_modules, snapshot
+from ..state import Stateful, as_stateful, load_modules, snapshot
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -406,13 +407,21 @@ class BaseStore:
     async def asave(
         self,
         session: str | SessionKey,
-        label: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
+        /,
+        label: Any = None,
+        metadata: Any = None,
         *,
-        user_id: str | None = None,
+        user_id: Any = None,
         **modules: Any,
     ) -> Checkpoint:
-        """Save the state of ``modules`` as a new checkpoint of ``session``."""
+        """Save the state of ``modules`` as a new checkpoint of ``session``.
+
+        ``session`` is positional, so a module may have any name: ``self``,
+        ``session``, ``ref``. A ``label=``, ``metadata=`` or ``user_id=`` whose
+        value is a stateful object (``state_dict``/``load_state_dict``, or a
+        pydantic model) is a module of that name.
+        """
+        label, metadata, user_id = _options(modules, label=label, metadata=metadata, user_id=user_id)
         ref = parse_ref(session, user_id)
         if not ref.is_latest:
             raise InvalidIdError(
@@ -426,6 +435,12 @@ class BaseStore:
             )
         if label is not None:
             validate_label(label)
+        if metadata is not None and not isinstance(metadata, Mapping):
+            from ..errors import NotSerializableError
+
+            raise NotSerializableError(
+                "metadata", type(metadata).__name__, "metadata must be a dict of JSON values (or None)."
+            )
         meta = {**dict(metadata or {}), "nb_sessions_version": _package_version()}
         bad = codec.find_unserializable(meta, "metadata")
         if bad is not None:
@@ -445,11 +460,12 @@ class BaseStore:
     async def aload(
         self,
         ref: RefLike,
-        strict: bool = True,
-        allow_not_exist: bool = False,
+        /,
+        strict: Any = True,
+        allow_not_exist: Any = False,
         *,
-        user_id: str | None = None,
-        repair: bool = False,
+        user_id: Any = None,
+        repair: Any = False,
         **modules: Any,
     ) -> Checkpoint | None:
         """Restore ``modules`` from a checkpoint: all of them or, on any error, none.
@@ -461,7 +477,12 @@ class BaseStore:
         between a call and its result never resumes cleanly) are closed with an
         error result in what is loaded; ``checkpoint.repair`` reports them. The
         stored checkpoint is not changed: save again to keep the repair.
+        ``ref`` is positional and an option given a stateful object is a module
+        of that name, as in :meth:`asave`.
         """
+        strict, allow_not_exist, user_id, repair = _options(
+            modules, strict=strict, allow_not_exist=allow_not_exist, user_id=user_id, repair=repair
+        )
         parsed = parse_ref(ref, user_id)
         try:
             cp = await self._resolve(parsed)
@@ -633,23 +654,25 @@ class BaseStore:
     def save(
         self,
         session: str | SessionKey,
-        label: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
+        /,
+        label: Any = None,
+        metadata: Any = None,
         *,
-        user_id: str | None = None,
+        user_id: Any = None,
         **modules: Any,
     ) -> Checkpoint:
-        """Save the state of ``modules`` as a new checkpoint of ``session``."""
+        """Save the state of ``modules`` as a new checkpoint of ``session``; see :meth:`asave`."""
         return run_sync(self.asave(session, label, metadata, user_id=user_id, **modules))
 
     def load(
         self,
         ref: RefLike,
-        strict: bool = True,
-        allow_not_exist: bool = False,
+        /,
+        strict: Any = True,
+        allow_not_exist: Any = False,
         *,
-        user_id: str | None = None,
-        repair: bool = False,
+        user_id: Any = None,
+        repair: Any = False,
         **modules: Any,
     ) -> Checkpoint | None:
         """Restore ``modules`` from a checkpoint (all or none); see :meth:`aload`."""
@@ -740,6 +763,41 @@ class BaseStore:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.location!r})"
+
+
+def is_module(value: Any) -> bool:
+    """True for what a store saves as a module: a stateful object or a pydantic model."""
+    if isinstance(value, Stateful):
+        return True
+    pydantic = sys.modules.get("pydantic")
+    return pydantic is not None and isinstance(value, pydantic.BaseModel)
+
+
+def _options(
+    modules: dict[str, Any], defaults: Mapping[str, Any] | None = None, /, **options: Any
+) -> tuple[Any, ...]:
+    """The options' values, in order; one given a module moves into ``modules`` under its name.
+
+    So a module may be called ``label``, ``metadata``, ``strict``, ``user_id``...
+    (the option then takes its default, from ``defaults`` or the store API's).
+    """
+    values = []
+    for name, value in options.items():
+        if is_module(value):
+            modules[name] = value
+            value = (defaults or _OPTION_DEFAULTS)[name]
+        values.append(value)
+    return tuple(values)
+
+
+_OPTION_DEFAULTS: dict[str, Any] = {
+    "label": None,
+    "metadata": None,
+    "user_id": None,
+    "strict": True,
+    "allow_not_exist": False,
+    "repair": False,
+}
 
 
 def _human_size(n: int) -> str:
