@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -125,3 +126,67 @@ def test_panel_and_autosave_names_round_trip(store: BaseStore) -> None:
     for info in store.sessions():
         assert parse_ref(info.session).key == info.key
         assert _values(store, parse_ref(info.session).key) == EXPECTED[info.key]
+
+
+# -- the magics and the panel ----------------------------------------------------------------
+
+
+def _magic_shell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    from tests.notebook.conftest import make_shell, ok
+
+    sh = make_shell(tmp_path, monkeypatch)
+    ok(sh, "%load_ext nb_sessions")
+    ok(sh, "from tests.conftest import Box\nbox = Box('plain one')")
+    return sh
+
+
+def test_the_magics_never_cross_a_literal_id_and_its_look_alike(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from tests.notebook.conftest import ok
+
+    sh = _magic_shell(tmp_path, monkeypatch)
+    try:
+        ok(sh, "%save_session a box --label b")
+        ok(sh, "box.value = 'mail one'")
+        ok(sh, "%save_session a\\@b box")
+        ok(sh, "box.value = 'mail two'")
+        ok(sh, "%save_session a\\@b box")
+        ok(sh, "%load_session a\\@b@1")
+        assert sh.user_ns["box"].value == "mail one"
+        ok(sh, "%load_session a@b")  # checkpoint 'b' of session 'a'
+        assert sh.user_ns["box"].value == "plain one"
+        ok(sh, "%load_session a\\@b")
+        assert sh.user_ns["box"].value == "mail two"
+        history = ok(sh, "%session_history a\\@b")
+        assert len(history) == 2
+        d = ok(sh, "%session_diff a\\@b@1 a\\@b@2")
+        assert (d.label_a, d.label_b) == ("a\\@b@1", "a\\@b@2")
+        ok(sh, "%autosave_session a\\@b box")
+        ok(sh, "box.value = 'autosaved'")
+        ok(sh, "%autosave_session off")
+        store = nbs.open_store(tmp_path / "nb_sessions.db")
+        def boxes(key: SessionKey) -> list[Any]:
+            return [store.get_state(cp)["box"] for cp in store.history(key)]
+
+        assert len(boxes(PLAIN)) == 1
+        assert len(boxes(MAIL)) == 3
+        assert "autosaved" in repr(boxes(MAIL)[-1])
+    finally:
+        sh.run_line_magic("unload_ext", "nb_sessions")
+        InteractiveShell.clear_instance()
+
+
+def test_the_panel_shows_the_selected_sessions_own_history(store: BaseStore) -> None:
+    from nb_sessions.notebook.widgets import SessionPanel
+
+    panel = SessionPanel(store, namespace={})
+    for info in store.sessions():
+        panel.refresh(info.session)
+        assert panel.session == info.session
+        seqs = [seq for _, seq in panel._checkpoints.options]
+        assert sorted(seqs) == [cp.seq for cp in store.history(info.key)]
+        assert panel.selected is not None
+        assert store.checkpoint(panel.selected).key == info.key
