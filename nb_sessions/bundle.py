@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from . import codec
+from ._loop import run_sync
 from .errors import ConflictError, NbSessionsError, SessionNotFoundError, StoreCorruptedError
 from .stores.base import BaseStore, Checkpoint, Ref, SessionKey, _InSession, parse_ref, validate_id
 
@@ -422,7 +423,8 @@ def _replay(
             if parent is not None and written and parent != written[-1].seq:
                 # Go back to the parent's copy, as a notebook would: the next save branches from it.
                 dst.load(Ref(key, seq=parent), strict=False, **_holders(dict.fromkeys(modules_of[parent])))
-            cp = dst.save(session, entry.label, meta, **_holders(state))
+            # Past the options: a module may be called 'label' or 'metadata'.
+            cp = run_sync(dst._asave(session, entry.label, meta, None, _holders(state)))
             seq_map[entry.seq] = cp.seq
             modules_of[cp.seq] = tuple(state)
             written.append(cp)
@@ -548,4 +550,4 @@ def import_state_file(
             location=where,
         )
     meta = {"imported_from": Path(path).name}
-    return dst.save(session, label, meta, **_holders(data))
+    return run_sync(dst._asave(session, label, meta, None, _holders(data)))

@@ -422,6 +422,17 @@ class BaseStore:
         pydantic model) is a module of that name.
         """
         label, metadata, user_id = _options(modules, label=label, metadata=metadata, user_id=user_id)
+        return await self._asave(session, label, metadata, user_id, modules)
+
+    async def _asave(
+        self,
+        session: str | SessionKey,
+        label: Any,
+        metadata: Any,
+        user_id: Any,
+        modules: Mapping[str, Any],
+    ) -> Checkpoint:
+        """:meth:`asave` with the modules apart from the options (bundles and copies use it)."""
         ref = parse_ref(session, user_id)
         if not ref.is_latest:
             raise InvalidIdError(
