@@ -83,6 +83,17 @@ def test_metadata_that_is_not_a_dict_is_refused_by_name(store: BaseStore) -> Non
         store.save("s", metadata=[("k", 1)], m=_Box(1))  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("query", ["\ud800", "a\udfff", "@"])
+def test_searching_for_a_lone_surrogate_answers(store: BaseStore, query: str) -> None:
+    from nb_sessions.agent import InMemoryMemory, Msg
+
+    memory = InMemoryMemory()
+    asyncio.run(memory.add(Msg("user", f"x{query}y", "user")))
+    store.save("s", memory=memory)
+    for frame in (store.search(query), store.search(query, "s")):
+        assert len(frame) == 1
+
+
 # -- deep nesting ---------------------------------------------------------------------------
 
 
