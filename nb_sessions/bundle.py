@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from . import codec
+from ._loop import run_sync
 from .errors import (
     ConflictError,
     Hint,
@@ -79,17 +80,20 @@ VERSION = 1
 #: ``progress(done, total, note)``: called after each checkpoint is handled.
 ProgressCallback = Callable[[int, int, str], None]
 
-# store.save(session, label, metadata, *, user_id, **modules): these names cannot be modules.
-_RESERVED_MODULES = frozenset({"session", "label", "metadata", "user_id"})
-
-
 def canonical_json(value: Any) -> bytes:
     """The canonical bytes behind a checksum: keys sorted, no spaces, UTF-8 with lone surrogates passed through.
 
     Exactly ``json.dumps(value, sort_keys=True, ensure_ascii=False,
     separators=(",", ":"), allow_nan=True).encode("utf-8", "surrogatepass")``.
     """
-    text = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=True)
+    try:
+        text = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=True)
+    except RecursionError:
+        from .errors import NotSerializableError
+
+        raise NotSerializableError(
+            "", "deeply nested data", "It is nested deeper than a bundle can hold; flatten it."
+        ) from None
     return text.encode("utf-8", "surrogatepass")
 
 
@@ -164,7 +168,7 @@ def write_state(store: BaseStore, ref: str, path: str | os.PathLike[str] | IO[by
 
 def write_bundle(
     store: BaseStore,
-    sessions: Sequence[str] | None,
+    sessions: Sequence[str | SessionKey] | None,
     path: str | os.PathLike[str] | IO[bytes],
     *,
     progress: ProgressCallback | None = None,
@@ -232,7 +236,7 @@ def _output(target: str | os.PathLike[str] | IO[bytes]) -> Iterator[IO[bytes]]:
         raise
 
 
-def _histories(store: BaseStore, sessions: Sequence[str] | None) -> list[tuple[SessionKey, list[Checkpoint]]]:
+def _histories(store: BaseStore, sessions: Sequence[str | SessionKey] | None) -> list[tuple[SessionKey, list[Checkpoint]]]:
     """``(key, history)`` for the named sessions (each once, in order), or every session of the store."""
     if sessions is None:
         keys = [info.key for info in sorted(store.sessions(), key=lambda i: (i.user_id, i.session_id))]
@@ -241,7 +245,7 @@ def _histories(store: BaseStore, sessions: Sequence[str] | None) -> list[tuple[S
     return [(key, store.history(key)) for key in keys]  # the key: its ids may hold "@"
 
 
-def _session_key(session: str) -> SessionKey:
+def _session_key(session: str | SessionKey) -> SessionKey:
     ref = parse_ref(session)
     if not ref.is_latest:
         from .errors import InvalidIdError
@@ -343,7 +347,10 @@ def _read_checkpoint(item: Any, key: SessionKey, where: str) -> BundleCheckpoint
     if not isinstance(created, str):
         raise bad("created_at is not a string")
     expected = item.get("sha256")
-    actual = state_digest(state)
+    try:
+        actual = state_digest(state)
+    except NbSessionsError as exc:
+        raise bad(f"its state cannot be checked: {exc}") from None
     if expected != actual:
         raise bad(
             f"checksum mismatch (sha256 {actual[:12]}…, expected {str(expected)[:12]}…): the state "
@@ -402,7 +409,7 @@ def _replay(
     tick: Callable[[str], None],
 ) -> Copied:
     """Write ``entries`` oldest first as a new session ``key`` of ``dst``; delete the partial session on failure."""
-    session = str(key)
+    session = key  # the key itself, never re-parsed: ids may hold '@'
     written: list[Checkpoint] = []
     seq_map: dict[int, int] = {}
     modules_of: dict[int, tuple[str, ...]] = {}
@@ -412,12 +419,6 @@ def _replay(
             if not state:
                 raise NbSessionsError(
                     f"{entry.ref} holds no modules; a store cannot keep an empty checkpoint"
-                )
-            reserved = _RESERVED_MODULES.intersection(state)
-            if reserved:
-                raise NbSessionsError(
-                    f"{entry.ref} has a module named {sorted(reserved)[0]!r}, which store.save() "
-                    "takes as an argument; it cannot be copied through the store API"
                 )
             meta = dict(entry.metadata)  # save() stamps its own nb_sessions_version
             meta.setdefault("original_seq", entry.seq)
@@ -430,7 +431,8 @@ def _replay(
             if parent is not None and written and parent != written[-1].seq:
                 # Go back to the parent's copy, as a notebook would: the next save branches from it.
                 dst.load(Ref(key, seq=parent), strict=False, **_holders(dict.fromkeys(modules_of[parent])))
-            cp = dst.save(key, entry.label, meta, **_holders(state))
+            # Past the options: a module may be called 'label' or 'metadata'.
+            cp = run_sync(dst._asave(session, entry.label, meta, None, _holders(state)))
             seq_map[entry.seq] = cp.seq
             modules_of[cp.seq] = tuple(state)
             written.append(cp)
@@ -440,7 +442,7 @@ def _replay(
             with contextlib.suppress(NbSessionsError):
                 dst.delete(key)
         raise
-    return Copied(source, session, tuple(written), seq_map)
+    return Copied(source, str(key), tuple(written), seq_map)
 
 
 def _given(state: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -480,7 +482,7 @@ def _counter(total: int, progress: ProgressCallback | None) -> Callable[[str], N
 def copy_sessions(
     src: BaseStore,
     dst: BaseStore,
-    sessions: Sequence[str] | None = None,
+    sessions: Sequence[str | SessionKey] | None = None,
     *,
     progress: ProgressCallback | None = None,
 ) -> list[Copied]:
@@ -510,7 +512,7 @@ def copy_sessions(
 def import_bundle(
     dst: BaseStore,
     bundle: Bundle,
-    sessions: Sequence[str] | None = None,
+    sessions: Sequence[str | SessionKey] | None = None,
     *,
     progress: ProgressCallback | None = None,
     rename: SessionKey | None = None,
@@ -569,10 +571,5 @@ def import_state_file(
             f"{where} is neither a bundle nor an AgentScope session file (a JSON object of module states)",
             location=where,
         )
-    reserved = _RESERVED_MODULES.intersection(data)
-    if reserved:
-        raise NbSessionsError(
-            f"{where} has a module named {sorted(reserved)[0]!r}, which store.save() takes as an argument"
-        )
     meta = {"imported_from": Path(path).name}
-    return dst.save(session, label, meta, **_holders(data))
+    return run_sync(dst._asave(session, label, meta, None, _holders(data)))

@@ -765,14 +765,14 @@ def cmd_prune(ctx: _Ctx) -> int:
     names = [str(key) for key in keys]
     if ctx.json:
         ctx.emit_json([
-            {"session": name, "dry_run": r.dry_run,
+            {"session": str(name), "dry_run": r.dry_run,
              "removed": [c.ref for c in r.removed], "kept": [c.ref for c in r.kept],
              "bytes_reclaimed": r.bytes_reclaimed}
             for name, r in zip(names, results, strict=True)
         ])
         return EXIT_OK
     rows = [
-        (name, len(r.removed), len(r.kept), ", ".join(c.ref for c in r.removed))
+        (str(name), len(r.removed), len(r.kept), ", ".join(c.ref for c in r.removed))
         for name, r in zip(names, results, strict=True)
     ]
     ctx.write(render_table(

@@ -24,6 +24,7 @@ __all__ = [
     "NothingToLoadError",
     "ReadOnlyStoreError",
     "SessionNotFoundError",
+    "SessionNotFoundValueError",
     "StateError",
     "StateMismatchError",
     "StoreCorruptedError",
@@ -97,6 +98,14 @@ class SessionNotFoundError(NbSessionsError, LookupError):
         super().__init__(message)
         self.session = session
         self.user_id = user_id
+
+
+class SessionNotFoundValueError(SessionNotFoundError, ValueError):
+    """The AgentScope drop-ins' missing session with ``allow_not_exist=False``: also a ``ValueError``.
+
+    Every AgentScope session raises ``ValueError`` there, so code written for
+    AgentScope keeps catching it.
+    """
 
 
 class CheckpointNotFoundError(NbSessionsError, LookupError):

@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from .errors import SessionNotFoundError, SessionNotFoundValueError
 from .state import load_modules
-from .stores.base import BaseStore, SessionKey, validate_id
+from .stores.base import BaseStore, SessionKey, _options, validate_id
 from .stores.json_store import JSONStore
 from .stores.sqlite_store import SQLiteStore
 
@@ -28,18 +29,24 @@ class StoreSession:
         return False
 
     async def save_session_state(
-        self, session_id: str, user_id: str = "", **state_modules_mapping: Any
+        self, /, session_id: str, user_id: Any = "", **state_modules_mapping: Any
     ) -> None:
-        """Save the modules' states as a new checkpoint of the session."""
+        """Save the modules' states as a new checkpoint of the session.
+
+        A module may be called ``self``; a ``user_id=`` given a stateful object
+        is a module of that name (the user id stays ``""``).
+        """
+        (user_id,) = _options(state_modules_mapping, _DEFAULTS, user_id=user_id)
         await self.store.asave(_key(session_id, user_id), **state_modules_mapping)
 
     async def load_session_state(
         self,
+        /,
         session_id: str,
-        user_id: str = "",
-        allow_not_exist: bool = True,
+        user_id: Any = "",
+        allow_not_exist: Any = True,
         *,
-        strict: bool = True,
+        strict: Any = True,
         **state_modules_mapping: Any,
     ) -> None:
         """Load the latest checkpoint into the modules it holds a state for (AgentScope's rule).
@@ -48,16 +55,29 @@ class StoreSession:
         session id, not a reference). Unlike AgentScope, a failure leaves every
         module as it was, and ``strict`` (an nb_sessions keyword) also refuses
         keys the objects do not know; pass ``strict=False`` to ignore them.
+        A ``strict=`` (or ``user_id=``, ``allow_not_exist=``) given a stateful
+        object is a module of that name, as AgentScope (which has no ``strict``)
+        takes it; ``self`` is a module name like any other. With
+        ``allow_not_exist=False`` a missing session raises
+        :class:`~nb_sessions.errors.SessionNotFoundValueError`, a ``ValueError``
+        as in AgentScope.
         """
+        user_id, allow_not_exist, strict = _options(
+            state_modules_mapping, _DEFAULTS, user_id=user_id, allow_not_exist=allow_not_exist, strict=strict
+        )
         key = _key(session_id, user_id)  # an invalid id raises, whatever allow_not_exist says
         try:
             if self._was_reset(key):
                 raise self.store._not_found(key)
             states = await self.store.aget_state(key)
-        except LookupError:
+        except SessionNotFoundError as exc:
             if allow_not_exist:
                 return
-            raise
+            raise SessionNotFoundValueError(
+                f"{exc} (allow_not_exist=False; pass allow_not_exist=True to skip a missing session)",
+                session=exc.session,
+                user_id=exc.user_id,
+            ) from exc
         present = {n: m for n, m in state_modules_mapping.items() if n in states}
         load_modules(present, states, strict=strict)
 
@@ -86,6 +106,10 @@ class SQLiteSession(StoreSession):
     def __init__(self, sqlite_path: str | os.PathLike[str] = "nb_sessions.db") -> None:
         self.sqlite_path = str(sqlite_path)
         self.store = SQLiteStore(sqlite_path)
+
+
+#: AgentScope's defaults, taken by an option whose keyword carried a module.
+_DEFAULTS = {"user_id": "", "allow_not_exist": True, "strict": True}
 
 
 def _key(session_id: str, user_id: str) -> SessionKey:

@@ -174,7 +174,7 @@ def _entry_key(entry: tuple[Msg, list[str]]) -> tuple[int, int, tuple[str, ...]]
 
 def _entry_value(entry: tuple[Msg, list[str]]) -> list[Any]:
     msg, marks = entry
-    return [msg.to_dict(), list(marks)]
+    return [msg._wire(), list(marks)]  # encoded at once, never handed out: no copy needed
 
 
 def _check_marks(marks: str | list[str] | None, what: str) -> list[str]:

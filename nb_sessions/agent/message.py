@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal, TypedDict, cast, overload
 
 from ..errors import StateError, _join
-from ._tracked import track
+from ._tracked import plain, track
 
 __all__ = [
     "AudioBlock",
@@ -407,7 +407,16 @@ class Msg:
     # -- wire form -----------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        """Return AgentScope's dict form (content and metadata are shared, not copied)."""
+        """Return AgentScope's dict form, made of plain dicts and lists that share nothing with the message.
+
+        ``yaml.safe_dump`` and exact ``type(x) is dict`` checks accept it, and
+        editing it never changes the message.
+        """
+        wire: dict[str, Any] = plain(self._wire())
+        return wire
+
+    def _wire(self) -> dict[str, Any]:
+        """The dict form sharing content and metadata with the message (for the store's encoder only)."""
         out: dict[str, Any] = {
             "id": self.id,
             "name": self.name,
@@ -551,7 +560,7 @@ class Msg:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Msg):
             return NotImplemented
-        return self.to_dict() == other.to_dict()
+        return self._wire() == other._wire()
 
     __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
 

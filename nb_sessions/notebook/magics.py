@@ -129,7 +129,7 @@ def _user_errors(action: str) -> Iterator[None]:
         elif isinstance(exc, SessionNotFoundError):
             hint = "\n%sessions lists the sessions of this store; --store PATH picks another store."
         elif isinstance(exc, CheckpointNotFoundError) and exc.ref:
-            hint = f"\n%session_history {exc.ref.partition('@')[0]} lists its checkpoints."
+            hint = f"\n%session_history {parse_ref(exc.ref).key} lists its checkpoints."
         raise UsageError(f"{action}: {exc}{hint}") from None
 
 

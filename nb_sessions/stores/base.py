@@ -15,6 +15,7 @@ import dataclasses
 import difflib
 import html
 import re
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -32,7 +33,7 @@ from ..errors import (
     SessionNotFoundError,
     StoreCorruptedError,
 )
-from ..state import as_stateful, load_modules, snapshot
+from ..state import Stateful, as_stateful, load_modules, snapshot
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -75,7 +76,37 @@ class SessionKey(NamedTuple):
     session_id: str
 
     def __str__(self) -> str:
-        return f"{self.user_id}/{self.session_id}" if self.user_id else self.session_id
+        """The session as written in references; an ``@`` in an id is written ``\\@``.
+
+        ``parse_ref(str(key)).key == key`` for every valid key: ``team@example.com``
+        comes out as ``team\\@example.com``, never as checkpoint ``example.com`` of ``team``.
+        """
+        sid = quote_id(self.session_id)
+        return f"{quote_id(self.user_id)}/{sid}" if self.user_id else sid
+
+
+def quote_id(value: str) -> str:
+    """Write an id for a reference: ``@`` (which separates the checkpoint) becomes ``\\@``."""
+    return value.replace("@", "\\@")
+
+
+def _split_ref(ref: str) -> tuple[str, str, str]:
+    """Split a reference at its first ``@`` that is not escaped as ``\\@``."""
+    i = 0
+    while True:
+        i = ref.find("@", i)
+        if i < 0:
+            return ref, "", ""
+        if i == 0 or ref[i - 1] != "\\":
+            return ref[:i], "@", ref[i + 1:]
+        i += 1
+
+
+def _unquote_id(value: str, what: str) -> str:
+    """The id a reference names: ``\\@`` stands for ``@`` (ids hold no backslash otherwise)."""
+    if "\\@" not in value:
+        return validate_id(value, what)
+    return validate_id(value.replace("\\@", "@"), what, literal=True)
 
 
 @dataclass(frozen=True)
@@ -164,7 +195,7 @@ def parse_ref(ref: Any, user_id: str | None = None) -> Ref:
     """
     if isinstance(ref, Ref):
         if user_id is not None and user_id != ref.key.user_id:
-            return Ref(SessionKey(validate_id(user_id, "user id"), ref.key.session_id), ref.seq, ref.label, ref.back)
+            return Ref(SessionKey(validate_id(user_id, "user id", literal=True), ref.key.session_id), ref.seq, ref.label, ref.back)
         return ref
     if isinstance(ref, Checkpoint):
         return Ref(SessionKey(ref.user_id, ref.session_id), seq=ref.seq)
@@ -178,7 +209,7 @@ def parse_ref(ref: Any, user_id: str | None = None) -> Ref:
         raise InvalidIdError(
             f"a reference must be a str like 'alice' or 'alice@3', got {type(ref).__name__}", value=ref
         )
-    head, sep, tail = ref.partition("@")
+    head, sep, tail = _split_ref(ref)
     uid, slash, sid = head.rpartition("/")
     if not slash:
         uid = ""
@@ -188,24 +219,33 @@ def parse_ref(ref: Any, user_id: str | None = None) -> Ref:
             value=ref,
         )
     if user_id is not None:
-        if slash and uid != user_id:
+        if slash and _unquote_id(uid, "user id") != user_id:
             raise InvalidIdError(
                 f"reference {ref!r} names user {uid!r} but user_id={user_id!r} was given", value=ref
             )
-        uid = user_id
-    if uid in (".", "..") or uid.startswith(("../", "./")) or "/.." in uid:
-        # '../x' is a path, not user '..' and session 'x': name what was meant
-        validate_id(head, "session id")
-    key = SessionKey(validate_id(uid, "user id"), validate_id(sid))
+        key = SessionKey(validate_id(user_id, "user id", literal=True), _unquote_id(sid, "session id"))
+    else:
+        if uid in (".", "..") or uid.startswith(("../", "./")) or "/.." in uid:
+            # '../x' is a path, not user '..' and session 'x': name what was meant
+            validate_id(head, "session id")
+        key = SessionKey(_unquote_id(uid, "user id"), _unquote_id(sid, "session id"))
     if not sep or tail == "latest":
         return Ref(key)
     if not tail:
         raise InvalidIdError(f"reference {ref!r} ends with '@': name a checkpoint, e.g. {sid}@1", value=ref)
-    if tail.isdigit():
+    if _is_number(tail):
         return Ref(key, seq=int(tail))
-    if tail.startswith("~") and tail[1:].isdigit():
+    if tail.startswith("~") and _is_number(tail[1:]):
         return Ref(key, back=int(tail[1:]))
+    if tail.isdigit() or (tail.startswith("~") and tail[1:].isdigit()):
+        raise InvalidIdError(
+            f"reference {ref!r}: checkpoint numbers are ASCII digits, at most 18 of them", value=ref
+        )
     return Ref(key, label=validate_label(tail))
+
+
+def _is_number(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= 18
 
 
 class _InSession:
@@ -414,13 +454,32 @@ class BaseStore:
     async def asave(
         self,
         session: str | SessionKey,
-        label: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
+        /,
+        label: Any = None,
+        metadata: Any = None,
         *,
-        user_id: str | None = None,
+        user_id: Any = None,
         **modules: Any,
     ) -> Checkpoint:
-        """Save the state of ``modules`` as a new checkpoint of ``session``."""
+        """Save the state of ``modules`` as a new checkpoint of ``session``.
+
+        ``session`` is positional, so a module may have any name: ``self``,
+        ``session``, ``ref``. A ``label=``, ``metadata=`` or ``user_id=`` whose
+        value is a stateful object (``state_dict``/``load_state_dict``, or a
+        pydantic model) is a module of that name.
+        """
+        label, metadata, user_id = _options(modules, label=label, metadata=metadata, user_id=user_id)
+        return await self._asave(session, label, metadata, user_id, modules)
+
+    async def _asave(
+        self,
+        session: str | SessionKey,
+        label: Any,
+        metadata: Any,
+        user_id: Any,
+        modules: Mapping[str, Any],
+    ) -> Checkpoint:
+        """:meth:`asave` with the modules apart from the options (bundles and copies use it)."""
         ref = parse_ref(session, user_id)
         if not ref.is_latest:
             raise InvalidIdError(
@@ -434,6 +493,12 @@ class BaseStore:
             )
         if label is not None:
             validate_label(label)
+        if metadata is not None and not isinstance(metadata, Mapping):
+            from ..errors import NotSerializableError
+
+            raise NotSerializableError(
+                "metadata", type(metadata).__name__, "metadata must be a dict of JSON values (or None)."
+            )
         meta = {**dict(metadata or {}), "nb_sessions_version": _package_version()}
         bad = codec.find_unserializable(meta, "metadata")
         if bad is not None:
@@ -453,11 +518,12 @@ class BaseStore:
     async def aload(
         self,
         ref: RefLike,
-        strict: bool = True,
-        allow_not_exist: bool = False,
+        /,
+        strict: Any = True,
+        allow_not_exist: Any = False,
         *,
-        user_id: str | None = None,
-        repair: bool = False,
+        user_id: Any = None,
+        repair: Any = False,
         **modules: Any,
     ) -> Checkpoint | None:
         """Restore ``modules`` from a checkpoint: all of them or, on any error, none.
@@ -469,7 +535,12 @@ class BaseStore:
         between a call and its result never resumes cleanly) are closed with an
         error result in what is loaded; ``checkpoint.repair`` reports them. The
         stored checkpoint is not changed: save again to keep the repair.
+        ``ref`` is positional and an option given a stateful object is a module
+        of that name, as in :meth:`asave`.
         """
+        strict, allow_not_exist, user_id, repair = _options(
+            modules, strict=strict, allow_not_exist=allow_not_exist, user_id=user_id, repair=repair
+        )
         parsed = parse_ref(ref, user_id)
         if not modules:
             raise NothingToLoadError(
@@ -682,23 +753,25 @@ class BaseStore:
     def save(
         self,
         session: str | SessionKey,
-        label: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
+        /,
+        label: Any = None,
+        metadata: Any = None,
         *,
-        user_id: str | None = None,
+        user_id: Any = None,
         **modules: Any,
     ) -> Checkpoint:
-        """Save the state of ``modules`` as a new checkpoint of ``session``."""
+        """Save the state of ``modules`` as a new checkpoint of ``session``; see :meth:`asave`."""
         return run_sync(self.asave(session, label, metadata, user_id=user_id, **modules))
 
     def load(
         self,
         ref: RefLike,
-        strict: bool = True,
-        allow_not_exist: bool = False,
+        /,
+        strict: Any = True,
+        allow_not_exist: Any = False,
         *,
-        user_id: str | None = None,
-        repair: bool = False,
+        user_id: Any = None,
+        repair: Any = False,
         **modules: Any,
     ) -> Checkpoint | None:
         """Restore ``modules`` from a checkpoint (all or none); see :meth:`aload`."""
@@ -812,6 +885,41 @@ class BaseStore:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.location!r})"
+
+
+def is_module(value: Any) -> bool:
+    """True for what a store saves as a module: a stateful object or a pydantic model."""
+    if isinstance(value, Stateful):
+        return True
+    pydantic = sys.modules.get("pydantic")
+    return pydantic is not None and isinstance(value, pydantic.BaseModel)
+
+
+def _options(
+    modules: dict[str, Any], defaults: Mapping[str, Any] | None = None, /, **options: Any
+) -> tuple[Any, ...]:
+    """The options' values, in order; one given a module moves into ``modules`` under its name.
+
+    So a module may be called ``label``, ``metadata``, ``strict``, ``user_id``...
+    (the option then takes its default, from ``defaults`` or the store API's).
+    """
+    values = []
+    for name, value in options.items():
+        if is_module(value):
+            modules[name] = value
+            value = (defaults or _OPTION_DEFAULTS)[name]
+        values.append(value)
+    return tuple(values)
+
+
+_OPTION_DEFAULTS: dict[str, Any] = {
+    "label": None,
+    "metadata": None,
+    "user_id": None,
+    "strict": True,
+    "allow_not_exist": False,
+    "repair": False,
+}
 
 
 def human_size(n: int) -> str:

@@ -829,7 +829,7 @@ class JSONStore(BaseStore):
 
         def job() -> list[Hit]:
             hits: list[Hit] = []
-            needle = text.lower().encode()
+            needle = text.lower().encode("utf-8", "surrogatepass")  # a lone surrogate is a query too
             # A raw-bytes prefilter is exact only where JSON writes the text unescaped.
             prefilter = text.isascii() and not any(c in text for c in '"\\') and text.isprintable()
             for key in keys:

@@ -833,7 +833,9 @@ class SQLiteStore(BaseStore):
                 rows = await cur.fetchall()
         else:
             # Too short for trigrams: a scan, narrowed by SQL first and confirmed below.
-            pattern = "%" + _sqlite_text(text).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            # A lone surrogate is stored as its 3 raw bytes, one character to LIKE: '_' matches it.
+            pattern = "%" + "".join("_" if "\ud800" <= c <= "\udfff" else c for c in escaped) + "%"
             async with db.execute(
                 "SELECT id, data FROM nbs_blobs WHERE CAST(data AS TEXT) LIKE ? ESCAPE '\\'", (pattern,)
             ) as cur:
