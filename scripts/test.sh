@@ -16,6 +16,19 @@ if ! command -v chromium >/dev/null 2>&1; then
     fi
 fi
 
+# The PostgreSQL store's tests start a throwaway server from Debian's binaries
+# (unless NB_SESSIONS_TEST_PG_DSN names one); install them when missing.
+if [[ -z "${NB_SESSIONS_TEST_PG_DSN:-}" ]] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing PostgreSQL (Debian package) for the PostgreSQL store's tests"
+        apt-get update -qq && apt-get install -y -qq postgresql >/dev/null
+    else
+        echo "PostgreSQL is missing: install Debian's 'postgresql' package (sudo apt-get install postgresql)," >&2
+        echo "or set NB_SESSIONS_TEST_PG_DSN=postgresql://user@host:5432/postgres" >&2
+        exit 1
+    fi
+fi
+
 # Real AgentScope 1.0.21 for the interop tests, in a venv of its own (its pins clash with ours).
 AS_VENV="${AS_VENV:-.venv-agentscope}"
 as_stamp="$AS_VENV/.installed-$(sha256sum tests/agentscope-requirements.txt | cut -c1-16)"
