@@ -36,6 +36,7 @@ from .errors import (
     StoreError,
 )
 from .stores import DEFAULT_STORE, BaseStore, Checkpoint, open_store, parse_ref
+from .stores.pg_store import is_postgres_url
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -310,9 +311,9 @@ class _Ctx:
     def store(self, path: str | None = None, *, must_exist: bool = True) -> BaseStore:
         """Open the store: ``path``, else ``--store``, else ``$NB_SESSIONS_STORE``, else ``nb_sessions.db``."""
         chosen = path or getattr(self.args, "store", None) or os.environ.get(ENV_STORE) or DEFAULT_STORE
-        if must_exist and not Path(chosen).exists():
+        if must_exist and not is_postgres_url(chosen) and not Path(chosen).exists():
             raise StoreError(
-                f"no store at {chosen}: pass --store PATH (a .db file or a JSON folder) "
+                f"no store at {chosen}: pass --store PATH (a .db file, a JSON folder or a postgresql:// URL) "
                 f"or set {ENV_STORE}"
             )
         return open_store(chosen)

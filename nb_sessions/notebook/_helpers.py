@@ -22,6 +22,7 @@ import orjson
 from ..errors import NbSessionsError
 from ..state import as_stateful, iter_stateful, load_modules
 from ..stores import BaseStore
+from ..stores.pg_store import is_postgres_url
 
 __all__ = [
     "SETTINGS",
@@ -149,7 +150,12 @@ def notebook_path(namespace: Mapping[str, Any]) -> str | None:
 
 
 def store_exists(store: BaseStore) -> bool:
-    """True when the store's file or folder exists (listing a missing one would create it)."""
+    """True when the store's file or folder exists (listing a missing one would create it).
+
+    A PostgreSQL store lives in a database that exists already: always True.
+    """
+    if is_postgres_url(store.location):
+        return True
     return Path(store.location).exists()
 
 

@@ -44,6 +44,7 @@ from ..errors import (
 )
 from ..stores import DEFAULT_STORE, BaseStore, Checkpoint, open_store, parse_ref
 from ..stores.base import validate_label
+from ..stores.pg_store import is_postgres_url
 from ._helpers import (
     check_load,
     fingerprint,
@@ -170,8 +171,12 @@ class SessionMagics(Magics):
 
     def open_store(self, path: str | None = None) -> BaseStore:
         """The store at ``path`` (default: the ``store`` setting), one instance per resolved path."""
-        p = Path(path or self.store).expanduser()
-        key = str(p if p.is_absolute() else Path.cwd() / p)
+        chosen = path or self.store
+        if is_postgres_url(chosen):
+            key = chosen
+        else:
+            p = Path(chosen).expanduser()
+            key = str(p if p.is_absolute() else Path.cwd() / p)
         if key not in self._stores:
             # One instance per path, so a save after a load records the loaded checkpoint as parent.
             self._stores[key] = open_store(key)
