@@ -43,6 +43,91 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class Server:
+    """A throwaway server in a temporary folder, on a free loopback port; stop() and start() again."""
+
+    def __init__(self) -> None:
+        self.as_user: list[str] = []
+        self.folder = Path(tempfile.mkdtemp(prefix="nbs-pg-"))
+        if os.geteuid() == 0:
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+            shutil.chown(self.folder, "postgres")
+        self.data = self.folder / "data"
+        subprocess.run(
+            [
+                *self.as_user,
+                _bin("initdb"),
+                "-D",
+                str(self.data),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        self.port = _free_port()
+        self.dsn = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                *self.as_user,
+                _bin("postgres"),
+                "-D",
+                str(self.data),
+                "-p",
+                str(self.port),
+                "-k",
+                str(self.folder),
+                "-h",
+                "127.0.0.1",
+                "-c",
+                "max_connections=200",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(300):
+            ready = subprocess.run(
+                [_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)], capture_output=True
+            )
+            if ready.returncode == 0:
+                return
+            if self.proc.poll() is not None:
+                pytest.fail(f"the test PostgreSQL server exited at start: {HOW}", pytrace=False)
+            time.sleep(0.1)
+        pytest.fail(
+            f"the test PostgreSQL server did not become ready in 30 s: {HOW}", pytrace=False
+        )
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()  # smart shutdown: committed work is on disk
+            self.proc.wait(30)
+            self.proc = None
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def own_server() -> Iterator[Server]:
+    """A started server of this test's own (for tests that stop and start it)."""
+    srv = Server()
+    try:
+        srv.start()
+        yield srv
+    finally:
+        srv.remove()
+
+
 @contextlib.contextmanager
 def server() -> Iterator[str]:
     """Yield the DSN of a fresh server's ``postgres`` database; stop and remove it afterwards."""
@@ -50,68 +135,8 @@ def server() -> Iterator[str]:
     if dsn:
         yield dsn
         return
-    as_user: list[str] = []
-    folder = Path(tempfile.mkdtemp(prefix="nbs-pg-"))
-    if os.geteuid() == 0:
-        as_user = ["runuser", "-u", "postgres", "--"]
-        shutil.chown(folder, "postgres")
-    data = folder / "data"
-    subprocess.run(
-        [
-            *as_user,
-            _bin("initdb"),
-            "-D",
-            str(data),
-            "-A",
-            "trust",
-            "-U",
-            "postgres",
-            "--no-sync",
-            "-E",
-            "UTF8",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    port = _free_port()
-    proc = subprocess.Popen(
-        [
-            *as_user,
-            _bin("postgres"),
-            "-D",
-            str(data),
-            "-p",
-            str(port),
-            "-k",
-            str(folder),
-            "-h",
-            "127.0.0.1",
-            "-c",
-            "fsync=off",
-            "-c",
-            "max_connections=200",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    try:
-        for _ in range(300):
-            if (
-                subprocess.run(
-                    [_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(port)], capture_output=True
-                ).returncode
-                == 0
-            ):
-                break
-            if proc.poll() is not None:
-                pytest.fail(f"the test PostgreSQL server exited at start: {HOW}", pytrace=False)
-            time.sleep(0.1)
-        yield dsn
-    finally:
-        proc.terminate()
-        proc.wait(30)
-        shutil.rmtree(folder, ignore_errors=True)
+    with own_server() as srv:
+        yield srv.dsn
 
 
 def fresh_database(dsn: str) -> str:
