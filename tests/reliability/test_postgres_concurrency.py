@@ -65,7 +65,7 @@ def test_a_writer_killed_mid_run_commits_nothing_half_done(pg_url: str) -> None:
     victim.send_signal(signal.SIGKILL)
     victim.wait(30)
     survivor = _writer(pg_url, "survivor", 3)
-    out, _ = survivor.communicate(timeout=120)
+    survivor.communicate(timeout=120)
     assert survivor.returncode == 0
     store = nbs.open_store(pg_url)
     history = store.history("shared")
