@@ -13,13 +13,17 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .. import codec
-from ..chunks import assemble, blob_hash, split
+from ..chunks import assemble, blob_hash, path_text, split
 from ..errors import CheckpointNotFoundError, ConflictError, StoreCorruptedError, StoreError
+from ..generations import conversation_path
 from .base import BaseStore, Checkpoint, Redactor, SessionInfo, SessionKey, utcnow
+
+if TYPE_CHECKING:
+    from ..search import Hit
 
 __all__ = ["PostgresStore", "is_postgres_url"]
 
@@ -39,6 +43,13 @@ _MIGRATIONS: tuple[str, ...] = (
         chunks bytea, PRIMARY KEY (session, seq), UNIQUE (session, label));
     CREATE TABLE IF NOT EXISTS nbs_entries (hash bytea PRIMARY KEY, data bytea NOT NULL);
     """,
+    # What search looks in: each entry's message text (NULL for entries that are not messages).
+    "ALTER TABLE nbs_entries ADD COLUMN IF NOT EXISTS text text",
+)
+#: Run after the migrations when the role may: trigram index for search (else search scans).
+_TRIGRAM = (
+    "CREATE EXTENSION IF NOT EXISTS pg_trgm",
+    "CREATE INDEX IF NOT EXISTS nbs_entries_text_trgm ON nbs_entries USING gin (text gin_trgm_ops)",
 )
 
 
@@ -133,6 +144,13 @@ class PostgresStore(BaseStore):
                         await conn.execute(
                             "INSERT INTO nbs_migrations VALUES (%s, now())", (version,)
                         )
+                if done < len(_MIGRATIONS):
+                    try:
+                        async with conn.transaction():  # a savepoint: lacking rights keeps the rest
+                            for sql in _TRIGRAM:
+                                await conn.execute(sql)
+                    except psycopg.errors.InsufficientPrivilege:
+                        pass  # search still works, by scanning the entries' text (see docs)
         except psycopg.errors.InsufficientPrivilege:
             # A read-only role: browse what exists; writes fail with a named error.
             self._ready = True
@@ -151,18 +169,28 @@ class PostgresStore(BaseStore):
         *,
         uid: uuid.UUID | None = None,
     ) -> Checkpoint:
+        from ..search import (  # search builds on views, which import the stores
+            entry_message,
+            searchable_text,
+        )
+
         psycopg = _psycopg()
         uid = uid or uuid.uuid4()  # idempotent retries: the same id commits at most once
         skeleton, chunks = split(states)
         skeleton_data = codec.dumps(skeleton)
         entries: dict[bytes, bytes] = {}
+        texts: dict[bytes, str | None] = {}
         chunk_rows: list[list[Any]] = []
         for chunk in chunks:
             hashes = []
             value_of = chunk.value or (lambda item: item)
             for entry in chunk.items:
-                data = codec.dumps(value_of(entry))
+                value = value_of(entry)
+                data = codec.dumps(value)
                 h = blob_hash(data)
+                if h not in entries:
+                    msg = entry_message(value)
+                    texts[h] = searchable_text(msg) if msg is not None else None
                 entries[h] = data
                 hashes.append(h.hex())
             chunk_rows.append([list(chunk.path), hashes])
@@ -206,8 +234,12 @@ class PostgresStore(BaseStore):
                         if entries:
                             async with conn.cursor() as c:
                                 await c.executemany(
-                                    "INSERT INTO nbs_entries (hash, data) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                                    sorted(entries.items()),
+                                    "INSERT INTO nbs_entries (hash, data, text) VALUES (%s, %s, %s) "
+                                    "ON CONFLICT DO NOTHING",
+                                    [
+                                        (h, d, _pg_text(texts[h]))
+                                        for h, d in sorted(entries.items())
+                                    ],
                                 )
                         await conn.execute(
                             "INSERT INTO nbs_checkpoints (session, seq, uid, parent, created_at, label, "
@@ -381,6 +413,55 @@ class PostgresStore(BaseStore):
                 "first with store.label(ref, None)"
             ) from exc
 
+    async def _search(self, text: str, keys: list[SessionKey]) -> list[Hit]:
+        """Messages whose text contains ``text`` (case-insensitive), found by ILIKE on the
+        entries' text (a pg_trgm index serves it, also for CJK), skeletons by scanning."""
+        from ..search import Hit, entry_message, matches, scan_state, searchable_text
+
+        pattern = (
+            "%"
+            + (_pg_text(text) or "").replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            + "%"
+        )
+        hits: list[Hit] = []
+        async with self._connect() as conn:
+            psycopg = _psycopg()
+            await conn.set_isolation_level(psycopg.IsolationLevel.REPEATABLE_READ)
+            async with conn.transaction():
+                cur = await conn.execute(
+                    "SELECT hash, data FROM nbs_entries WHERE text ILIKE %s", (pattern,)
+                )
+                found: dict[str, Mapping[str, Any]] = {}
+                for h, data in await cur.fetchall():
+                    with contextlib.suppress(StoreCorruptedError):
+                        msg = entry_message(codec.loads(bytes(data)))
+                        if msg is not None and matches(searchable_text(msg), text):
+                            found[bytes(h).hex()] = msg
+                for key in keys:
+                    cur = await conn.execute(
+                        "SELECT c.seq, c.state, c.chunks FROM nbs_checkpoints c JOIN nbs_sessions s "
+                        "ON c.session = s.id WHERE s.user_id = %s AND s.session_id = %s ORDER BY c.seq",
+                        key,
+                    )
+                    for seq, skeleton, chunks in await cur.fetchall():
+                        with contextlib.suppress(StoreCorruptedError):
+                            state = codec.loads(bytes(skeleton))
+                            if isinstance(state, dict):
+                                hits += [
+                                    Hit(key.session_id, key.user_id, seq, p, m)
+                                    for p, m in scan_state(state, text)
+                                ]
+                        if chunks is None or not found:
+                            continue
+                        for path, hashes in codec.loads(bytes(chunks)):
+                            where = path_text(conversation_path(tuple(path)))
+                            hits += [
+                                Hit(key.session_id, key.user_id, seq, where, found[h])
+                                for h in hashes
+                                if h in found
+                            ]
+        return hits
+
     async def _vacuum(self) -> int:
         """Delete entries no checkpoint refers to; return the bytes they held."""
         async with self._connect() as conn, conn.transaction():
@@ -395,3 +476,10 @@ class PostgresStore(BaseStore):
                 "RETURNING length(e.data)"
             )
             return sum(r[0] for r in await cur.fetchall())
+
+
+def _pg_text(text: str | None) -> str | None:
+    """``text`` as PostgreSQL can hold it: no NUL, no lone surrogate (matches are confirmed on the original)."""
+    if text is None:
+        return None
+    return text.replace("\x00", " ").encode("utf-8", "replace").decode("utf-8")
