@@ -136,3 +136,20 @@ def test_a_server_restart_mid_run_loses_nothing_acknowledged(tmp_path: Path) -> 
             3,
             4,
         ]
+
+
+def test_without_psycopg_a_postgres_url_says_what_to_install() -> None:
+    code = (
+        "import sys; sys.modules['psycopg'] = None\n"
+        "import nb_sessions as nbs\n"
+        "try:\n    nbs.open_store('postgresql://nobody@127.0.0.1:1/x')\n"
+        "except nbs.StoreError as exc:\n    print(exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert "pip install 'nb-sessions[postgres]'" in done.stdout
