@@ -63,7 +63,7 @@ def _psycopg() -> Any:
         import psycopg
     except ImportError as exc:
         raise StoreError(
-            "a postgresql:// store needs psycopg 3: pip install 'nb-sessions[postgres]' "
+            "a postgresql:// store needs psycopg 3: pip install 'nb_sessions[postgres]' "
             "(or pip install 'psycopg[binary]')"
         ) from exc
     return psycopg

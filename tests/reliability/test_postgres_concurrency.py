@@ -152,4 +152,4 @@ def test_without_psycopg_a_postgres_url_says_what_to_install() -> None:
         check=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
-    assert "pip install 'nb-sessions[postgres]'" in done.stdout
+    assert "pip install 'nb_sessions[postgres]'" in done.stdout
