@@ -313,7 +313,7 @@ class _Ctx:
         chosen = path or getattr(self.args, "store", None) or os.environ.get(ENV_STORE) or DEFAULT_STORE
         if must_exist and "://" not in chosen and not Path(chosen).exists():
             raise StoreError(
-                f"no store at {chosen}: pass --store PATH (a .db file or a JSON folder) "
+                f"no store at {chosen}: pass --store PATH (a .db file, a JSON folder or a postgresql:// URL) "
                 f"or set {ENV_STORE}"
             )
         if "://" not in chosen:

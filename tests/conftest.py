@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,8 @@ import pytest
 
 import nb_sessions as nbs
 from nb_sessions.state import StateModule
+
+from . import pg_server as pg_server_module
 
 SAMPLES = Path(__file__).resolve().parent / "data"
 SAMPLE_FILE = SAMPLES / "agentscope_1.0.21_u42_bob.json"
@@ -26,9 +29,24 @@ class Box(StateModule):
         self.register_state("value")
 
 
-@pytest.fixture(params=["sqlite", "json"])
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    """One throwaway PostgreSQL server per test run (or NB_SESSIONS_TEST_PG_DSN's): its DSN."""
+    with pg_server_module.server() as dsn:
+        yield dsn
+
+
+@pytest.fixture
+def pg_url(pg_server: str) -> str:
+    """A fresh, empty database on the test server."""
+    return pg_server_module.fresh_database(pg_server)
+
+
+@pytest.fixture(params=["sqlite", "json", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> nbs.BaseStore:
     """A fresh store of each kind."""
+    if request.param == "postgres":
+        return nbs.open_store(request.getfixturevalue("pg_url"))
     path = tmp_path / ("store.db" if request.param == "sqlite" else "store")
     return nbs.open_store(path)
 

@@ -17,6 +17,7 @@ from .base import (
     parse_ref,
 )
 from .json_store import JSONStore
+from .pg_store import PostgresStore, is_postgres_url
 from .sqlite_store import SQLiteStore
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "BaseStore",
     "Checkpoint",
     "JSONStore",
+    "PostgresStore",
     "PruneResult",
     "ReadOnlySource",
     "SQLiteStore",
@@ -57,6 +59,8 @@ def open_store(
         return path
     if isinstance(path, str) and is_source_url(path):
         return open_source(path)
+    if is_postgres_url(path):
+        return PostgresStore(str(path), redact=redact)
     p = Path(path)
     if p.suffix.lower() in SQLITE_SUFFIXES:
         if is_agentscope2_sqlite(p):

@@ -355,6 +355,15 @@ async def test_config_store(shell: InteractiveShell, tmp_path: Path) -> None:
     assert not (tmp_path / "nb_sessions.db").exists()
 
 
+async def test_config_store_takes_a_postgresql_url(shell: InteractiveShell, pg_url: str) -> None:
+    import nb_sessions as nbs
+
+    ok(shell, f"%config SessionMagics.store = {pg_url!r}")
+    ok(shell, "%save_session alice")
+    assert [c.seq for c in nbs.open_store(pg_url).history("alice")] == [1]
+    ok(shell, "%load_session alice")
+
+
 async def test_autosave_label_prefix_is_validated(shell: InteractiveShell) -> None:
     m = magics(shell)
     ok(shell, "%config SessionMagics.autosave_label_prefix = 'step-'")

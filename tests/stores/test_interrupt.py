@@ -24,6 +24,14 @@ def hold_write_lock(store: nbs.BaseStore, session: str) -> tuple[object, object]
         db = sqlite3.connect(store.path, isolation_level=None)
         db.execute("BEGIN IMMEDIATE")
         return db, lambda: (db.execute("ROLLBACK"), db.close())
+    if isinstance(store, nbs.PostgresStore):
+        import psycopg
+
+        conn = psycopg.connect(store.url)
+        conn.execute(
+            "SELECT 1 FROM nbs_sessions WHERE user_id = '' AND session_id = %s FOR UPDATE", (session,)
+        )
+        return conn, lambda: (conn.rollback(), conn.close())
     lock = filelock.FileLock(Path(store.location) / HIDDEN / ".locks" / f"{session}.lock")
     lock.acquire()
     return lock, lock.release
