@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import io
 import os
 import secrets
@@ -518,6 +519,12 @@ class JSONStore(BaseStore):
             try:
                 lock.acquire(timeout=0.05)
                 break
+            except (IsADirectoryError, NotADirectoryError) as exc:
+                raise self._bad_lock(lock, exc) from None
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:  # a symlink planted where the lock file belongs
+                    raise self._bad_lock(lock, exc) from None
+                raise
             except filelock.Timeout:
                 if time.monotonic() >= deadline:
                     raise StoreError(
@@ -528,6 +535,14 @@ class JSONStore(BaseStore):
             yield
         finally:
             lock.release()
+
+    @staticmethod
+    def _bad_lock(lock: filelock.BaseFileLock, exc: OSError) -> StoreCorruptedError:
+        return StoreCorruptedError(
+            f"{lock.lock_file} is not a lock file ({exc.strerror}): something else was put where "
+            "nb_sessions keeps its lock; remove it (nothing is lost) and try again",
+            location=str(lock.lock_file),
+        )
 
     def _adopt_latest_file(self, key: SessionKey) -> dict[str, Any]:
         """Return the index, first taking a latest file we did not write into the history."""

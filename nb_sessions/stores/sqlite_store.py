@@ -21,6 +21,7 @@ import queue
 import sqlite3
 import threading
 import urllib.parse
+import warnings
 from array import array
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime, timezone
@@ -49,7 +50,7 @@ from ..errors import (
 )
 from ..generations import conversation_path
 from ._fs import make_folders, settle_late_cancel
-from .base import BaseStore, Checkpoint, Redactor, SessionInfo, SessionKey, utcnow
+from .base import BaseStore, Checkpoint, Redactor, SessionInfo, SessionKey, utcnow, validate_id
 from .migrations import apply_migrations, latest_version
 from .space import CheckpointSpace, SessionSpace, module_bytes
 
@@ -642,6 +643,16 @@ class SQLiteStore(BaseStore):
             out.append(self._legacy_checkpoint(key, legacy))
         for seq, parent, created, label, meta, modules, size in rows:
             where = f"checkpoint {key}@{seq} in {self.path}"
+            if not _is_int(seq) or not (parent is None or _is_int(parent)) or not _is_int(size) or not (
+                label is None or isinstance(label, str)
+            ):
+                raise StoreCorruptedError(
+                    f"session {key} in {self.path}: a row of nbs_checkpoints holds seq={seq!r}, "
+                    f"parent={parent!r}, size={size!r}, label={label!r}, not the numbers and text "
+                    "nb_sessions wrote (edited by hand?); restore the database from a backup, or "
+                    "delete that row with the sqlite3 shell",
+                    location=str(self.path),
+                )
             try:
                 metadata = codec.loads(meta, where)
                 names = tuple(codec.loads(modules, where))
@@ -690,6 +701,19 @@ class SQLiteStore(BaseStore):
                     legacy = [tuple(r) for r in await cur.fetchall()]
         infos: dict[SessionKey, SessionInfo] = {}
         for uid, sid, count, latest, first, last, labels in rows:
+            try:
+                validate_id(uid, "user id", literal=True)
+                validate_id(sid, literal=True)
+            except InvalidIdError as exc:
+                # Not an id the API would have written: never listed as a session (its rows
+                # stay as they are; `check` and the sqlite3 shell can look at them).
+                warnings.warn(
+                    f"nb_sessions: {self.path}: nbs_sessions holds a row that is no session ({exc}); "
+                    "it is not listed",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                continue
             infos[SessionKey(uid, sid)] = SessionInfo(
                 session_id=sid, user_id=uid, checkpoints=count, latest_seq=latest,
                 created_at=_parse_time(first) or _EPOCH, updated_at=_parse_time(last) or _EPOCH,
@@ -1268,3 +1292,8 @@ def _parse_time(value: Any) -> datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def _is_int(value: Any) -> bool:
+    """True for an integer as SQLite returns one (not a bool, text or float)."""
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -8,6 +8,7 @@ Each case runs under a deadline: a hang fails the test instead of stalling it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -175,3 +176,20 @@ def test_a_symlinked_history_folder_makes_a_save_refuse(tmp_path: Path, link: st
         nbs.open_store(folder).save("s", box=Box("new"))
     assert "symlink" in str(err.value)
     assert {p.name: p.stat().st_mtime_ns for p in outside.rglob("*")} == before
+
+
+@pytest.mark.parametrize("plant", ["folder", "symlink"])
+def test_something_planted_where_a_lock_file_belongs_is_a_named_error(tmp_path: Path, plant: str) -> None:
+    """Found by the long fuzzer run: filelock's bare OSError came out of save/vacuum."""
+    store, folder = _store(tmp_path)
+    lock = folder / ".nb_sessions" / ".locks" / "s.lock"
+    with contextlib.suppress(FileNotFoundError):
+        lock.unlink()
+    if plant == "folder":
+        lock.mkdir()
+    else:
+        lock.symlink_to("/dev/zero")
+    with pytest.raises(nbs.StoreCorruptedError, match=r"s\.lock is not a lock file") as info:
+        store.save("s", box=Box([{"n": 0}]))
+    assert info.value.location == str(lock)
+    assert [cp.seq for cp in store.history("s")] == [1, 2]  # nothing was lost or added

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import nb_sessions as nbs
+from nb_sessions.stores.base import SessionKey
 from tests.conftest import Box
 
 
@@ -89,3 +90,28 @@ def test_crafted_meta_values_are_a_named_error(tmp_path: Path, key: str, value: 
 
     with pytest.raises(nbs.StoreCorruptedError, match=f"nbs_meta value '{key}'"):
         use()
+
+
+def test_a_checkpoint_row_with_a_garbled_seq_is_a_named_error(tmp_path: Path) -> None:
+    """Found by the long fuzzer run: seq='' reached pandas as a bare ValueError."""
+    path = tmp_path / "s.db"
+    store = nbs.SQLiteStore(path)
+    store.save("s", box=Box(1))
+    store.save("s", box=Box(2))
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE nbs_checkpoints SET seq = '' WHERE seq = 1")
+    with pytest.raises(nbs.StoreCorruptedError, match=r"nbs_checkpoints holds seq=''"):
+        store.history("s")
+
+
+def test_a_session_row_holding_no_valid_id_is_not_listed(tmp_path: Path) -> None:
+    """Found by the long fuzzer run: a hand-set session_id '/etc/passwd' was listed as a session."""
+    path = tmp_path / "s.db"
+    store = nbs.SQLiteStore(path)
+    store.save("s", box=Box(1))
+    store.save("t", box=Box(2))
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE nbs_sessions SET session_id = '/etc/passwd' WHERE session_id = 't'")
+    with pytest.warns(RuntimeWarning, match="no session"):
+        keys = [info.key for info in store.sessions()]
+    assert keys == [SessionKey("", "s")]
