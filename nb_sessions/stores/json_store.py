@@ -521,16 +521,16 @@ class JSONStore(BaseStore):
                 break
             except (IsADirectoryError, NotADirectoryError) as exc:
                 raise self._bad_lock(lock, exc) from None
-            except OSError as exc:
-                if exc.errno == errno.ELOOP:  # a symlink planted where the lock file belongs
-                    raise self._bad_lock(lock, exc) from None
-                raise
             except filelock.Timeout:
                 if time.monotonic() >= deadline:
                     raise StoreError(
                         f"session {key} in {self.path} stayed locked for {self.timeout:.0f}s by "
                         "another writer; retry, or raise JSONStore(timeout=...)"
                     ) from None
+            except OSError as exc:  # filelock.Timeout is an OSError too: it is handled above
+                if exc.errno == errno.ELOOP:  # a symlink planted where the lock file belongs
+                    raise self._bad_lock(lock, exc) from None
+                raise
         try:
             yield
         finally:
@@ -790,7 +790,12 @@ class JSONStore(BaseStore):
                         (hdir / f"{e['seq']}.json").unlink()
                 return len(gone)
 
-        return await run_blocking(job)
+        try:
+            return await run_blocking(job)
+        except StoreError:
+            raise
+        except OSError as exc:  # a folder, symlink or special file planted in the store
+            raise StoreError(f"cannot delete from {key} in {self.path}: {_os_problem(exc)} at {exc.filename}; remove what does not belong there and try again") from exc
 
     async def _set_label(self, key: SessionKey, seq: int, label: str | None) -> None:
         def job(check_abort: Callable[[], None]) -> None:
@@ -805,7 +810,12 @@ class JSONStore(BaseStore):
                 new_entries = [{**e, "label": label} if e["seq"] == seq else e for e in entries]
                 self._write_index(key, {**index, "checkpoints": new_entries}, check_abort)
 
-        await run_blocking(job)
+        try:
+            await run_blocking(job)
+        except StoreError:
+            raise
+        except OSError as exc:  # a folder, symlink or special file planted in the store
+            raise StoreError(f"cannot label a checkpoint of {key} in {self.path}: {_os_problem(exc)} at {exc.filename}; remove what does not belong there and try again") from exc
 
     async def _vacuum(self) -> int:
         """Rewrite each session's entry pack without the entries no checkpoint uses any more."""
@@ -836,7 +846,12 @@ class JSONStore(BaseStore):
                     reclaimed += before - _size(fresh.data_path) - _size(fresh.index_path)
             return reclaimed
 
-        return await run_blocking(job)
+        try:
+            return await run_blocking(job)
+        except StoreError:
+            raise
+        except OSError as exc:  # a folder, symlink or special file planted in the store
+            raise StoreError(f"cannot vacuum {self.path}: {_os_problem(exc)} at {exc.filename}; remove what does not belong there and try again") from exc
 
     async def _search(self, text: str, keys: list[SessionKey]) -> list[Hit]:
         """Scan each session's entry pack once, then map matches to the checkpoints using them."""

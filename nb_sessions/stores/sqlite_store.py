@@ -643,16 +643,18 @@ class SQLiteStore(BaseStore):
             out.append(self._legacy_checkpoint(key, legacy))
         for seq, parent, created, label, meta, modules, size in rows:
             where = f"checkpoint {key}@{seq} in {self.path}"
-            if not _is_int(seq) or not (parent is None or _is_int(parent)) or not _is_int(size) or not (
-                label is None or isinstance(label, str)
-            ):
+            if not _is_int(seq):  # the checkpoint's identity itself: nothing can stand in for it
                 raise StoreCorruptedError(
-                    f"session {key} in {self.path}: a row of nbs_checkpoints holds seq={seq!r}, "
-                    f"parent={parent!r}, size={size!r}, label={label!r}, not the numbers and text "
-                    "nb_sessions wrote (edited by hand?); restore the database from a backup, or "
-                    "delete that row with the sqlite3 shell",
+                    f"session {key} in {self.path}: a row of nbs_checkpoints holds seq={seq!r}, not "
+                    "the number nb_sessions wrote (edited by hand?); restore the database from a "
+                    "backup, or delete that row with the sqlite3 shell",
                     location=str(self.path),
                 )
+            garbled = not (parent is None or _is_int(parent)) or not _is_int(size) or not (
+                label is None or isinstance(label, str)
+            )
+            if garbled:  # this checkpoint only: `check` reports it, the others read as usual
+                parent, size, label, meta = None, 0, None, None
             try:
                 metadata = codec.loads(meta, where)
                 names = tuple(codec.loads(modules, where))
@@ -833,7 +835,9 @@ class SQLiteStore(BaseStore):
                         missing = [i for i in seg_ids if i not in segment_cache]
                         if missing:
                             fetched = await _fetch_by_ids(db, "nbs_segments", "blobs", missing)
-                            segment_cache.update({i: array("q", b) for i, b in fetched.items()})
+                            segment_cache.update(
+                                {i: _segment_ids(b, i, self.path) for i, b in fetched.items()}
+                            )
                         where = path_text(conversation_path(path))
                         for seg_id in seg_ids:
                             for blob_id in segment_cache.get(seg_id, ()):
@@ -934,7 +938,7 @@ class SQLiteStore(BaseStore):
             segs: dict[int, bytes] = {}
             for sql, params in _id_queries("nbs_segments", "blobs", seg_ids):
                 segs.update(conn.execute(sql, params).fetchall())
-            blob_ids = [b for packed in segs.values() for b in array("q", packed)]
+            blob_ids = [b for seg, packed in segs.items() for b in _segment_ids(packed, seg, self.path)]
             blob_sizes: dict[int, int] = {}
             for sql, params in _id_queries("nbs_blobs", "length(data)", blob_ids):
                 blob_sizes.update(conn.execute(sql, params).fetchall())
@@ -952,7 +956,7 @@ class SQLiteStore(BaseStore):
                 for seg in seg_list:
                     packed = segs.get(seg, b"")
                     module[f"segment:{seg}"] = len(packed)
-                    for blob in array("q", packed):
+                    for blob in _segment_ids(packed, seg, self.path) if packed else ():
                         module[f"entry:{blob}"] = blob_sizes.get(blob, 0)
             out.append((seq, own, pieces))
         return out
@@ -1209,8 +1213,9 @@ async def _collect_garbage(db: aiosqlite.Connection, path: Path) -> None:
                 live_segments.update(seg_ids)
     live_blobs: set[int] = set()
     segments = await _fetch_by_ids(db, "nbs_segments", "blobs", sorted(live_segments))
-    for packed in segments.values():
-        live_blobs.update(array("q", packed))
+    for seg_id, packed in segments.items():
+        # A garbled segment stops the sweep: skipping it would free entries still in use.
+        live_blobs.update(_segment_ids(packed, seg_id, path))
     indexed = await _meta(db, "fts_indexed_upto", path) or 0
     if indexed:
         # Contentless FTS rows go by FTS5's 'delete' command, which wants the indexed text back.
@@ -1297,3 +1302,14 @@ def _parse_time(value: Any) -> datetime | None:
 def _is_int(value: Any) -> bool:
     """True for an integer as SQLite returns one (not a bool, text or float)."""
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _segment_ids(packed: Any, seg_id: Any, path: Any) -> array[int]:
+    """A segment's entry ids; a value nb_sessions did not write is a named error."""
+    if not isinstance(packed, bytes) or len(packed) % 8:
+        raise StoreCorruptedError(
+            f"{path}: row {seg_id} of nbs_segments is not a list of entry ids (edited by hand or "
+            "damaged); restore the database from a backup, or delete the checkpoints that use it",
+            location=str(path),
+        )
+    return array("q", packed)

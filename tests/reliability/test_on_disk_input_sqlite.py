@@ -115,3 +115,19 @@ def test_a_session_row_holding_no_valid_id_is_not_listed(tmp_path: Path) -> None
     with pytest.warns(RuntimeWarning, match="no session"):
         keys = [info.key for info in store.sessions()]
     assert keys == [SessionKey("", "s")]
+
+
+def test_a_garbled_segment_row_stops_the_sweep_and_frees_nothing(tmp_path: Path) -> None:
+    """Found by the long fuzzer run: array('q', ...) raised bare errors; a sweep must not guess."""
+    path = tmp_path / "s.db"
+    store = nbs.SQLiteStore(path)
+    store.save("s", box=Box([{"n": i} for i in range(40)]))
+    store.save("s", box=Box([{"n": i} for i in range(41)]))
+    store.save("t", box=Box([{"m": i} for i in range(40)]))
+    with sqlite3.connect(path) as db:
+        before = db.execute("SELECT count(*) FROM nbs_blobs").fetchone()[0]
+        db.execute("UPDATE nbs_segments SET blobs = '../x' WHERE id = (SELECT min(id) FROM nbs_segments)")
+    with pytest.raises(nbs.StoreCorruptedError, match="nbs_segments"):
+        store.vacuum()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT count(*) FROM nbs_blobs").fetchone()[0] == before
