@@ -716,6 +716,13 @@ class SQLiteStore(BaseStore):
                     stacklevel=2,
                 )
                 continue
+            if not _is_int(latest):
+                raise StoreCorruptedError(
+                    f"session {SessionKey(uid, sid)} in {self.path}: a row of nbs_checkpoints holds "
+                    f"seq={latest!r}, not the number nb_sessions wrote (edited by hand?); restore the "
+                    "database from a backup, or delete that row with the sqlite3 shell",
+                    location=str(self.path),
+                )
             infos[SessionKey(uid, sid)] = SessionInfo(
                 session_id=sid, user_id=uid, checkpoints=count, latest_seq=latest,
                 created_at=_parse_time(first) or _EPOCH, updated_at=_parse_time(last) or _EPOCH,
