@@ -36,7 +36,7 @@ from .errors import (
     StoreError,
 )
 from .stores import DEFAULT_STORE, BaseStore, Checkpoint, SessionKey, open_store, parse_ref
-from .stores.base import human_size
+from .stores.space import human_size
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -235,3 +235,12 @@ def _join(prefix: str, path: str) -> str:
     if not path:
         return prefix
     return prefix + path if path.startswith("[") else f"{prefix}.{path}"
+
+
+def raise_problems(problems: Sequence[tuple[str, str]]) -> None:
+    """Raise every problem a load collected at once: a StateMismatchError when all are missing or
+    unexpected keys (``strict`` would accept them), a StateError otherwise; nothing when there are none."""
+    if not problems:
+        return
+    mismatch = all(m.startswith(("missing", "unexpected")) for _, m in problems)
+    raise (StateMismatchError if mismatch else StateError)(list(problems))

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from .errors import NotSerializableError, StateError, StateMismatchError, _join
+from .errors import NotSerializableError, StateError, StateMismatchError, _join, raise_problems
 
 __all__ = [
     "PydanticState",
@@ -157,7 +157,7 @@ class StateModule:
         problems: Problems = []
         with paused_gc():
             commits = self._nbs_prepare_load(state_dict, strict, "", problems)
-            _raise_problems(problems)
+            raise_problems(problems)
             _apply(commits)
 
     # -- two-phase loading -------------------------------------------------
@@ -219,7 +219,7 @@ class PydanticState:
         """Validate ``state_dict`` against the model class, then update the model in place."""
         problems: Problems = []
         commits = self._nbs_prepare_load(state_dict, strict, "", problems)
-        _raise_problems(problems)
+        raise_problems(problems)
         _apply(commits)
 
     def _nbs_prepare_load(
@@ -307,7 +307,7 @@ def load_modules(
                 continue
             _refuse_v2_into_v1(obj, states[name], name)
             commits += prepare_load(target, states[name], strict, name, problems)
-        _raise_problems(problems)
+        raise_problems(problems)
         _apply(commits)
 
 
@@ -429,13 +429,6 @@ def iter_stateful(namespace: Mapping[str, Any]) -> Iterable[tuple[str, Any]]:
             pydantic is not None and isinstance(obj, pydantic.BaseModel)
         ):
             yield name, obj
-
-
-def _raise_problems(problems: Problems) -> None:
-    if not problems:
-        return
-    mismatch = all(m.startswith(("missing", "unexpected")) for _, m in problems)
-    raise (StateMismatchError if mismatch else StateError)(problems)
 
 
 def _setter(obj: object, key: str, value: Any) -> Commit:

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from .chunks import Entries
-from .errors import StateMismatchError, _join
+from .errors import StateMismatchError, _join, raise_problems
 from .generations import v2
 
 __all__ = ["AgentV2State", "is_v2"]
@@ -69,12 +69,11 @@ class AgentV2State:
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> None:
         """Validate ``state_dict`` with ``AgentState``, then restore in place; on any problem raise and change nothing."""
-        from .state import _apply, _raise_problems
-
         problems: list[tuple[str, str]] = []
         commits = self._nbs_prepare_load(state_dict, strict, "", problems)
-        _raise_problems(problems)
-        _apply(commits)
+        raise_problems(problems)
+        for commit in commits:  # plain assignments: nothing here can fail half way
+            commit()
 
     def _nbs_prepare_load(
         self, state: Any, strict: bool, path: str, problems: list[tuple[str, str]]

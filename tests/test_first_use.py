@@ -73,7 +73,7 @@ def test_vacuum_returns_an_int_that_says_what_it_reclaimed(tmp_path: Path, name:
     assert isinstance(result, nbs.VacuumResult) and isinstance(result, int)
     assert result.bytes_before > 0 and result.bytes_after > 0
     assert int(result) == max(0, result.reclaimed)
-    assert str(result).startswith(f"reclaimed {nbs.stores.base.human_size(int(result))}")
+    assert str(result).startswith(f"reclaimed {nbs.stores.space.human_size(int(result))}")
     assert "before" in str(result) and "after" in str(result)
 
 

@@ -22,7 +22,7 @@ import orjson
 from ..errors import NbSessionsError
 from ..state import as_stateful, iter_stateful, load_modules
 from ..stores import BaseStore
-from ..stores.base import human_size
+from ..stores.space import human_size
 
 __all__ = [
     "SETTINGS",

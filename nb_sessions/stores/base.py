@@ -34,6 +34,7 @@ from ..errors import (
     StoreCorruptedError,
 )
 from ..state import Stateful, as_stateful, load_modules, snapshot
+from .space import human_size
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -920,16 +921,6 @@ _OPTION_DEFAULTS: dict[str, Any] = {
     "allow_not_exist": False,
     "repair": False,
 }
-
-
-def human_size(n: int) -> str:
-    """``n`` bytes as a short figure: ``812 B``, ``4.2 KB``, ``1.3 MB``."""
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(size) < 1024 or unit == "GB":
-            return f"{n} B" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"  # pragma: no cover
 
 
 def utcnow() -> datetime:

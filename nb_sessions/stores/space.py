@@ -105,8 +105,6 @@ class StoreStats:
     location: str = ""
 
     def __str__(self) -> str:
-        from .base import human_size
-
         head = (
             f"{self.location}: {human_size(self.total_bytes)} of checkpoints "
             f"({human_size(self.shared_bytes)} shared between checkpoints, counted once), "
@@ -255,3 +253,13 @@ def module_bytes(state: Any, extra: int, where: str) -> dict[str, int]:
     first = next(iter(split))
     split[first] += total - sum(split.values())  # the rounding, so the parts add up
     return split
+
+
+def human_size(n: int) -> str:
+    """``n`` bytes as a short figure: ``812 B``, ``4.2 KB``, ``1.3 MB``."""
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(size) < 1024 or unit == "GB":
+            return f"{n} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"  # pragma: no cover
