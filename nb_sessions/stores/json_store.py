@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
-import io
 import os
 import secrets
 import shutil
@@ -37,7 +36,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import filelock
 
@@ -51,7 +50,7 @@ from ..errors import (
     StoreError,
 )
 from ..generations import conversation_path, v2
-from ._fs import atomic_write, clean_temp_files, read_regular, run_blocking
+from ._fs import atomic_write, clean_temp_files, open_regular, read_regular, run_blocking
 from ._pack import EntryPack, PackState, Ranges, check_ranges, from_ranges, to_ranges
 from .base import BaseStore, Checkpoint, Redactor, SessionInfo, SessionKey, utcnow, validate_id
 
@@ -301,9 +300,11 @@ class JSONStore(BaseStore):
         memo = (str(self._latest_file(key)), stamp["size"], stamp["mtime_ns"], repr(recorded))
         if memo not in self._content_memo:
             try:
-                expected = io.BytesIO()
-                self._full_layout(key, index, entries[-1]).write(expected)
-                same = expected.getvalue() == read_regular(self._latest_file(key))
+                # Streamed: neither the file nor the checkpoint is held in memory whole.
+                with os.fdopen(open_regular(self._latest_file(key)), "rb") as f:
+                    sink = _Comparer(f)
+                    self._full_layout(key, index, entries[-1]).write(cast("BinaryIO", sink))
+                    same = sink.same and not f.read(1)
             except (StoreError, OSError, KeyError, TypeError, ValueError):
                 same = False  # a damaged history: the file counts as written outside
             self._content_memo[memo] = same
@@ -1028,6 +1029,42 @@ def _unwrap_bare(
     if not name:
         return skeleton, list(rows)
     return skeleton[name], [(path[1:], r) for path, r in rows]
+
+
+class _Comparer:
+    """A write-only sink that compares what is written with a file's bytes at the same place.
+
+    It answers ``tell``/``seek``/``truncate`` as the pack's copy expects of a file, so a
+    span that is rewritten entry by entry is compared again from where it restarted.
+    """
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f = f
+        self.pos = 0
+        self.mismatch: int | None = None
+
+    @property
+    def same(self) -> bool:
+        return self.mismatch is None
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        if self.f.read(len(data)) != data and self.mismatch is None:
+            self.mismatch = self.pos
+        self.pos += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, pos: int) -> int:
+        self.pos = pos
+        self.f.seek(pos)
+        if self.mismatch is not None and self.mismatch >= pos:
+            self.mismatch = None
+        return pos
+
+    def truncate(self) -> int:
+        return self.pos
 
 
 def _same_stamp(stamp: dict[str, int], recorded: Any) -> bool:
