@@ -28,7 +28,7 @@ from .errors import (
     StoreError,
 )
 from .migrate import MigrationReport, migrate
-from .sessions import JSONSession, SQLiteSession
+from .sessions import JSONSession, PostgresSession, SQLiteSession
 from .state import PydanticState, Stateful, StateModule, as_stateful
 from .stores import (
     DEFAULT_STORE,
@@ -60,6 +60,7 @@ __all__ = [
     "NbSessionsError",
     "NotSerializableError",
     "NothingToLoadError",
+    "PostgresSession",
     "PostgresStore",
     "PruneResult",
     "PydanticState",

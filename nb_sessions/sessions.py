@@ -15,9 +15,10 @@ from .errors import SessionNotFoundError, SessionNotFoundValueError
 from .state import load_modules
 from .stores.base import BaseStore, SessionKey, _options, validate_id
 from .stores.json_store import JSONStore
+from .stores.pg_store import PostgresStore
 from .stores.sqlite_store import SQLiteStore
 
-__all__ = ["JSONSession", "SQLiteSession", "StoreSession"]
+__all__ = ["JSONSession", "PostgresSession", "SQLiteSession", "StoreSession"]
 
 
 class StoreSession:
@@ -106,6 +107,22 @@ class SQLiteSession(StoreSession):
     def __init__(self, sqlite_path: str | os.PathLike[str] = "nb_sessions.db") -> None:
         self.sqlite_path = str(sqlite_path)
         self.store = SQLiteStore(sqlite_path)
+
+
+class PostgresSession(StoreSession):
+    """The same API over a PostgreSQL database shared by a team (``postgresql://...``).
+
+    Every process and machine that opens the same URL sees the same sessions;
+    saves from several writers get gap-free checkpoint numbers. See
+    docs/postgres.md for roles, backups and what happens when the server is
+    unreachable.
+    """
+
+    store: PostgresStore
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.store = PostgresStore(url)
 
 
 #: AgentScope's defaults, taken by an option whose keyword carried a module.
