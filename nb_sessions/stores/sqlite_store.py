@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import aiosqlite
 
 from .. import codec
+from .._loop import run_sync
 from ..chunks import (
     ChunkCache,
     ChunkPlan,
@@ -50,8 +51,9 @@ from ..errors import (
 )
 from ..generations import conversation_path
 from ._fs import make_folders, settle_late_cancel
-from .base import BaseStore, Checkpoint, Redactor, SessionInfo, SessionKey, utcnow, validate_id
+from .base import BaseStore, Checkpoint, Redactor, Ref, SessionInfo, SessionKey, utcnow, validate_id
 from .migrations import apply_migrations, latest_version
+from .row_hash import relabelled, row_hash, verify_facts, verify_row
 from .space import CheckpointSpace, SessionSpace, module_bytes
 
 if TYPE_CHECKING:
@@ -353,13 +355,15 @@ class SQLiteStore(BaseStore):
                     chunk_rows = [
                         [list(plan.path), list(ids)] for plan, ids in zip(plans, payloads, strict=True)
                     ]
+                    row = (seq, parent, now.isoformat(), label, meta_text, codec.dumps(list(modules)).decode(),
+                           size, skeleton_data, codec.dumps(chunk_rows).decode() if chunk_rows else None)
                     try:
+                        # An id above every row written before row hashes (see migration 5).
                         await db.execute(
-                            "INSERT INTO nbs_checkpoints (session, seq, parent, created_at, label, "
-                            "metadata, modules, size, state, chunks) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                            (sid, seq, parent, now.isoformat(), label, meta_text,
-                             codec.dumps(list(modules)).decode(), size, skeleton_data,
-                             codec.dumps(chunk_rows).decode() if chunk_rows else None),
+                            "INSERT INTO nbs_checkpoints (id, session, seq, parent, created_at, label, metadata, "
+                            "modules, size, state, chunks, hash) VALUES ((SELECT max(coalesce(max(id), 0), ?) + 1 "
+                            "FROM nbs_checkpoints), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            (await _unhashed_upto(db, self.path), sid, *row, row_hash(key, *row)),
                         )
                     except sqlite3.IntegrityError as exc:
                         raise ConflictError(
@@ -523,16 +527,16 @@ class SQLiteStore(BaseStore):
             row = conn.execute(_STORE_UID_SQL).fetchone()
             if _meta_int(row, "store_uid", self.path) != self._uid:
                 raise self._gone()
-            found = conn.execute(
-                "SELECT c.state, c.chunks, c.created_at FROM nbs_checkpoints c JOIN nbs_sessions s "
-                "ON c.session = s.id WHERE s.user_id = ? AND s.session_id = ? AND c.seq = ?",
-                (*cp.key, cp.seq),
-            ).fetchone()
-            if found is None or (cp.created_at != _EPOCH and found[2] != cp.created_at.isoformat()):
+            found = conn.execute(_ROW_SQL, (*cp.key, cp.seq)).fetchone()
+            if found is None or (cp.created_at != _EPOCH and found[4] != cp.created_at.isoformat()):
                 return None, []
-            lists = self._read_chunks(conn, found[1], where) if found[1] else []
+            row_id, stored, *fields = found
+            if stored is not None or row_id > (_meta_int(conn.execute(_UPTO_SQL).fetchone(), _UPTO, self.path) or 0):
+                verify_row(stored, cp.key, *fields, where=where, location=str(self.path))
+            state, chunks = fields[-2:]
+            lists = self._read_chunks(conn, chunks, where) if chunks else []
             conn.execute("COMMIT")
-            return found[0], lists
+            return state, lists
         except sqlite3.Error as exc:
             raise self._wrap(exc) from exc
         except UnicodeEncodeError:
@@ -560,12 +564,12 @@ class SQLiteStore(BaseStore):
         rows = codec.loads(chunks_text, where)
         out: list[tuple[tuple[str | int, ...], list[Any]]] = []
         for path, seg_ids in rows:
-            segs: dict[int, bytes] = {}
-            for sql, params in _id_queries("nbs_segments", "blobs", seg_ids):
-                segs.update(conn.execute(sql, params).fetchall())
+            segs: dict[int, tuple[Any, Any]] = {}
+            for sql, params in _id_queries("nbs_segments", "blobs, hash", seg_ids):
+                segs.update((i, (packed, h)) for i, packed, h in conn.execute(sql, params))
             blob_ids: list[int] = []
             for seg_id in seg_ids:
-                packed = segs.get(seg_id)
+                packed, seg_hash = segs.get(seg_id, (None, None))
                 if packed is None:
                     raise StoreCorruptedError(
                         f"{where}: segment {seg_id} of {path_text(tuple(path))} is missing; delete "
@@ -576,6 +580,13 @@ class SQLiteStore(BaseStore):
                     raise StoreCorruptedError(
                         f"{where}: segment {seg_id} of {path_text(tuple(path))} is not a list of "
                         "entry ids; delete that checkpoint, the others are intact",
+                        location=where,
+                    )
+                if blob_hash(packed) != seg_hash:  # entry ids that point elsewhere
+                    raise StoreCorruptedError(
+                        f"{where}: segment {seg_id} of {path_text(tuple(path))} does not match its content "
+                        "hash (table nbs_segments was altered or damaged); delete that checkpoint, the "
+                        "others are intact",
                         location=where,
                     )
                 blob_ids.extend(array("q", packed))
@@ -633,15 +644,15 @@ class SQLiteStore(BaseStore):
         async with self._connect() as db:
             legacy = await self._legacy_row(db, key)
             async with db.execute(
-                "SELECT c.seq, c.parent, c.created_at, c.label, c.metadata, c.modules, c.size "
-                "FROM nbs_checkpoints c JOIN nbs_sessions s ON c.session = s.id "
+                f"SELECT {_ROW_COLUMNS} FROM nbs_checkpoints c JOIN nbs_sessions s ON c.session = s.id "
                 "WHERE s.user_id = ? AND s.session_id = ? ORDER BY c.seq",
                 key,
             ) as cur:
                 rows = await cur.fetchall()
+            upto = await _unhashed_upto(db, self.path)
         if legacy is not None:
             out.append(self._legacy_checkpoint(key, legacy))
-        for seq, parent, created, label, meta, modules, size in rows:
+        for row_id, stored, seq, parent, created, label, meta, modules, size in rows:
             where = f"checkpoint {key}@{seq} in {self.path}"
             if not _is_int(seq):  # the checkpoint's identity itself: nothing can stand in for it
                 raise StoreCorruptedError(
@@ -653,6 +664,12 @@ class SQLiteStore(BaseStore):
             garbled = not (parent is None or _is_int(parent)) or not _is_int(size) or not (
                 label is None or isinstance(label, str)
             )
+            if not garbled and (stored is not None or row_id > upto):
+                try:  # the facts only: reading the state (get_state, check) checks the rest
+                    verify_facts(stored, key, seq, parent, created, label, meta, modules, size,
+                                 where=where, location=str(self.path))
+                except StoreCorruptedError:
+                    garbled = True  # its read raises the named error; nothing of the edit is shown
             if garbled:  # this checkpoint only: `check` reports it, the others read as usual
                 parent, size, label, meta = None, 0, None, None
             try:
@@ -794,11 +811,17 @@ class SQLiteStore(BaseStore):
                 )
             await self._begin(db)
             try:
-                await db.execute(
-                    "UPDATE nbs_checkpoints SET label = ? WHERE seq = ? AND session = "
-                    "(SELECT id FROM nbs_sessions WHERE user_id = ? AND session_id = ?)",
-                    (label, seq, *key),
-                )
+                async with db.execute(_ROW_SQL, (*key, seq)) as cur:
+                    row = await cur.fetchone()
+                if row is not None:
+                    row_id, stored, *facts = row[:-2]  # not the content: its half of the hash stays
+                    if stored is not None or row_id > await _unhashed_upto(db, self.path):
+                        # The label is hashed with the row: checked first, so damage is never re-sealed.
+                        stored = relabelled(stored, key, *facts, new_label=label,
+                                            where=f"checkpoint {key}@{seq} in {self.path}", location=str(self.path))
+                    await db.execute(
+                        "UPDATE nbs_checkpoints SET label = ?, hash = ? WHERE id = ?", (label, stored, row_id)
+                    )
             except sqlite3.IntegrityError as exc:
                 await _rollback(db)
                 raise ConflictError(
@@ -809,6 +832,62 @@ class SQLiteStore(BaseStore):
                 await _rollback(db)
                 raise
             await _commit(db)
+
+    # -- rows written before row hashes ----------------------------------------
+
+    def unhashed(self) -> dict[SessionKey, list[int]]:
+        """The checkpoints written before row hashes existed (schema 4 and older), by session.
+
+        They load as before, but a hand edit of their row is not caught;
+        :meth:`hash_unhashed` protects them. ``nb-sessions check`` counts them.
+        """
+        return run_sync(self._unhashed())
+
+    async def _unhashed(self) -> dict[SessionKey, list[int]]:
+        if not self._ready and not self.path.exists():
+            return {}  # reading must not create the file
+        async with self._connect() as db:
+            upto = await _unhashed_upto(db, self.path)
+            async with db.execute(
+                "SELECT s.user_id, s.session_id, c.seq FROM nbs_checkpoints c JOIN nbs_sessions s "
+                "ON c.session = s.id WHERE c.hash IS NULL AND c.id <= ? ORDER BY s.user_id, s.session_id, c.seq",
+                (upto,),
+            ) as cur:
+                rows = await cur.fetchall()
+        out: dict[SessionKey, list[int]] = {}
+        for uid, sid, seq in rows:
+            if _is_int(seq):  # a garbled number is history's named error already
+                out.setdefault(SessionKey(uid, sid), []).append(seq)
+        return out
+
+    def hash_unhashed(self) -> int:
+        """Give each checkpoint written before row hashes its hash, once it reads back whole; return how many.
+
+        A checkpoint that does not read back raises its error and stays as it is.
+        """
+        return run_sync(self._hash_unhashed())
+
+    async def _hash_unhashed(self) -> int:
+        done = 0
+        for key, seqs in (await self._unhashed()).items():
+            for seq in seqs:
+                await self.aget_state(Ref(key, seq=seq))  # skeleton and every entry decoded and checked
+                async with self._connect() as db:
+                    await self._begin(db)
+                    try:
+                        async with db.execute(_ROW_SQL, (*key, seq)) as cur:
+                            row = await cur.fetchone()
+                        if row is not None and row[1] is None:
+                            row_id, _, *fields = row
+                            await db.execute(
+                                "UPDATE nbs_checkpoints SET hash = ? WHERE id = ?", (row_hash(key, *fields), row_id)
+                            )
+                            done += 1
+                    except BaseException:
+                        await _rollback(db)
+                        raise
+                    await _commit(db)
+        return done
 
     async def _search(self, text: str, keys: list[SessionKey]) -> list[Hit]:
         """Entries through the FTS index (or a scan for queries under 3 characters), skeletons by scanning."""
@@ -1023,6 +1102,15 @@ async def _store_plans(db: aiosqlite.Connection, plans: Sequence[ChunkPlan]) -> 
 
 
 _STORE_UID_SQL = "SELECT value FROM nbs_meta WHERE key = 'store_uid'"
+# Rows up to this id were written before row hashes (migration 5); a later row must have one.
+_UPTO = "unhashed_upto"
+_UPTO_SQL = f"SELECT value FROM nbs_meta WHERE key = '{_UPTO}'"
+# A checkpoint row as stores/row_hash.py takes it (after id and hash): its facts, then its content.
+_ROW_COLUMNS = "c.id, c.hash, c.seq, c.parent, c.created_at, c.label, c.metadata, c.modules, c.size"
+_ROW_SQL = (
+    f"SELECT {_ROW_COLUMNS}, c.state, c.chunks FROM nbs_checkpoints c JOIN nbs_sessions s ON c.session = s.id "
+    "WHERE s.user_id = ? AND s.session_id = ? AND c.seq = ?"
+)
 # Functions with side effects and virtual tables stay out of triggers, views and indexes.
 _UNTRUSTED_SCHEMA = "PRAGMA trusted_schema = OFF"
 
@@ -1049,6 +1137,11 @@ async def _meta(db: aiosqlite.Connection, key: str, path: Path) -> int | None:
 
 async def _store_uid(db: aiosqlite.Connection, path: Path) -> int | None:
     return await _meta(db, "store_uid", path)
+
+
+async def _unhashed_upto(db: aiosqlite.Connection, path: Path) -> int:
+    """The last row id written before row hashes; a store missing the value checks every row."""
+    return await _meta(db, _UPTO, path) or 0
 
 
 async def _gc_generation(db: aiosqlite.Connection, path: Path) -> int:
