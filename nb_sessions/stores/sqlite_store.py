@@ -707,8 +707,11 @@ class SQLiteStore(BaseStore):
             return []  # reading must not create the file
         async with self._connect() as db:
             async with db.execute(
+                # Labels in checkpoint order: group_concat keeps the order of an ordered subquery
+                # (which SQLite does not flatten into an aggregate), not of whichever index it scans.
                 "SELECT s.user_id, s.session_id, count(c.id), max(c.seq), min(c.created_at), "
-                "max(c.created_at), group_concat(c.label, char(0)) "
+                "max(c.created_at), (SELECT group_concat(label, char(0)) FROM (SELECT label FROM "
+                "nbs_checkpoints WHERE session = s.id AND label IS NOT NULL ORDER BY seq)) "
                 "FROM nbs_sessions s JOIN nbs_checkpoints c ON c.session = s.id GROUP BY s.id"
             ) as cur:
                 rows = await cur.fetchall()
