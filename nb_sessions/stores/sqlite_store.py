@@ -357,13 +357,12 @@ class SQLiteStore(BaseStore):
                     ]
                     row = (seq, parent, now.isoformat(), label, meta_text, codec.dumps(list(modules)).decode(),
                            size, skeleton_data, codec.dumps(chunk_rows).decode() if chunk_rows else None)
+                    row_id = await _next_row_id(db, self.path)
                     try:
-                        # An id above every row written before row hashes (see migration 5).
                         await db.execute(
                             "INSERT INTO nbs_checkpoints (id, session, seq, parent, created_at, label, metadata, "
-                            "modules, size, state, chunks, hash) VALUES ((SELECT max(coalesce(max(id), 0), ?) + 1 "
-                            "FROM nbs_checkpoints), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                            (await _unhashed_upto(db, self.path), sid, *row, row_hash(key, *row)),
+                            "modules, size, state, chunks, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            (row_id, sid, *row, row_hash(key, *row)),
                         )
                     except sqlite3.IntegrityError as exc:
                         raise ConflictError(
@@ -1145,6 +1144,20 @@ async def _store_uid(db: aiosqlite.Connection, path: Path) -> int | None:
 async def _unhashed_upto(db: aiosqlite.Connection, path: Path) -> int:
     """The last row id written before row hashes; a store missing the value checks every row."""
     return await _meta(db, _UPTO, path) or 0
+
+
+async def _next_row_id(db: aiosqlite.Connection, path: Path) -> int:
+    """The id of a new checkpoint row: above every row, and above every row written before row hashes."""
+    async with db.execute("SELECT max(id) FROM nbs_checkpoints") as cur:
+        row = await cur.fetchone()
+    top = max(row[0] if row and _is_int(row[0]) else 0, await _unhashed_upto(db, path))
+    if top >= 2**63 - 1:
+        raise StoreCorruptedError(
+            f"{path}: a row of nbs_checkpoints has id {top}, the largest SQLite allows (edited by hand?); "
+            "nothing was saved. Copy the sessions to a new store (nb-sessions copy)",
+            location=f"{path} (nbs_checkpoints)",
+        )
+    return top + 1
 
 
 async def _gc_generation(db: aiosqlite.Connection, path: Path) -> int:

@@ -262,3 +262,18 @@ def test_check_counts_unhashed_rows_and_protect_hashes_them(tmp_path: Path, caps
     assert "added the row hash of 3 checkpoint(s)" in out and "were written before" not in out
     assert cli.main(["--store", str(path), "--json", "check"]) == 0
     assert json.loads(capsys.readouterr().out)["unhashed"] == 0
+
+
+def test_new_rows_get_ids_above_the_unhashed_ones_and_a_maxed_id_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = _store(path)
+    with _db(path) as db:
+        db.execute("UPDATE nbs_meta SET value = 100 WHERE key = 'unhashed_upto'")
+    store.delete("t")  # the highest row goes: SQLite alone would reuse its id
+    store.save("u", note=Box(1))
+    with _db(path) as db:
+        assert db.execute("SELECT max(id) FROM nbs_checkpoints").fetchone()[0] == 101
+        db.execute("UPDATE nbs_checkpoints SET id = 9223372036854775807 WHERE id = 101")
+    with pytest.raises(StoreCorruptedError, match="largest SQLite allows") as err:
+        store.save("u", note=Box(2))
+    assert str(path) in str(err.value)
