@@ -277,3 +277,32 @@ def test_new_rows_get_ids_above_the_unhashed_ones_and_a_maxed_id_is_named(tmp_pa
     with pytest.raises(StoreCorruptedError, match="largest SQLite allows") as err:
         store.save("u", note=Box(2))
     assert str(path) in str(err.value)
+
+
+def test_the_shared_row_hash_covers_every_value_and_only_those() -> None:
+    """stores/row_hash.py is the one function every database store uses: each value counts."""
+    from nb_sessions.stores import row_hash as rh
+
+    key = SessionKey("u", "s")
+    fields = dict(seq=2, parent=1, created_at="2026-01-01T00:00:00+00:00", label="mid", metadata=b'{"a":1}',
+                  modules='["m"]', size=10, state=b'{"m":{}}', chunks='[[["m"],[1]]]')
+    stored = rh.row_hash(key, **fields)
+    assert len(stored) == rh.ROW_HASH_SIZE
+    rh.verify_row(stored, key, *fields.values(), where="w", location="l")
+    # Text and its UTF-8 bytes hash alike (a column read back as TEXT or BLOB).
+    rh.verify_row(stored, key, *[v.encode() if isinstance(v, str) else v for v in fields.values()],
+                  where="w", location="l")
+    changed = dict(seq=3, parent=None, created_at="2026-01-01T00:00:01+00:00", label=None, metadata=b'{"a":2}',
+                   modules='["n"]', size=11, state=b'{"m":[]}', chunks=None)
+    for name, value in changed.items():
+        with pytest.raises(StoreCorruptedError, match="hash"):
+            rh.verify_row(stored, key, *{**fields, name: value}.values(), where="w", location="l")
+    for other in (SessionKey("", "s"), SessionKey("u", "t"), SessionKey("us", ""), SessionKey("", "us")):
+        with pytest.raises(StoreCorruptedError):
+            rh.verify_row(stored, other, *fields.values(), where="w", location="l")
+    assert rh.row_hash(SessionKey("a", "bc"), **fields) != rh.row_hash(SessionKey("ab", "c"), **fields)
+    assert rh.row_hash(key, **{**fields, "seq": 2}) != rh.row_hash(key, **{**fields, "seq": "2"})
+    # A relabelled row verifies with its new label, and only with it; the content half is kept.
+    moved = rh.relabelled(stored, key, *list(fields.values())[:7], new_label="end", where="w", location="l")
+    rh.verify_row(moved, key, *{**fields, "label": "end"}.values(), where="w", location="l")
+    assert moved[:16] == stored[:16]
