@@ -106,6 +106,11 @@ MIGRATIONS: tuple[Migration, ...] = (
             # rows always get a larger id (SQLiteStore._write), even after deletes.
             "INSERT OR IGNORE INTO nbs_meta (key, value) "
             "VALUES ('unhashed_upto', (SELECT coalesce(max(id), 0) FROM nbs_checkpoints))",
+            # The same for a session row: 16 bytes over (user_id, session_id), so a row whose
+            # ids were edited is not listed as a session.
+            "ALTER TABLE nbs_sessions ADD COLUMN hash BLOB",
+            "INSERT OR IGNORE INTO nbs_meta (key, value) "
+            "VALUES ('unhashed_sessions_upto', (SELECT coalesce(max(id), 0) FROM nbs_sessions))",
         ),
     ),
 )

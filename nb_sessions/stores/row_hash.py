@@ -38,7 +38,7 @@ from typing import Any
 from ..errors import StoreCorruptedError
 from .base import SessionKey
 
-__all__ = ["ROW_HASH_SIZE", "content_hash", "relabelled", "row_hash", "verify_facts", "verify_row"]
+__all__ = ["ROW_HASH_SIZE", "content_hash", "key_hash", "relabelled", "row_hash", "verify_facts", "verify_row"]
 
 #: Bytes of a row hash: 16 for the content, 16 for the facts and the content digest.
 ROW_HASH_SIZE = 32
@@ -68,6 +68,11 @@ def _digest(*values: Any) -> bytes:
     for value in values:
         h.update(_field(value))
     return h.digest()
+
+
+def key_hash(key: SessionKey) -> bytes:
+    """16 bytes over a session's ids, for a store's row of the session itself."""
+    return _digest("session", key.user_id, key.session_id)
 
 
 def content_hash(state: Any, chunks: Any) -> bytes:

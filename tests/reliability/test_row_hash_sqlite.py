@@ -178,8 +178,9 @@ def _as_version_4(path: Path) -> None:
     """Turn a store back into one written before row hashes (schema version 4)."""
     with _db(path) as db:
         db.execute("ALTER TABLE nbs_checkpoints DROP COLUMN hash")
+        db.execute("ALTER TABLE nbs_sessions DROP COLUMN hash")
         db.execute("DELETE FROM nbs_migrations WHERE version > 4")
-        db.execute("DELETE FROM nbs_meta WHERE key = 'unhashed_upto'")
+        db.execute("DELETE FROM nbs_meta WHERE key IN ('unhashed_upto', 'unhashed_sessions_upto')")
 
 
 def test_an_older_store_opens_and_its_unhashed_rows_load_and_are_reported(tmp_path: Path) -> None:
@@ -306,3 +307,35 @@ def test_the_shared_row_hash_covers_every_value_and_only_those() -> None:
     moved = rh.relabelled(stored, key, *list(fields.values())[:7], new_label="end", where="w", location="l")
     rh.verify_row(moved, key, *{**fields, "label": "end"}.values(), where="w", location="l")
     assert moved[:16] == stored[:16]
+
+
+@pytest.mark.parametrize(("column", "value"), [("session_id", "-1"), ("user_id", "0"), ("user_id", 1.5)])
+def test_a_session_row_whose_ids_were_edited_is_not_listed_nor_written(tmp_path: Path, column: str, value: Any) -> None:
+    """Fuzzer seeds 4424, 6902, 8722: the edited ids read as a valid session of another name."""
+    path = tmp_path / "s.db"
+    _store(path)
+    _sql(path, f"UPDATE nbs_sessions SET {column} = ? WHERE session_id = 't'", value)
+    store = nbs.open_store(path)
+    with pytest.warns(RuntimeWarning, match="do not match its hash"):
+        assert {info.key for info in store.sessions()} == {SessionKey("", "s")}
+    renamed = SessionKey(str(value), "t") if column == "user_id" else SessionKey("", str(value))
+    with pytest.raises(StoreCorruptedError, match="does not match its hash") as err:
+        store.save(renamed, note=Box(1))
+    assert str(path) in str(err.value)
+    with pytest.raises(StoreCorruptedError, match="hash"):  # its checkpoints name their owner
+        store.get_state(renamed)
+
+
+def test_an_older_stores_session_rows_are_listed_and_get_their_hash(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    _store(path)
+    _as_version_4(path)
+    store = nbs.open_store(path)
+    assert {info.key for info in store.sessions()} == {SessionKey("", "s"), SessionKey("", "t")}
+    store.save("new", note=Box(1))
+    store.hash_unhashed()
+    with _db(path) as db:
+        assert db.execute("SELECT count(*) FROM nbs_sessions WHERE hash IS NULL").fetchone() == (0,)
+    _sql(path, "UPDATE nbs_sessions SET session_id = 'x' WHERE session_id = 't'")
+    with pytest.warns(RuntimeWarning, match="do not match its hash"):
+        assert {info.key for info in nbs.open_store(path).sessions()} == {SessionKey("", "s"), SessionKey("", "new")}
