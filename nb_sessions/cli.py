@@ -35,7 +35,15 @@ from .errors import (
     StoreCorruptedError,
     StoreError,
 )
-from .stores import DEFAULT_STORE, BaseStore, Checkpoint, SessionKey, open_store, parse_ref
+from .stores import (
+    DEFAULT_STORE,
+    BaseStore,
+    Checkpoint,
+    SessionKey,
+    SQLiteStore,
+    open_store,
+    parse_ref,
+)
 from .stores.space import human_size
 
 if TYPE_CHECKING:
@@ -904,12 +912,18 @@ def cmd_check(ctx: _Ctx) -> int:
     store = ctx.store()
     with ctx.progress("check") as bar:
         n_sessions, n_checkpoints, problems = check_store(store, ctx.args.sessions, bar.update)
+    # SQLite rows written before row hashes (schema 5) read fine but are not protected by one.
+    unhashed, protected = (sum(map(len, store.unhashed().values())) if isinstance(store, SQLiteStore) else 0), 0
+    if ctx.args.protect and unhashed and not problems and isinstance(store, SQLiteStore):
+        protected = store.hash_unhashed()
+        unhashed -= protected
     if ctx.json:
         ctx.emit_json({
             "store": store.location, "ok": not problems, "sessions": n_sessions,
             "checkpoints": n_checkpoints,
             "problems": [{"ref": p.ref, "error": p.error, "message": p.message, "location": p.location}
                          for p in problems],
+            "unhashed": unhashed, "protected": protected,
         })
     else:
         if problems:
@@ -917,6 +931,13 @@ def cmd_check(ctx: _Ctx) -> int:
             ctx.write(render_table(["checkpoint", "error", "message"], rows, wide=True))
         verdict = f"{len(problems)} problem(s)" if problems else "all readable"
         ctx.write(f"checked {n_checkpoints} checkpoint(s) in {n_sessions} session(s) of {store.location}: {verdict}")
+        if protected:
+            ctx.write(f"added the row hash of {protected} checkpoint(s) written before row hashes")
+        if unhashed:
+            ctx.write(
+                f"{unhashed} checkpoint(s) were written before row hashes: a hand edit of their row is not "
+                "caught; once no problem is left, `nb-sessions check --protect` adds their hashes"
+            )
     return EXIT_CORRUPTED if problems else EXIT_OK
 
 
@@ -1012,6 +1033,8 @@ def build_parser() -> argparse.ArgumentParser:
     command("vacuum", cmd_vacuum, "give the space of deleted checkpoints back to the disk")
     p = command("check", cmd_check, "read back every checkpoint and report damaged ones (exit 3)")
     p.add_argument("sessions", nargs="*", metavar="SESSION", help="default: every session")
+    p.add_argument("--protect", action="store_true",
+                   help="when nothing is damaged, hash the rows of checkpoints written before row hashes (SQLite)")
     return parser
 
 

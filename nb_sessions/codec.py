@@ -106,6 +106,12 @@ def loads(data: bytes | str, where: str = "", *, trusted: bool = False) -> Any:
     """
     if isinstance(data, str):
         data = data.encode("utf-8", "surrogatepass")
+    if not isinstance(data, (bytes, bytearray, memoryview)):  # a number where a store keeps JSON: edited
+        raise StoreCorruptedError(
+            f"{where or 'data'} holds {type(data).__name__} {data!r:.40}, not JSON text; "
+            "restore it from a backup or delete that checkpoint",
+            location=where,
+        )
     with paused_gc() if len(data) >= _BIG else contextlib.nullcontext():
         return _loads(data, where, trusted and not data.startswith(b" "))
 

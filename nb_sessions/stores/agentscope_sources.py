@@ -432,7 +432,7 @@ def is_agentscope2_sqlite(path: str | Path) -> bool:
             if "sessions" in names
             else set()
         )
-    except sqlite3.Error:
+    except (sqlite3.Error, UnicodeDecodeError):  # a damaged schema (SQLite's message quotes its bytes)
         return False
     finally:
         conn.close()

@@ -94,6 +94,25 @@ MIGRATIONS: tuple[Migration, ...] = (
         # the same path (perhaps with the same inode) is another store.
         ("INSERT OR IGNORE INTO nbs_meta (key, value) VALUES ('store_uid', abs(random()))",),
     ),
+    Migration(
+        5,
+        "a hash of each checkpoint row",
+        (
+            # stores/row_hash.py: 16 bytes over the skeleton and list references, 16 over the
+            # row's facts (owner, seq, parent, time, label, metadata, modules, size) and those.
+            "ALTER TABLE nbs_checkpoints ADD COLUMN hash BLOB",
+            # Rows up to this id were written before: their hash is NULL until
+            # SQLiteStore.hash_unhashed() adds it. Any later row without one is damaged; new
+            # rows always get a larger id (SQLiteStore._write), even after deletes.
+            "INSERT OR IGNORE INTO nbs_meta (key, value) "
+            "VALUES ('unhashed_upto', (SELECT coalesce(max(id), 0) FROM nbs_checkpoints))",
+            # The same for a session row: 16 bytes over (user_id, session_id), so a row whose
+            # ids were edited is not listed as a session.
+            "ALTER TABLE nbs_sessions ADD COLUMN hash BLOB",
+            "INSERT OR IGNORE INTO nbs_meta (key, value) "
+            "VALUES ('unhashed_sessions_upto', (SELECT coalesce(max(id), 0) FROM nbs_sessions))",
+        ),
+    ),
 )
 
 

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import aiosqlite
 
 from .. import codec
+from .._loop import run_sync
 from ..chunks import (
     ChunkCache,
     ChunkPlan,
@@ -50,8 +51,9 @@ from ..errors import (
 )
 from ..generations import conversation_path
 from ._fs import make_folders, settle_late_cancel
-from .base import BaseStore, Checkpoint, Redactor, SessionInfo, SessionKey, utcnow, validate_id
+from .base import BaseStore, Checkpoint, Redactor, Ref, SessionInfo, SessionKey, utcnow, validate_id
 from .migrations import apply_migrations, latest_version
+from .row_hash import key_hash, relabelled, row_hash, verify_facts, verify_row
 from .space import CheckpointSpace, SessionSpace, module_bytes
 
 if TYPE_CHECKING:
@@ -103,7 +105,7 @@ class SQLiteStore(BaseStore):
             await db.execute("PRAGMA foreign_keys = ON")
             yield db
             completed = True
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:  # see _wrap
             raise self._wrap(exc) from exc
         except UnicodeEncodeError as exc:
             # An id or label holding a lone surrogate (half an emoji): SQLite text cannot hold it.
@@ -143,7 +145,7 @@ class SQLiteStore(BaseStore):
                 db = await aiosqlite.connect(self._uri(), uri=True, timeout=_BUSY_POLL, isolation_level=None)
                 await db.execute(_UNTRUSTED_SCHEMA)
                 return db, await _store_uid(db, self.path)
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, UnicodeDecodeError) as exc:
                 if db is not None:
                     with contextlib.suppress(sqlite3.Error):
                         await db.close()
@@ -251,7 +253,7 @@ class SQLiteStore(BaseStore):
             if _read_only_error(exc) and await self._setup_read_only():
                 return
             raise self._wrap(exc) from exc
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
             await db.close()
             raise self._wrap(exc) from exc
         except BaseException:
@@ -278,7 +280,7 @@ class SQLiteStore(BaseStore):
                     version = int(row[0] or 0) if row else 0
                     self._has_legacy = await _table_exists(db, LEGACY_TABLE)
                     self._uid = await _store_uid(db, self.path)
-            except sqlite3.Error:
+            except (sqlite3.Error, UnicodeDecodeError):
                 continue
             if version != latest_version():
                 raise StoreError(
@@ -291,7 +293,15 @@ class SQLiteStore(BaseStore):
         self._readonly = self._immutable = False
         return False
 
-    def _wrap(self, exc: sqlite3.Error) -> StoreError:
+    def _wrap(self, exc: sqlite3.Error | UnicodeDecodeError) -> StoreError:
+        if isinstance(exc, UnicodeDecodeError):
+            # Python's sqlite3 decodes SQLite's messages and names as UTF-8: a damaged schema
+            # or row (a flipped byte) reaches us as this rather than as a sqlite3 error.
+            return StoreCorruptedError(
+                f"{self.path} holds bytes that are not UTF-8 where SQLite keeps text ({exc.reason} at byte "
+                f"{exc.start}): the file is damaged; restore it from a backup, or open a different file",
+                location=str(self.path),
+            )
         text = str(exc)
         if "not a database" in text or "malformed" in text:
             return StoreCorruptedError(
@@ -353,13 +363,14 @@ class SQLiteStore(BaseStore):
                     chunk_rows = [
                         [list(plan.path), list(ids)] for plan, ids in zip(plans, payloads, strict=True)
                     ]
+                    row = (seq, parent, now.isoformat(), label, meta_text, codec.dumps(list(modules)).decode(),
+                           size, skeleton_data, codec.dumps(chunk_rows).decode() if chunk_rows else None)
+                    row_id = await _next_row_id(db, self.path)
                     try:
                         await db.execute(
-                            "INSERT INTO nbs_checkpoints (session, seq, parent, created_at, label, "
-                            "metadata, modules, size, state, chunks) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                            (sid, seq, parent, now.isoformat(), label, meta_text,
-                             codec.dumps(list(modules)).decode(), size, skeleton_data,
-                             codec.dumps(chunk_rows).decode() if chunk_rows else None),
+                            "INSERT INTO nbs_checkpoints (id, session, seq, parent, created_at, label, metadata, "
+                            "modules, size, state, chunks, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            (row_id, sid, *row, row_hash(key, *row)),
                         )
                     except sqlite3.IntegrityError as exc:
                         raise ConflictError(
@@ -434,27 +445,40 @@ class SQLiteStore(BaseStore):
         self, db: aiosqlite.Connection, key: SessionKey, now: datetime
     ) -> tuple[int, int]:
         async with db.execute(
-            "SELECT id, next_seq FROM nbs_sessions WHERE user_id = ? AND session_id = ?", key
+            "SELECT id, next_seq, hash FROM nbs_sessions WHERE user_id = ? AND session_id = ?", key
         ) as cur:
             row = await cur.fetchone()
         if row is not None:
-            sid, next_seq = row
+            sid, next_seq, stored = row
+            where = f"nbs_sessions row of session {key} in {self.path}"
             if type(sid) is not int or type(next_seq) is not int or next_seq < 1:
-                where = f"nbs_sessions row of session {key} in {self.path}"
                 raise StoreCorruptedError(
                     f"{where} holds next_seq={next_seq!r}, not a checkpoint number; nothing was saved. "
                     "Set it to one more than the session's highest seq, or copy the session to a new store",
                     location=where,
                 )
+            if not self._session_row_ok(sid, stored, key, await _meta(db, _SESSIONS_UPTO, self.path) or 0):
+                raise StoreCorruptedError(
+                    f"{where} does not match its hash: its ids were edited by hand or damaged, so it is not "
+                    "the session it names; nothing was saved. Restore the database from a backup",
+                    location=where,
+                )
             return sid, next_seq
         first = 2 if await self._legacy_row(db, key) else 1
-        cur = await db.execute(
-            "INSERT INTO nbs_sessions (user_id, session_id, created_at, updated_at, next_seq) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (*key, now.isoformat(), now.isoformat(), first),
+        sid = await _next_row_id(db, self.path, "nbs_sessions", _SESSIONS_UPTO)
+        await db.execute(
+            "INSERT INTO nbs_sessions (id, user_id, session_id, created_at, updated_at, next_seq, hash) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (sid, *key, now.isoformat(), now.isoformat(), first, key_hash(key)),
         )
-        assert cur.lastrowid is not None
-        return cur.lastrowid, first
+        return sid, first
+
+    @staticmethod
+    def _session_row_ok(row_id: Any, stored: Any, key: SessionKey, upto: int) -> bool:
+        """True if an nbs_sessions row's hash fits its ids (or it was written before row hashes)."""
+        if stored is None and _is_int(row_id) and row_id <= upto:
+            return True
+        return bool(stored == key_hash(key))
 
     async def _legacy_row(self, db: aiosqlite.Connection, key: SessionKey) -> tuple[Any, ...] | None:
         if not self._has_legacy or key.user_id:
@@ -523,17 +547,17 @@ class SQLiteStore(BaseStore):
             row = conn.execute(_STORE_UID_SQL).fetchone()
             if _meta_int(row, "store_uid", self.path) != self._uid:
                 raise self._gone()
-            found = conn.execute(
-                "SELECT c.state, c.chunks, c.created_at FROM nbs_checkpoints c JOIN nbs_sessions s "
-                "ON c.session = s.id WHERE s.user_id = ? AND s.session_id = ? AND c.seq = ?",
-                (*cp.key, cp.seq),
-            ).fetchone()
-            if found is None or (cp.created_at != _EPOCH and found[2] != cp.created_at.isoformat()):
+            found = conn.execute(_ROW_SQL, (*cp.key, cp.seq)).fetchone()
+            if found is None or (cp.created_at != _EPOCH and found[4] != cp.created_at.isoformat()):
                 return None, []
-            lists = self._read_chunks(conn, found[1], where) if found[1] else []
+            row_id, stored, *fields = found
+            if stored is not None or row_id > (_meta_int(conn.execute(_UPTO_SQL).fetchone(), _UPTO, self.path) or 0):
+                verify_row(stored, cp.key, *fields, where=where, location=str(self.path))
+            state, chunks = fields[-2:]
+            lists = self._read_chunks(conn, chunks, where) if chunks else []
             conn.execute("COMMIT")
-            return found[0], lists
-        except sqlite3.Error as exc:
+            return state, lists
+        except (sqlite3.Error, UnicodeDecodeError) as exc:
             raise self._wrap(exc) from exc
         except UnicodeEncodeError:
             return None, []  # an id no SQLite row can hold (a lone surrogate): not stored here
@@ -560,12 +584,12 @@ class SQLiteStore(BaseStore):
         rows = codec.loads(chunks_text, where)
         out: list[tuple[tuple[str | int, ...], list[Any]]] = []
         for path, seg_ids in rows:
-            segs: dict[int, bytes] = {}
-            for sql, params in _id_queries("nbs_segments", "blobs", seg_ids):
-                segs.update(conn.execute(sql, params).fetchall())
+            segs: dict[int, tuple[Any, Any]] = {}
+            for sql, params in _id_queries("nbs_segments", "blobs, hash", seg_ids):
+                segs.update((i, (packed, h)) for i, packed, h in conn.execute(sql, params))
             blob_ids: list[int] = []
             for seg_id in seg_ids:
-                packed = segs.get(seg_id)
+                packed, seg_hash = segs.get(seg_id, (None, None))
                 if packed is None:
                     raise StoreCorruptedError(
                         f"{where}: segment {seg_id} of {path_text(tuple(path))} is missing; delete "
@@ -576,6 +600,13 @@ class SQLiteStore(BaseStore):
                     raise StoreCorruptedError(
                         f"{where}: segment {seg_id} of {path_text(tuple(path))} is not a list of "
                         "entry ids; delete that checkpoint, the others are intact",
+                        location=where,
+                    )
+                if blob_hash(packed) != seg_hash:  # entry ids that point elsewhere
+                    raise StoreCorruptedError(
+                        f"{where}: segment {seg_id} of {path_text(tuple(path))} does not match its content "
+                        "hash (table nbs_segments was altered or damaged); delete that checkpoint, the "
+                        "others are intact",
                         location=where,
                     )
                 blob_ids.extend(array("q", packed))
@@ -633,15 +664,15 @@ class SQLiteStore(BaseStore):
         async with self._connect() as db:
             legacy = await self._legacy_row(db, key)
             async with db.execute(
-                "SELECT c.seq, c.parent, c.created_at, c.label, c.metadata, c.modules, c.size "
-                "FROM nbs_checkpoints c JOIN nbs_sessions s ON c.session = s.id "
+                f"SELECT {_ROW_COLUMNS} FROM nbs_checkpoints c JOIN nbs_sessions s ON c.session = s.id "
                 "WHERE s.user_id = ? AND s.session_id = ? ORDER BY c.seq",
                 key,
             ) as cur:
                 rows = await cur.fetchall()
+            upto = await _unhashed_upto(db, self.path)
         if legacy is not None:
             out.append(self._legacy_checkpoint(key, legacy))
-        for seq, parent, created, label, meta, modules, size in rows:
+        for row_id, stored, seq, parent, created, label, meta, modules, size in rows:
             where = f"checkpoint {key}@{seq} in {self.path}"
             if not _is_int(seq):  # the checkpoint's identity itself: nothing can stand in for it
                 raise StoreCorruptedError(
@@ -653,6 +684,12 @@ class SQLiteStore(BaseStore):
             garbled = not (parent is None or _is_int(parent)) or not _is_int(size) or not (
                 label is None or isinstance(label, str)
             )
+            if not garbled and (stored is not None or row_id > upto):
+                try:  # the facts only: reading the state (get_state, check) checks the rest
+                    verify_facts(stored, key, seq, parent, created, label, meta, modules, size,
+                                 where=where, location=str(self.path))
+                except StoreCorruptedError:
+                    garbled = True  # its read raises the named error; nothing of the edit is shown
             if garbled:  # this checkpoint only: `check` reports it, the others read as usual
                 parent, size, label, meta = None, 0, None, None
             try:
@@ -690,11 +727,15 @@ class SQLiteStore(BaseStore):
             return []  # reading must not create the file
         async with self._connect() as db:
             async with db.execute(
+                # Labels in checkpoint order: group_concat keeps the order of an ordered subquery
+                # (which SQLite does not flatten into an aggregate), not of whichever index it scans.
                 "SELECT s.user_id, s.session_id, count(c.id), max(c.seq), min(c.created_at), "
-                "max(c.created_at), group_concat(c.label, char(0)) "
+                "max(c.created_at), (SELECT group_concat(label, char(0)) FROM (SELECT label FROM "
+                "nbs_checkpoints WHERE session = s.id AND label IS NOT NULL ORDER BY seq)), s.id, s.hash "
                 "FROM nbs_sessions s JOIN nbs_checkpoints c ON c.session = s.id GROUP BY s.id"
             ) as cur:
                 rows = await cur.fetchall()
+            upto = await _meta(db, _SESSIONS_UPTO, self.path) or 0
             legacy: list[tuple[Any, ...]] = []
             if self._has_legacy:
                 async with db.execute(
@@ -702,10 +743,12 @@ class SQLiteStore(BaseStore):
                 ) as cur:
                     legacy = [tuple(r) for r in await cur.fetchall()]
         infos: dict[SessionKey, SessionInfo] = {}
-        for uid, sid, count, latest, first, last, labels in rows:
+        for uid, sid, count, latest, first, last, labels, row_id, stored in rows:
             try:
                 validate_id(uid, "user id", literal=True)
                 validate_id(sid, literal=True)
+                if not self._session_row_ok(row_id, stored, SessionKey(uid, sid), upto):
+                    raise InvalidIdError(f"its ids {uid!r}, {sid!r} do not match its hash (edited or damaged)")
             except InvalidIdError as exc:
                 # Not an id the API would have written: never listed as a session (its rows
                 # stay as they are; `check` and the sqlite3 shell can look at them).
@@ -794,11 +837,17 @@ class SQLiteStore(BaseStore):
                 )
             await self._begin(db)
             try:
-                await db.execute(
-                    "UPDATE nbs_checkpoints SET label = ? WHERE seq = ? AND session = "
-                    "(SELECT id FROM nbs_sessions WHERE user_id = ? AND session_id = ?)",
-                    (label, seq, *key),
-                )
+                async with db.execute(_ROW_SQL, (*key, seq)) as cur:
+                    row = await cur.fetchone()
+                if row is not None:
+                    row_id, stored, *facts = row[:-2]  # not the content: its half of the hash stays
+                    if stored is not None or row_id > await _unhashed_upto(db, self.path):
+                        # The label is hashed with the row: checked first, so damage is never re-sealed.
+                        stored = relabelled(stored, key, *facts, new_label=label,
+                                            where=f"checkpoint {key}@{seq} in {self.path}", location=str(self.path))
+                    await db.execute(
+                        "UPDATE nbs_checkpoints SET label = ?, hash = ? WHERE id = ?", (label, stored, row_id)
+                    )
             except sqlite3.IntegrityError as exc:
                 await _rollback(db)
                 raise ConflictError(
@@ -809,6 +858,79 @@ class SQLiteStore(BaseStore):
                 await _rollback(db)
                 raise
             await _commit(db)
+
+    # -- rows written before row hashes ----------------------------------------
+
+    def unhashed(self) -> dict[SessionKey, list[int]]:
+        """The checkpoints written before row hashes existed (schema 4 and older), by session.
+
+        They load as before, but a hand edit of their row is not caught;
+        :meth:`hash_unhashed` protects them. ``nb-sessions check`` counts them.
+        """
+        return run_sync(self._unhashed())
+
+    async def _unhashed(self) -> dict[SessionKey, list[int]]:
+        if not self._ready and not self.path.exists():
+            return {}  # reading must not create the file
+        async with self._connect() as db:
+            upto = await _unhashed_upto(db, self.path)
+            async with db.execute(
+                "SELECT s.user_id, s.session_id, c.seq FROM nbs_checkpoints c JOIN nbs_sessions s "
+                "ON c.session = s.id WHERE c.hash IS NULL AND c.id <= ? ORDER BY s.user_id, s.session_id, c.seq",
+                (upto,),
+            ) as cur:
+                rows = await cur.fetchall()
+        out: dict[SessionKey, list[int]] = {}
+        for uid, sid, seq in rows:
+            if _is_int(seq):  # a garbled number is history's named error already
+                out.setdefault(SessionKey(uid, sid), []).append(seq)
+        return out
+
+    def hash_unhashed(self) -> int:
+        """Give each checkpoint written before row hashes its hash, once it reads back whole; return how many.
+
+        A checkpoint that does not read back raises its error and stays as it is.
+        The rows of the sessions (their ids) get theirs too.
+        """
+        return run_sync(self._hash_unhashed())
+
+    async def _hash_unhashed(self) -> int:
+        done = 0
+        for key, seqs in (await self._unhashed()).items():
+            for seq in seqs:
+                await self.aget_state(Ref(key, seq=seq))  # skeleton and every entry decoded and checked
+                async with self._connect() as db:
+                    await self._begin(db)
+                    try:
+                        async with db.execute(_ROW_SQL, (*key, seq)) as cur:
+                            row = await cur.fetchone()
+                        if row is not None and row[1] is None:
+                            row_id, _, *fields = row
+                            await db.execute(
+                                "UPDATE nbs_checkpoints SET hash = ? WHERE id = ?", (row_hash(key, *fields), row_id)
+                            )
+                            done += 1
+                    except BaseException:
+                        await _rollback(db)
+                        raise
+                    await _commit(db)
+        async with self._connect() as db:  # and the rows of the sessions themselves
+            await self._begin(db)
+            try:
+                async with db.execute(
+                    "SELECT id, user_id, session_id FROM nbs_sessions WHERE hash IS NULL AND id <= ?",
+                    (await _meta(db, _SESSIONS_UPTO, self.path) or 0,),
+                ) as cur:
+                    rows = list(await cur.fetchall())
+                for row_id, uid, sid in rows:
+                    with contextlib.suppress(InvalidIdError):  # not a session: never listed, never sealed
+                        key = SessionKey(validate_id(uid, "user id", literal=True), validate_id(sid, literal=True))
+                        await db.execute("UPDATE nbs_sessions SET hash = ? WHERE id = ?", (key_hash(key), row_id))
+            except BaseException:
+                await _rollback(db)
+                raise
+            await _commit(db)
+        return done
 
     async def _search(self, text: str, keys: list[SessionKey]) -> list[Hit]:
         """Entries through the FTS index (or a scan for queries under 3 characters), skeletons by scanning."""
@@ -838,7 +960,7 @@ class SQLiteStore(BaseStore):
                             hits += [Hit(key.session_id, key.user_id, seq, p, m) for p, m in scan_state(state, text)]
                     if not chunks or not found:
                         continue
-                    for path, seg_ids in codec.loads(chunks):
+                    for path, seg_ids in _chunk_refs(chunks, f"checkpoint {key}@{seq} in {self.path}"):
                         missing = [i for i in seg_ids if i not in segment_cache]
                         if missing:
                             fetched = await _fetch_by_ids(db, "nbs_segments", "blobs", missing)
@@ -950,7 +1072,7 @@ class SQLiteStore(BaseStore):
             for sql, params in _id_queries("nbs_blobs", "length(data)", blob_ids):
                 blob_sizes.update(conn.execute(sql, params).fetchall())
             conn.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, UnicodeDecodeError) as exc:
             raise self._wrap(exc) from exc
         finally:
             conn.close()
@@ -1023,6 +1145,16 @@ async def _store_plans(db: aiosqlite.Connection, plans: Sequence[ChunkPlan]) -> 
 
 
 _STORE_UID_SQL = "SELECT value FROM nbs_meta WHERE key = 'store_uid'"
+# Rows up to this id were written before row hashes (migration 5); a later row must have one.
+_UPTO = "unhashed_upto"
+_UPTO_SQL = f"SELECT value FROM nbs_meta WHERE key = '{_UPTO}'"
+_SESSIONS_UPTO = "unhashed_sessions_upto"
+# A checkpoint row as stores/row_hash.py takes it (after id and hash): its facts, then its content.
+_ROW_COLUMNS = "c.id, c.hash, c.seq, c.parent, c.created_at, c.label, c.metadata, c.modules, c.size"
+_ROW_SQL = (
+    f"SELECT {_ROW_COLUMNS}, c.state, c.chunks FROM nbs_checkpoints c JOIN nbs_sessions s ON c.session = s.id "
+    "WHERE s.user_id = ? AND s.session_id = ? AND c.seq = ?"
+)
 # Functions with side effects and virtual tables stay out of triggers, views and indexes.
 _UNTRUSTED_SCHEMA = "PRAGMA trusted_schema = OFF"
 
@@ -1049,6 +1181,27 @@ async def _meta(db: aiosqlite.Connection, key: str, path: Path) -> int | None:
 
 async def _store_uid(db: aiosqlite.Connection, path: Path) -> int | None:
     return await _meta(db, "store_uid", path)
+
+
+async def _unhashed_upto(db: aiosqlite.Connection, path: Path) -> int:
+    """The last row id written before row hashes; a store missing the value checks every row."""
+    return await _meta(db, _UPTO, path) or 0
+
+
+async def _next_row_id(
+    db: aiosqlite.Connection, path: Path, table: str = "nbs_checkpoints", upto: str = _UPTO
+) -> int:
+    """The id of a new row of ``table``: above every row, and above every row written before row hashes."""
+    async with db.execute(f"SELECT max(id) FROM {table}") as cur:
+        row = await cur.fetchone()
+    top = max(row[0] if row and _is_int(row[0]) else 0, await _meta(db, upto, path) or 0)
+    if top >= 2**63 - 1:
+        raise StoreCorruptedError(
+            f"{path}: a row of {table} has id {top}, the largest SQLite allows (edited by hand?); "
+            "nothing was saved. Copy the sessions to a new store (nb-sessions copy)",
+            location=f"{path} ({table})",
+        )
+    return top + 1
 
 
 async def _gc_generation(db: aiosqlite.Connection, path: Path) -> int:
@@ -1214,9 +1367,10 @@ def _fetch_run_joined(conn: sqlite3.Connection, ids: Sequence[int], where: str) 
 async def _collect_garbage(db: aiosqlite.Connection, path: Path) -> None:
     """Delete segments and entries no checkpoint refers to any more (inside the caller's transaction)."""
     live_segments: set[int] = set()
-    async with db.execute("SELECT chunks FROM nbs_checkpoints WHERE chunks IS NOT NULL") as cur:
-        async for (text,) in cur:
-            for _, seg_ids in codec.loads(text):
+    async with db.execute("SELECT seq, chunks FROM nbs_checkpoints WHERE chunks IS NOT NULL") as cur:
+        async for seq, text in cur:
+            # A garbled reference stops the sweep too: its segments cannot be told apart.
+            for _, seg_ids in _chunk_refs(text, f"{path}: the checkpoint row with seq {seq!r}"):
                 live_segments.update(seg_ids)
     live_blobs: set[int] = set()
     segments = await _fetch_by_ids(db, "nbs_segments", "blobs", sorted(live_segments))
@@ -1238,6 +1392,22 @@ async def _collect_garbage(db: aiosqlite.Connection, path: Path) -> None:
         await db.executemany("INSERT INTO nbs_live (id) VALUES (?)", ((i,) for i in live))
         await db.execute(f"DELETE FROM {table} WHERE id NOT IN (SELECT id FROM nbs_live)")
     await db.execute("UPDATE nbs_meta SET value = value + 1 WHERE key = 'gc_generation'")
+
+
+def _chunk_refs(text: Any, where: str) -> list[tuple[Any, list[int]]]:
+    """A checkpoint's ``chunks`` value as ``[(path, [segment id, ...]), ...]``; anything else is a named error."""
+    rows = codec.loads(text, where)
+    try:
+        refs = [(path, list(seg_ids)) for path, seg_ids in rows]
+    except (TypeError, ValueError):
+        refs = None
+    if refs is None or not all(isinstance(p, list) and all(map(_is_int, ids)) for p, ids in refs):
+        raise StoreCorruptedError(
+            f"{where}: its list references (nbs_checkpoints.chunks) are damaged; delete that checkpoint, "
+            "or restore the database from a backup",
+            location=where,
+        )
+    return refs
 
 
 async def _table_exists(db: aiosqlite.Connection, name: str) -> bool:
@@ -1269,7 +1439,7 @@ def _locked_error(exc: BaseException) -> bool:
     return "locked" in text or "busy" in text
 
 
-def _read_only_error(exc: sqlite3.Error) -> bool:
+def _read_only_error(exc: BaseException) -> bool:
     text = str(exc)
     return "readonly" in text or "read-only" in text or "unable to open" in text
 
