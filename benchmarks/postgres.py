@@ -45,6 +45,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -125,20 +126,19 @@ async def atimed(fn: Callable[[], Awaitable[Any]]) -> float:
     return time.perf_counter() - t0
 
 
-async def table_bytes(url: str, pattern: str) -> int:
-    """``pg_total_relation_size`` summed over the public tables whose name is LIKE ``pattern``."""
+async def table_bytes(url: str, pattern: str) -> dict[str, tuple[int, int]]:
+    """``pg_total_relation_size`` (heap, TOAST, indexes) and ``pg_indexes_size`` of each public table
+    whose name is LIKE ``pattern``."""
     import psycopg
 
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         cur = await conn.execute(
-            "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+            "SELECT c.relname, pg_total_relation_size(c.oid), pg_indexes_size(c.oid) FROM pg_class c "
             "JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relname LIKE %s",
             (pattern,),
         )
-        row = await cur.fetchone()
-    assert row is not None
-    return int(row[0])
+        return {name: (int(size), int(index)) for name, size, index in await cur.fetchall()}
 
 
 def disk(path: Path) -> int:
@@ -166,7 +166,7 @@ async def single(
                 wl.advance()
             prepared = lg.prepare()
             steps: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
-                ("lg_put", lambda p=prepared: lg.put(p)),  # type: ignore[misc]
+                ("lg_put", partial(lg.put, prepared)),
                 ("pg_save", lambda: pg.asave(SESSION, agent=wl.agent)),
                 ("lite_save", lambda: lite.asave(SESSION, agent=wl.agent)),
             ]
@@ -183,23 +183,29 @@ async def single(
                 make_agent(notebook=make_notebook()),
             )
             times["lg_get"].append(await atimed(lg.load))
-            times["pg_load"].append(await atimed(lambda t=target_pg: pg.aload(SESSION, agent=t)))  # type: ignore[misc]
-            times["lite_load"].append(
-                await atimed(lambda t=target_lite: lite.aload(SESSION, agent=t))
-            )  # type: ignore[misc]
+            for name, store, target in (
+                ("pg_load", pg, target_pg),
+                ("lite_load", lite, target_lite),
+            ):
+                times[name].append(await atimed(partial(store.aload, SESSION, agent=target)))
         loaded = await lg.load()
         assert len(loaded.checkpoint["channel_values"]["messages"]) == wl.n
         assert target_pg.state_dict() == wl.agent.state_dict() == target_lite.state_dict()
     med = {k: statistics.median(v) for k, v in times.items()}
+    ours, theirs = (
+        await table_bytes(ours_url, OUR_TABLES),
+        await table_bytes(theirs_url, THEIR_TABLES),
+    )
     return {
         "messages_at_end": wl.n,
         "times": times,
         "median": med,
         "bytes": {
-            "ours": await table_bytes(ours_url, OUR_TABLES),
-            "theirs": await table_bytes(theirs_url, THEIR_TABLES),
+            "ours": sum(total for total, _ in ours.values()),
+            "theirs": sum(total for total, _ in theirs.values()),
             "sqlite": disk(tmp / "s.db"),
         },
+        "bytes_by_table": {"ours": ours, "theirs": theirs},
     }
 
 
@@ -426,6 +432,12 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{row['figure']:52} {_fmt(row['ours'], row['unit']):>13} {_fmt(row['baseline'], row['unit']):>13} "
             f"{row['ratio']:7.3f}x {target:>7} {row['verdict']}"
+        )
+    for side, name in (("ours", "nb_sessions"), ("theirs", "LangGraph")):
+        parts = sorted(single_["bytes_by_table"][side].items(), key=lambda kv: -kv[1][0])
+        print(
+            f"{name} tables (of which indexes): "
+            + ", ".join(f"{t} {b / 1e6:.2f} MB ({i / 1e6:.2f})" for t, (b, i) in parts)
         )
     if args.out:
         figures = {
