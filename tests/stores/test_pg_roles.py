@@ -5,8 +5,10 @@ The SQL is read from the page itself, so the page and these tests cannot drift a
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -192,7 +194,13 @@ def test_pg_dump_and_pg_restore_of_the_nbs_tables_round_trip_every_checkpoint(
     store.label("alice@2", "reviewed")
     dump = tmp_path / "agents-nbs.dump"
     run = subprocess.run(
-        [pg_server_module._bin("pg_dump"), "--format=custom", "--table=nbs_*", f"--file={dump}", pg_url],
+        [
+            pg_server_module._bin("pg_dump"),
+            "--format=custom",
+            "--table=nbs_*",
+            f"--file={dump}",
+            pg_url,
+        ],
         capture_output=True,
         text=True,
     )
@@ -225,3 +233,44 @@ def test_pg_dump_and_pg_restore_of_the_nbs_tables_round_trip_every_checkpoint(
         ).fetchone()
     assert restored.save("alice", agent=Box([1])).seq == 5
     assert restored.save("dave", agent=Box([1])).seq == 1  # the id sequence was restored too
+
+
+CLIENT = """
+import sys, time
+from pathlib import Path
+import nb_sessions as nbs
+from tests.conftest import Box
+url, go, who = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+store = nbs.open_store(url)  # opening touches nothing: the first call below migrates
+while not go.exists():
+    time.sleep(0.01)
+print(store.save(who, agent=Box([who] * 50)).ref, flush=True)
+"""
+
+
+def test_clients_starting_together_on_a_new_database_apply_each_migration_once(
+    pg_url: str, tmp_path: Path
+) -> None:
+    go = tmp_path / "go"
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    clients = [
+        subprocess.Popen(
+            [sys.executable, "-c", CLIENT, pg_url, str(go), f"client{i}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=root,
+        )
+        for i in range(6)
+    ]
+    go.touch()  # all of them connect to the empty database at about the same moment
+    results = [c.communicate(timeout=120) for c in clients]
+    assert [c.returncode for c in clients] == [0] * 6, [err[-2000:] for _, err in results]
+    assert sorted(out.strip() for out, _ in results) == [f"client{i}@1" for i in range(6)]
+    with psycopg.connect(pg_url) as conn:
+        versions = [
+            v for (v,) in conn.execute("SELECT version FROM nbs_migrations ORDER BY version")
+        ]
+    assert versions == list(range(1, len(versions) + 1)) and len(versions) >= 2
