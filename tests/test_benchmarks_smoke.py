@@ -11,11 +11,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def smoke(module: str, tmp_path: Path) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+def smoke(
+    module: str, tmp_path: Path, *extra: str
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
     """Run ``python -m module --smoke``; return the run and the figures it wrote."""
     out = tmp_path / "figures.json"
     run = subprocess.run(
-        [sys.executable, "-m", module, "--smoke", "--out", str(out), "--tmp", str(tmp_path)],
+        [sys.executable, "-m", module, "--smoke", "--out", str(out), "--tmp", str(tmp_path), *extra],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     assert run.returncode == 0, run.stderr[-3000:]
@@ -38,3 +40,20 @@ def test_agentscope2_benchmark_smoke_run_prints_ratios(tmp_path: Path) -> None:
     for expected in ("Save +10 msgs, 2.x agent, SQLite", "Load latest, 2.x agent, JSON", "Disk after 4 checkpoints, SQLite"):
         assert expected in names, names
     assert "agentscope" in run.stdout and "ratio" in run.stdout
+
+
+def test_postgres_benchmark_smoke_run_prints_ratios_and_verdicts(tmp_path: Path, pg_server: str) -> None:
+    run, figures = smoke("benchmarks.postgres", tmp_path, "--dsn", pg_server)
+    names = [row["figure"] for row in figures["rows"]]
+    for expected in (
+        "Save +10 msgs (vs LangGraph aput)",
+        "Bytes after 4 checkpoints (vs LangGraph)",
+        "Throughput, 4 writer processes (vs LangGraph)",
+        "Load latest (vs SQLiteStore)",
+    ):
+        assert expected in names, names
+    verdicts = {row["figure"]: row["verdict"] for row in figures["rows"]}
+    assert {verdicts[n] for n in names[:1] + names[2:4]} <= {"PASS", "FAIL"}, verdicts
+    for row in figures["rows"]:
+        assert row["ours"] > 0 and row["baseline"] > 0, row
+    assert "LangGraph" in run.stdout and "ratio" in run.stdout

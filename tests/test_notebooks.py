@@ -102,6 +102,13 @@ def check_quickstart(nb: Any) -> None:
     assert "is complete" in output_of(nb, 'await chat("next")\nawait chat("next")')
     history = output_of(nb, "%session_history quickstart")
     assert "before-restart" in history and "plan-done" in history
+    # Switching to a team store: the history comes along, new saves go to the new store only.
+    assert "copied: ['quickstart@1', 'quickstart@2']" in output_of(nb, "copy_sessions(store, team")
+    team_history = output_of(nb, '%config SessionMagics.store = "team.db"')
+    assert "before-restart" in team_history and "plan-done" in team_history
+    stores = output_of(nb, 'print("team store:')
+    assert "team store:     ['quickstart@1', 'quickstart@2', 'quickstart@3']" in stores
+    assert "personal store: ['quickstart@1', 'quickstart@2']" in stores
 
 
 def check_history(nb: Any) -> None:
