@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import views
+from .bundle import copy_sessions, import_bundle, read_bundle, write_bundle
 from .diff import SessionDiff, diff
 from .errors import (
     CheckpointNotFoundError,
@@ -81,12 +82,16 @@ __all__ = [
     "VacuumResult",
     "__version__",
     "as_stateful",
+    "copy_sessions",
     "diff",
+    "import_bundle",
     "load_ipython_extension",
     "migrate",
     "open_store",
+    "read_bundle",
     "unload_ipython_extension",
     "views",
+    "write_bundle",
 ]
 
 

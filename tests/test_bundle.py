@@ -290,3 +290,17 @@ def test_write_state_and_import_state_file_speak_agentscope(tmp_path: Path, samp
     (tmp_path / "list.json").write_text("[1, 2]")
     with pytest.raises(StoreCorruptedError, match="neither a bundle nor an AgentScope session file"):
         bundle.import_state_file(store, tmp_path / "list.json", "x")
+
+
+def test_the_bundle_and_copy_functions_are_reachable_from_the_package(tmp_path: Path) -> None:
+    src, dst = nbs.open_store(tmp_path / "a.db"), nbs.open_store(tmp_path / "b")
+    src.save("s", None, {}, box=Box([1]))
+    src.save("s", "two", {}, box=Box([1, 2]))
+    [copied] = nbs.copy_sessions(src, dst)
+    assert [(c.seq, c.label) for c in dst.history("s")] == [(1, None), (2, "two")]
+    assert copied.seq_map == {1: 1, 2: 2}
+    assert nbs.write_bundle(dst, None, tmp_path / "s.bundle.json") == (1, 2)
+    bundle = nbs.read_bundle(tmp_path / "s.bundle.json")
+    again = nbs.open_store(tmp_path / "c.db")
+    nbs.import_bundle(again, bundle)
+    assert again.get_state("s@two") == src.get_state("s@two")
