@@ -13,7 +13,9 @@ pool, and the INFO log lines on AgentScope's ``as`` logger.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from typing import Any
 import pytest
 
 import nb_sessions as nbs
+from nb_sessions.sessions import StoreSession
 from nb_sessions.state import StateModule
 from tests.stores.session_scenarios import json_files, run_all
 from tests.stores.test_agentscope_real import agentscope_python as agentscope_python
@@ -95,10 +98,30 @@ def test_postgres_session_gives_agentscope_outcomes(pg_url: str) -> None:
 def test_refused_load_raises_a_package_error_that_is_a_value_error(tmp_path: Path) -> None:
     """tablestore test_load_before_save_raises_when_not_allowed: ValueError, and an NbSessionsError naming the session."""
     session = nbs.JSONSession(save_dir=tmp_path)
-    import asyncio
-
     with pytest.raises(ValueError, match="nonexistent") as info:
         asyncio.run(
             session.load_session_state("nonexistent", user_id="user_1", allow_not_exist=False)
         )
     assert isinstance(info.value, nbs.NbSessionsError)
+
+
+@pytest.mark.parametrize("kind", ["json", "sqlite"])
+def test_skipped_load_is_logged_on_the_nb_sessions_logger(
+    kind: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """tablestore test_load_before_save_session_not_exist: an INFO line saying the session does not exist.
+
+    A documented difference (README, AgentScope compatibility): AgentScope logs on
+    its ``as`` logger; the drop-ins log on ``nb_sessions``, the package's own.
+    """
+    session: StoreSession = (
+        nbs.JSONSession(save_dir=tmp_path)
+        if kind == "json"
+        else nbs.SQLiteSession(tmp_path / "s.db")
+    )
+    caplog.set_level(logging.INFO)
+    asyncio.run(session.load_session_state("nonexistent", user_id="user_1"))
+    skipped = [r for r in caplog.records if "does not exist" in r.getMessage()]
+    assert [(r.name, r.levelno) for r in skipped] == [("nb_sessions", logging.INFO)]
+    assert "user_1/nonexistent" in skipped[0].getMessage()
+    assert not [r for r in caplog.records if r.name == "as"]
