@@ -8,6 +8,7 @@ every save is also a checkpoint you can list, diff and go back to.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -19,6 +20,8 @@ from .stores.pg_store import PostgresStore
 from .stores.sqlite_store import SQLiteStore
 
 __all__ = ["JSONSession", "PostgresSession", "SQLiteSession", "StoreSession"]
+
+log = logging.getLogger("nb_sessions")
 
 
 class StoreSession:
@@ -73,6 +76,8 @@ class StoreSession:
             states = await self.store.aget_state(key)
         except SessionNotFoundError as exc:
             if allow_not_exist:
+                # AgentScope's sessions say so at INFO too (on its own "as" logger).
+                log.info("Session %s does not exist. Skip loading session state.", key)
                 return
             raise SessionNotFoundValueError(
                 f"{exc} (allow_not_exist=False; pass allow_not_exist=True to skip a missing session)",

@@ -32,6 +32,7 @@ from nb_sessions.agent import Msg, ScriptedAgent
 from nb_sessions.errors import InvalidIdError, NbSessionsError, NotSerializableError, StateError
 from nb_sessions.state import load_modules
 from nb_sessions.stores import parse_ref
+from nb_sessions.stores.base import SessionKey
 from tests.reliability._states import Box, expected_states, make_modules
 from tests.reliability.conftest import LONG, Figures
 
@@ -752,6 +753,7 @@ def test_unsafe_names_are_refused_and_sessions_never_overwrite_each_other(
     )
     @example([("a", "", None), ("a.lock", "", None)])
     @example([("u_s", "", None), ("s", "u", None)])
+    @example([("\\@", "", None)])
     @examples(30, 500)
     @may_end_early
     def run(ops: list[tuple[str, str, str | None]]) -> None:
@@ -777,7 +779,9 @@ def test_unsafe_names_are_refused_and_sessions_never_overwrite_each_other(
                 assert isinstance(result, nbs.ConflictError), result
                 counts["conflicts"] += 1
             for (u, s), value in model.items():
-                ok2, state = attempt(lambda s=s, u=u: store.get_state(s, user_id=u), cases)  # type: ignore[misc]
+                # The model holds literal ids: pass the key, not the id as a reference
+                # (a literal '@' read as a reference would name a checkpoint).
+                ok2, state = attempt(lambda s=s, u=u: store.get_state(SessionKey(u, s)), cases)  # type: ignore[misc]
                 assert ok2, f"{u!r}/{s!r} no longer loads: {state}"
                 assert state == {"box": {"value": value}}, (
                     f"{u!r}/{s!r} was overwritten by another session"
@@ -935,3 +939,16 @@ def test_too_deep_a_value_is_refused_naming_its_module(tmp_path: Path) -> None:
     with pytest.raises(NotSerializableError) as err:
         store.save("s", box=box)
     assert err.value.path.startswith("box"), err.value.path
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_escaped_at_names_a_literal_at_and_the_key_loads_it(kind: str, tmp_path: Path) -> None:
+    """Regression: session ``\\@`` saved as a reference is session id ``@``; its SessionKey loads it."""
+    store = nbs.open_store(tmp_path / ("store.db" if kind == "sqlite" else "store"))
+    cp = store.save("\\@", user_id="", box=Box(1))
+    assert cp.key == SessionKey("", "@")
+    assert str(cp.key) == "\\@"
+    assert store.get_state(SessionKey("", "@")) == {"box": {"value": 1}}
+    assert store.get_state(str(cp.key)) == {"box": {"value": 1}}
+    with pytest.raises(InvalidIdError):  # '@' alone is a reference to a checkpoint of no session
+        store.get_state("@", user_id="")
