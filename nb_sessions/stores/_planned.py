@@ -29,7 +29,7 @@ encoding at rest hooks in.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from .. import codec
@@ -125,8 +125,10 @@ class SessionCaches:
 class PlanRows(Protocol):
     """The SQL a backend supplies for :func:`store_plans` (all inside its write transaction).
 
-    Inserts ignore rows whose hash is already stored; rows come sorted by
-    hash, so concurrent writers lock them in one order.
+    Inserts ignore rows whose hash is already stored. Rows come in the order
+    of the lists, so new ids ascend in message order (SQLite reads such a run
+    in one query); a backend whose writers run concurrently sorts them by
+    hash first, so that they lock rows in one order.
     """
 
     async def insert_entries(self, rows: Sequence[tuple[bytes, bytes]]) -> None:
@@ -151,7 +153,7 @@ async def store_plans(rows: PlanRows, plans: Sequence[ChunkPlan]) -> list[list[i
     """Insert the planned new entries and changed segments; return each plan's segment ids."""
     new = {h: data for plan in plans for h, data in plan.new.items()}
     if new:
-        await rows.insert_entries(sorted((h, stored_entry(data)) for h, data in new.items()))
+        await rows.insert_entries([(h, stored_entry(data)) for h, data in new.items()])
     wanted = sorted(
         {h for plan in plans for seg in plan.segments if seg.cached is None for h in seg.hashes}
     )
@@ -170,7 +172,7 @@ async def store_plans(rows: PlanRows, plans: Sequence[ChunkPlan]) -> list[list[i
             row.append(h)
         seg_hashes.append(row)
     if packed:
-        await rows.insert_segments(sorted(packed.items()))
+        await rows.insert_segments(list(packed.items()))
     seg_ids = await rows.segment_ids(sorted(packed)) if packed else {}
     return [
         [seg.cached if h is None else seg_ids[h] for seg, h in zip(plan.segments, row, strict=True)]
@@ -236,6 +238,26 @@ def chunk_refs(text: Any, where: str) -> list[tuple[Any, list[int]]]:
             location=where,
         )
     return refs
+
+
+def live_segments(rows: Iterable[Sequence[Any]], location: str) -> set[int]:
+    """The segment ids checkpoints ``(seq, chunks)`` refer to, for garbage collection.
+
+    A garbled reference stops the sweep (a named error): its segments cannot be told apart.
+    """
+    live: set[int] = set()
+    for seq, text in rows:
+        for _, seg_ids in chunk_refs(text, f"{location}: the checkpoint row with seq {seq!r}"):
+            live.update(seg_ids)
+    return live
+
+
+def live_entries(segments: Mapping[int, Any], location: str) -> set[int]:
+    """The entry ids the segments ``{id: packed}`` hold; a garbled segment stops the sweep."""
+    live: set[int] = set()
+    for seg_id, packed in segments.items():
+        live.update(segment_ids(packed, seg_id, location, location))
+    return live
 
 
 def list_where(where: str, path: Any) -> str:

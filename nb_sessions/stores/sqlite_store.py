@@ -52,9 +52,13 @@ from ._planned import (
     chunk_refs,
     chunk_rows,
     list_where,
+    live_entries,
     segment_ids,
     store_plans,
     verified_array,
+)
+from ._planned import (
+    live_segments as _live_segments,
 )
 from .base import BaseStore, Checkpoint, Redactor, Ref, SessionInfo, SessionKey, utcnow, validate_id
 from .migrations import apply_migrations, latest_version
@@ -1320,17 +1324,10 @@ def _fetch_run_joined(conn: sqlite3.Connection, ids: Sequence[int], where: str) 
 
 async def _collect_garbage(db: aiosqlite.Connection, path: Path) -> None:
     """Delete segments and entries no checkpoint refers to any more (inside the caller's transaction)."""
-    live_segments: set[int] = set()
     async with db.execute("SELECT seq, chunks FROM nbs_checkpoints WHERE chunks IS NOT NULL") as cur:
-        async for seq, text in cur:
-            # A garbled reference stops the sweep too: its segments cannot be told apart.
-            for _, seg_ids in chunk_refs(text, f"{path}: the checkpoint row with seq {seq!r}"):
-                live_segments.update(seg_ids)
-    live_blobs: set[int] = set()
+        live_segments = _live_segments(await cur.fetchall(), str(path))
     segments = await _fetch_by_ids(db, "nbs_segments", "blobs", sorted(live_segments))
-    for seg_id, packed in segments.items():
-        # A garbled segment stops the sweep: skipping it would free entries still in use.
-        live_blobs.update(segment_ids(packed, seg_id, str(path), str(path)))
+    live_blobs = live_entries(segments, str(path))
     indexed = await _meta(db, "fts_indexed_upto", path) or 0
     if indexed:
         # Contentless FTS rows go by FTS5's 'delete' command, which wants the indexed text back.
