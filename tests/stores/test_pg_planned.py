@@ -45,7 +45,7 @@ def test_a_save_stores_only_what_changed_and_refers_to_segments_by_id(pg_url: st
     with psycopg.connect(pg_url) as conn:
         rows = conn.execute("SELECT chunks FROM nbs_checkpoints ORDER BY session, seq").fetchall()
     refs = [codec.loads(bytes(r[0])) for r in rows]
-    (path, first), = refs[0]
+    ((path, first),) = refs[0]
     assert path == ["agent", "value"] and len(set(first)) == 3  # segment ids, not entry hashes
     assert refs[1][0][1][:2] == first[:2] and refs[1][0][1][2] not in first and refs[2] == refs[1]
     assert store.get_state("s")["agent"]["value"] == msgs(1510)
@@ -59,7 +59,9 @@ def old_layout(url: str) -> None:
         for sql in pg_store._MIGRATIONS[:2]:
             assert isinstance(sql, str)
             conn.execute(sql)
-        conn.execute("CREATE TABLE nbs_migrations (version int PRIMARY KEY, applied_at timestamptz NOT NULL)")
+        conn.execute(
+            "CREATE TABLE nbs_migrations (version int PRIMARY KEY, applied_at timestamptz NOT NULL)"
+        )
         conn.execute("INSERT INTO nbs_migrations VALUES (1, now()), (2, now())")
         row = conn.execute(
             "INSERT INTO nbs_sessions (user_id, session_id, created_at, updated_at, next_seq) "
@@ -80,8 +82,15 @@ def old_layout(url: str) -> None:
                 "size, state, chunks) VALUES (%s, %s, gen_random_uuid(), %s, now() + %s * interval '1 s', "
                 "%s, %s, %s, %s, %s, %s)",
                 (
-                    row[0], seq, seq - 1 or None, seq, "first" if seq == 1 else None,
-                    codec.dumps({"i": seq}), ["agent"], 1000, codec.dumps({"agent": {"value": []}}),
+                    row[0],
+                    seq,
+                    seq - 1 or None,
+                    seq,
+                    "first" if seq == 1 else None,
+                    codec.dumps({"i": seq}),
+                    ["agent"],
+                    1000,
+                    codec.dumps({"agent": {"value": []}}),
                     codec.dumps([[["agent", "value"], hashes]]),
                 ),
             )
@@ -100,7 +109,9 @@ def test_a_store_of_the_first_schema_is_converted_and_loads_as_before(pg_url: st
     assert list(store.search("message 0605")["session"]) == ["old"]
     with psycopg.connect(pg_url) as conn:
         assert conn.execute("SELECT to_regclass('nbs_entries')").fetchone() == (None,)
-        assert conn.execute("SELECT max(version) FROM nbs_migrations").fetchone() == (len(pg_store._MIGRATIONS),)
+        assert conn.execute("SELECT max(version) FROM nbs_migrations").fetchone() == (
+            len(pg_store._MIGRATIONS),
+        )
     assert store.save("old", agent=Box(msgs(620))).seq == 3
     assert counts(pg_url) == (620, 4)  # the converted entries and the first segment are reused
     store.delete("old@1")
@@ -146,7 +157,9 @@ def _run(code: str, *args: str) -> subprocess.Popen[str]:
     )
 
 
-def test_vacuum_in_another_process_never_drops_a_segment_a_concurrent_save_reuses(pg_url: str) -> None:
+def test_vacuum_in_another_process_never_drops_a_segment_a_concurrent_save_reuses(
+    pg_url: str,
+) -> None:
     nbs.open_store(pg_url).sessions()  # the schema, before two processes race to make it
     writer, collector = _run(WRITER, pg_url, "40"), _run(COLLECTOR, pg_url, "60")
     out, _ = writer.communicate(timeout=300)
@@ -157,5 +170,7 @@ def test_vacuum_in_another_process_never_drops_a_segment_a_concurrent_save_reuse
     left = store.history("w") if "w" in {i.session_id for i in store.sessions()} else []
     for cp in left:  # whatever survived the deletes loads whole: no segment or entry went missing
         assert len(store.get_state(cp)["agent"]["value"]) == 600 + cp.metadata["i"]
-    last = store.save("w", None, {"i": 40}, agent=Box([{"role": "user", "content": f"m {j}"} for j in range(640)]))
+    last = store.save(
+        "w", None, {"i": 40}, agent=Box([{"role": "user", "content": f"m {j}"} for j in range(640)])
+    )
     assert len(store.get_state(last)["agent"]["value"]) == 640
