@@ -79,6 +79,9 @@ class SessionCache:
     def __init__(self) -> None:
         self.generation = -1
         self.chunks = ChunkCache()
+        #: Row ids of the entries of the runs the last save re-planned (its last runs, in practice):
+        #: the next save re-plans them again and finds their ids here instead of asking the database.
+        self.entry_ids: dict[bytes, int] = {}
 
     def plan(self, chunks: Sequence[ListChunk]) -> tuple[list[ChunkPlan], dict[Hashable, Any]]:
         """Plan a save's lists; return the plans and the entry keys to remember after its commit."""
@@ -104,8 +107,17 @@ class SessionCache:
         payloads: Sequence[Sequence[Any]],
         entries: dict[Hashable, Any],
     ) -> None:
-        """After the commit: the next save of the session reuses these segments."""
+        """After the commit: the next save of the session reuses these segments and entry ids."""
         self.chunks.remember(plans, payloads, entries)
+        ids = self.entry_ids
+        self.entry_ids = {
+            h: ids[h]
+            for plan in plans
+            for seg in plan.segments
+            if seg.cached is None
+            for h in seg.hashes
+            if h in ids
+        }
 
 
 class SessionCaches:
@@ -149,15 +161,24 @@ def pack_ids(ids: Sequence[int]) -> bytes:
     return array("q", ids).tobytes()
 
 
-async def store_plans(rows: PlanRows, plans: Sequence[ChunkPlan]) -> list[list[int]]:
-    """Insert the planned new entries and changed segments; return each plan's segment ids."""
+async def store_plans(
+    rows: PlanRows, plans: Sequence[ChunkPlan], known: dict[bytes, int] | None = None
+) -> list[list[int]]:
+    """Insert the planned new entries and changed segments; return each plan's segment ids.
+
+    ``known`` (a :attr:`SessionCache.entry_ids`) gives ids found before and
+    receives those found now; a caller that fails or rolls back drops the cache.
+    """
     new = {h: data for plan in plans for h, data in plan.new.items()}
     if new:
         await rows.insert_entries([(h, stored_entry(data)) for h, data in new.items()])
+    entry_ids = {} if known is None else known
     wanted = sorted(
         {h for plan in plans for seg in plan.segments if seg.cached is None for h in seg.hashes}
+        - entry_ids.keys()
     )
-    entry_ids = await rows.entry_ids(wanted) if wanted else {}
+    if wanted:
+        entry_ids.update(await rows.entry_ids(wanted))
     packed: dict[bytes, bytes] = {}
     seg_hashes: list[list[bytes | None]] = []
     for plan in plans:

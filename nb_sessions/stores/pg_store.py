@@ -287,44 +287,36 @@ class PostgresStore(BaseStore):
             payloads: list[list[int]] = []
             try:
                 async with self._connect() as conn, conn.transaction():
-                    cur = await conn.execute(
-                        "SELECT c.seq, c.parent, c.created_at FROM nbs_checkpoints c WHERE c.uid = %s", (uid,)
-                    )
-                    done = await cur.fetchone()
-                    if done is not None:  # a retry of a save that did commit
-                        seq, parent, now = done
-                        break
                     # Garbage collection waits for this save, and this save for a collection under way.
                     cur = await conn.execute(
-                        "SELECT value FROM nbs_meta WHERE key = 'gc_generation' FOR SHARE"
+                        "SELECT m.value, c.seq, c.parent, c.created_at FROM nbs_meta m LEFT JOIN nbs_checkpoints c "
+                        "ON c.uid = %s WHERE m.key = 'gc_generation' FOR SHARE OF m",
+                        (uid,),
                     )
-                    if not cache.fresh(_meta_value(await cur.fetchone(), "gc_generation", self.location)):
+                    row = await cur.fetchone()
+                    generation = _meta_value(row, "gc_generation", self.location)
+                    if row[1] is not None:  # a retry of a save that did commit
+                        seq, parent, now = row[1:]
+                        break
+                    if not cache.fresh(generation):
                         raise _Stale
-                    payloads = await store_plans(_PostgresRows(conn), plans)
+                    payloads = await store_plans(_PostgresRows(conn), plans, cache.entry_ids)
                     sid, seq = await self._allocate(conn, key, now)
-                    if parent is not None:
-                        cur = await conn.execute(
-                            "SELECT 1 FROM nbs_checkpoints WHERE session = %s AND seq = %s", (sid, parent)
-                        )
-                        if await cur.fetchone() is None:
-                            parent = None
-                    if parent is None:
-                        cur = await conn.execute(
-                            "SELECT max(seq) FROM nbs_checkpoints WHERE session = %s", (sid,)
-                        )
-                        parent = (await cur.fetchone())[0]
+                    cur = await conn.execute(
+                        "SELECT max(seq), coalesce(bool_or(seq = %s), false) FROM nbs_checkpoints WHERE session = %s",
+                        (parent, sid),
+                    )
+                    latest, known = await cur.fetchone()
+                    parent = parent if known else latest  # a parent deleted meanwhile: the latest
                     refs = chunk_rows(plans, payloads)
                     chunk_data = codec.dumps(refs) if refs else None
                     facts = _facts(seq, parent, now, label, meta_data, modules, size, skeleton_data, chunk_data)
                     await conn.execute(
+                        "WITH s AS (UPDATE nbs_sessions SET next_seq = %s, updated_at = %s WHERE id = %s) "
                         "INSERT INTO nbs_checkpoints (session, seq, uid, parent, created_at, label, metadata, "
                         "modules, size, state, chunks, hash) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-                        (sid, seq, uid, parent, now, label, meta_data, list(modules), size, skeleton_data,
-                         chunk_data, row_hash(key, *facts)),
-                    )
-                    await conn.execute(
-                        "UPDATE nbs_sessions SET next_seq = %s, updated_at = %s WHERE id = %s",
-                        (seq + 1, now, sid),
+                        (seq + 1, now, sid, sid, seq, uid, parent, now, label, meta_data, list(modules), size,
+                         skeleton_data, chunk_data, row_hash(key, *facts)),
                     )
             except _Stale:  # another client collected garbage: cached segment ids may be gone
                 self._caches.drop(key)

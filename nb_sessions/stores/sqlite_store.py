@@ -361,7 +361,7 @@ class SQLiteStore(BaseStore):
                         await _rollback(db)
                         self._caches.drop(key)
                         continue
-                    payloads = await store_plans(_SQLiteRows(db), plans)
+                    payloads = await store_plans(_SQLiteRows(db), plans, cache.entry_ids)
                     sid, seq = await self._allocate(db, key, now)
                     parent = await self._choose_parent(db, key, sid, seq, parent)
                     refs = chunk_rows(plans, payloads)
