@@ -174,3 +174,36 @@ def test_vacuum_in_another_process_never_drops_a_segment_a_concurrent_save_reuse
         "w", None, {"i": 40}, agent=Box([{"role": "user", "content": f"m {j}"} for j in range(640)])
     )
     assert len(store.get_state(last)["agent"]["value"]) == 640
+
+
+def search_rows(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT count(*) FROM nbs_search").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_the_search_index_is_filled_by_searches_not_saves_and_a_reader_scans_the_rest(
+    pg_url: str,
+) -> None:
+    import uuid
+
+    store = nbs.open_store(pg_url)
+    store.save("s", agent=Box(msgs(40)))
+    assert search_rows(pg_url) == 0  # a save pays nothing for search
+    assert list(store.search("message 0007")["session"]) == ["s"]
+    assert search_rows(pg_url) == 40
+    store.save("s", agent=Box(msgs(40) + msgs(2, "報告")))
+    role = "reader_" + uuid.uuid4().hex[:8]
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
+    head, _, tail = pg_url.partition("://")
+    reader = nbs.open_store(f"{head}://{role}@{tail.partition('@')[2]}")
+    assert set(reader.search("報告 0001")["session"]) == {"s"}  # not indexed yet: scanned
+    assert search_rows(pg_url) == 40  # a read-only role cannot index, and did not
+    assert set(store.search("報告")["session"]) == {"s"}
+    assert search_rows(pg_url) == 42
+    store.delete("s")
+    store.vacuum()
+    assert search_rows(pg_url) == 0  # with the entries they index
