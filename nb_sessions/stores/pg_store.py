@@ -142,6 +142,8 @@ _MIGRATIONS: tuple[_Migration, ...] = (
     "ALTER TABLE nbs_entries ADD COLUMN IF NOT EXISTS text text",
     _segmented,
 )
+#: The first schema version this code reads (migration 3 converts the data of older ones).
+_LAYOUT = 3
 #: Run after the migrations when the role may: trigram index for search (else search scans).
 _TRIGRAM = (
     "CREATE EXTENSION IF NOT EXISTS pg_trgm",
@@ -252,9 +254,25 @@ class PostgresStore(BaseStore):
                         pass  # search still works, by scanning the entries' text (see docs)
         except psycopg.errors.InsufficientPrivilege:
             # A read-only role: browse what exists; writes fail with a named error.
+            await self._refuse_old_layout(conn)
             self._ready = True
             return
         self._ready = True
+
+    async def _refuse_old_layout(self, conn: Any) -> None:
+        """A role that may not migrate cannot read a schema older than migration 3 (which converts data)."""
+        async with conn.transaction():
+            cur = await conn.execute(
+                "SELECT CASE WHEN to_regclass('nbs_migrations') IS NULL THEN 0 "
+                "ELSE (SELECT coalesce(max(version), 0) FROM nbs_migrations) END"
+            )
+            version = (await cur.fetchone())[0]
+        if version < _LAYOUT:
+            raise StoreError(
+                f"{self.location} has nb_sessions schema version {version}; this version of nb_sessions "
+                f"needs {_LAYOUT} or later, and this database role may not apply the migrations. Open the "
+                "store once as the role that owns its tables (or may create them), then again as this one"
+            )
 
     # -- primitives ----------------------------------------------------------
 

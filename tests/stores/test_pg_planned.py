@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 import nb_sessions as nbs
 from nb_sessions import codec
@@ -207,3 +208,29 @@ def test_the_search_index_is_filled_by_searches_not_saves_and_a_reader_scans_the
     store.delete("s")
     store.vacuum()
     assert search_rows(pg_url) == 0  # with the entries they index
+
+
+def test_a_role_that_may_not_migrate_a_store_of_the_first_schema_gets_a_named_error(
+    pg_url: str,
+) -> None:
+    import uuid
+
+    old_layout(pg_url)
+    role = "reader_" + uuid.uuid4().hex[:8]
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
+    head, _, tail = pg_url.partition("://")
+    reader = nbs.open_store(f"{head}://{role}@{tail.partition('@')[2]}")
+    with pytest.raises(
+        nbs.StoreError, match=r"schema version 2; .* Open the store once as the role that owns"
+    ):
+        reader.sessions()
+    assert [cp.seq for cp in nbs.open_store(pg_url).history("old")] == [
+        1,
+        2,
+    ]  # the owner converts it
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # and grants on the new tables
+        conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
+    assert [i.session_id for i in reader.sessions()] == ["old"]
+    assert reader.get_state("old@2")["agent"]["value"] == msgs(610)
