@@ -17,6 +17,7 @@ from nb_sessions import codec
 from nb_sessions.chunks import blob_hash
 from nb_sessions.stores import pg_store
 
+from .. import pg_server
 from ..conftest import Box
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -187,20 +188,14 @@ def search_rows(url: str) -> int:
 def test_the_search_index_is_filled_by_searches_not_saves_and_a_reader_scans_the_rest(
     pg_url: str,
 ) -> None:
-    import uuid
-
     store = nbs.open_store(pg_url)
     store.save("s", agent=Box(msgs(40)))
     assert search_rows(pg_url) == 0  # a save pays nothing for search
     assert list(store.search("message 0007")["session"]) == ["s"]
     assert search_rows(pg_url) == 40
     store.save("s", agent=Box(msgs(40) + msgs(2, "報告")))
-    role = "reader_" + uuid.uuid4().hex[:8]
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(f"CREATE ROLE {role} LOGIN")
-        conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
-    head, _, tail = pg_url.partition("://")
-    reader = nbs.open_store(f"{head}://{role}@{tail.partition('@')[2]}")
+    url = pg_server.reader_url(pg_url)
+    reader = nbs.open_store(url)
     assert set(reader.search("報告 0001")["session"]) == {"s"}  # not indexed yet: scanned
     assert search_rows(pg_url) == 40  # a read-only role cannot index, and did not
     assert set(store.search("報告")["session"]) == {"s"}
@@ -213,15 +208,9 @@ def test_the_search_index_is_filled_by_searches_not_saves_and_a_reader_scans_the
 def test_a_role_that_may_not_migrate_a_store_of_the_first_schema_gets_a_named_error(
     pg_url: str,
 ) -> None:
-    import uuid
-
     old_layout(pg_url)
-    role = "reader_" + uuid.uuid4().hex[:8]
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(f"CREATE ROLE {role} LOGIN")
-        conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
-    head, _, tail = pg_url.partition("://")
-    reader = nbs.open_store(f"{head}://{role}@{tail.partition('@')[2]}")
+    url = pg_server.reader_url(pg_url)
+    reader = nbs.open_store(url)
     with pytest.raises(
         nbs.StoreError, match=r"schema version 2; .* Open the store once as the role that owns"
     ):
@@ -231,6 +220,8 @@ def test_a_role_that_may_not_migrate_a_store_of_the_first_schema_gets_a_named_er
         2,
     ]  # the owner converts it
     with psycopg.connect(pg_url, autocommit=True) as conn:  # and grants on the new tables
-        conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
+        conn.execute(
+            f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {url.partition('://')[2].partition('@')[0]}"
+        )
     assert [i.session_id for i in reader.sessions()] == ["old"]
     assert reader.get_state("old@2")["agent"]["value"] == msgs(610)
