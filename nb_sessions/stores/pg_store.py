@@ -91,15 +91,32 @@ async def _segmented(conn: Any) -> None:
         "SELECT s.user_id, s.session_id, c.session, c.seq, c.parent, c.created_at, c.label, c.metadata, "
         "c.modules, c.size, c.state, c.chunks FROM nbs_checkpoints c JOIN nbs_sessions s ON s.id = c.session"
     )
-    for uid, sid, session, seq, parent, created, label, meta, modules, size, state, old in await cur.fetchall():
+    for (
+        uid,
+        sid,
+        session,
+        seq,
+        parent,
+        created,
+        label,
+        meta,
+        modules,
+        size,
+        state,
+        old,
+    ) in await cur.fetchall():
         chunks = None
         if old is not None:
             refs = []
-            for path, hashes in codec.loads(bytes(old), f"checkpoint {uid}/{sid}@{seq}", trusted=True):
-                entry_ids = [ids.get(bytes.fromhex(h), 0) for h in hashes]  # 0: missing, a named error on read
+            for path, hashes in codec.loads(
+                bytes(old), f"checkpoint {uid}/{sid}@{seq}", trusted=True
+            ):
+                entry_ids = [
+                    ids.get(bytes.fromhex(h), 0) for h in hashes
+                ]  # 0: missing, a named error on read
                 seg_ids = []
                 for start in range(0, len(entry_ids), SEGMENT):
-                    packed = pack_ids(entry_ids[start:start + SEGMENT])
+                    packed = pack_ids(entry_ids[start : start + SEGMENT])
                     found = await conn.execute(
                         "INSERT INTO nbs_segments (hash, blobs) VALUES (%s, %s) ON CONFLICT (hash) "
                         "DO UPDATE SET hash = excluded.hash RETURNING id",
@@ -117,7 +134,8 @@ async def _segmented(conn: Any) -> None:
     cur = await conn.execute("SELECT id, user_id, session_id FROM nbs_sessions")
     for row_id, uid, sid in await cur.fetchall():
         await conn.execute(
-            "UPDATE nbs_sessions SET hash = %s WHERE id = %s", (key_hash(SessionKey(uid, sid)), row_id)
+            "UPDATE nbs_sessions SET hash = %s WHERE id = %s",
+            (key_hash(SessionKey(uid, sid)), row_id),
         )
     await conn.execute("DROP TABLE nbs_entries")
 
@@ -328,13 +346,30 @@ class PostgresStore(BaseStore):
                     parent = parent if known else latest  # a parent deleted meanwhile: the latest
                     refs = chunk_rows(plans, payloads)
                     chunk_data = codec.dumps(refs) if refs else None
-                    facts = _facts(seq, parent, now, label, meta_data, modules, size, skeleton_data, chunk_data)
+                    facts = _facts(
+                        seq, parent, now, label, meta_data, modules, size, skeleton_data, chunk_data
+                    )
                     await conn.execute(
                         "WITH s AS (UPDATE nbs_sessions SET next_seq = %s, updated_at = %s WHERE id = %s) "
                         "INSERT INTO nbs_checkpoints (session, seq, uid, parent, created_at, label, metadata, "
                         "modules, size, state, chunks, hash) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-                        (seq + 1, now, sid, sid, seq, uid, parent, now, label, meta_data, list(modules), size,
-                         skeleton_data, chunk_data, row_hash(key, *facts)),
+                        (
+                            seq + 1,
+                            now,
+                            sid,
+                            sid,
+                            seq,
+                            uid,
+                            parent,
+                            now,
+                            label,
+                            meta_data,
+                            list(modules),
+                            size,
+                            skeleton_data,
+                            chunk_data,
+                            row_hash(key, *facts),
+                        ),
                     )
             except _Stale:  # another client collected garbage: cached segment ids may be gone
                 self._caches.drop(key)
@@ -433,7 +468,9 @@ class PostgresStore(BaseStore):
                         location=where,
                     )
                 packed, seg_hash = segments[seg_id]
-                entry_ids.extend(segment_ids(packed, seg_id, list_where(where, path), where, seg_hash))
+                entry_ids.extend(
+                    segment_ids(packed, seg_id, list_where(where, path), where, seg_hash)
+                )
             lists_ids.append((path, entry_ids))
         cur = await conn.execute(
             "SELECT id, data, hash FROM nbs_blobs WHERE id = ANY(%s)",
@@ -449,7 +486,9 @@ class PostgresStore(BaseStore):
                     f"{label}: entry {missing[0]} is missing; delete that checkpoint, the others are intact",
                     location=where,
                 )
-            body, exact = verified_array([entries[i] for i in entry_ids], entry_ids, label, "table nbs_blobs")
+            body, exact = verified_array(
+                [entries[i] for i in entry_ids], entry_ids, label, "table nbs_blobs"
+            )
             out.append((tuple(path), codec.loads(body, label, trusted=not exact)))
         return out
 
@@ -464,8 +503,19 @@ class PostgresStore(BaseStore):
             seq, parent, created, label, meta, modules, size, *_ = _facts(*fields)
             where = f"checkpoint {key}@{seq} in {self.location}"
             try:  # the facts only: reading the state (get_state, check) checks the rest
-                verify_facts(_bytes(stored), key, seq, parent, created, label, meta, modules, size,
-                             where=where, location=self.location)
+                verify_facts(
+                    _bytes(stored),
+                    key,
+                    seq,
+                    parent,
+                    created,
+                    label,
+                    meta,
+                    modules,
+                    size,
+                    where=where,
+                    location=self.location,
+                )
                 metadata = codec.loads(meta, where)
             except StoreCorruptedError:  # this checkpoint only: its read raises the named error
                 parent, size, label, metadata = None, 0, None, {"corrupted": True}
@@ -496,9 +546,13 @@ class PostgresStore(BaseStore):
         out = []
         for uid, sid, count, latest, first, last, labels, stored in rows:
             try:
-                key = SessionKey(validate_id(uid, "user id", literal=True), validate_id(sid, literal=True))
+                key = SessionKey(
+                    validate_id(uid, "user id", literal=True), validate_id(sid, literal=True)
+                )
                 if _bytes(stored) != key_hash(key):
-                    raise InvalidIdError(f"its ids {uid!r}, {sid!r} do not match its hash (edited or damaged)")
+                    raise InvalidIdError(
+                        f"its ids {uid!r}, {sid!r} do not match its hash (edited or damaged)"
+                    )
             except InvalidIdError as exc:
                 warnings.warn(
                     f"nb_sessions: {self.location}: nbs_sessions holds a row that is no session ({exc}); "
@@ -557,11 +611,16 @@ class PostgresStore(BaseStore):
                 stored, *fields = row
                 # The label is hashed with the row: checked first, so damage is never re-sealed.
                 digest = relabelled(
-                    _bytes(stored), key, *_facts(*fields)[:7], new_label=label,
-                    where=f"checkpoint {key}@{seq} in {self.location}", location=self.location,
+                    _bytes(stored),
+                    key,
+                    *_facts(*fields)[:7],
+                    new_label=label,
+                    where=f"checkpoint {key}@{seq} in {self.location}",
+                    location=self.location,
                 )
                 await conn.execute(
-                    "UPDATE nbs_checkpoints SET label = %s, hash = %s WHERE uid = %s", (label, digest, fields[0])
+                    "UPDATE nbs_checkpoints SET label = %s, hash = %s WHERE uid = %s",
+                    (label, digest, fields[0]),
                 )
         except psycopg.errors.UniqueViolation as exc:
             raise ConflictError(
@@ -616,14 +675,19 @@ class PostgresStore(BaseStore):
                                 ]
                         if chunks is None or not found:
                             continue
-                        for path, seg_ids in chunk_refs(_bytes(chunks), f"checkpoint {key}@{seq} in {self.location}"):
+                        for path, seg_ids in chunk_refs(
+                            _bytes(chunks), f"checkpoint {key}@{seq} in {self.location}"
+                        ):
                             missing = [i for i in seg_ids if i not in segments]
                             if missing:
                                 got = await conn.execute(
-                                    "SELECT id, blobs FROM nbs_segments WHERE id = ANY(%s)", (missing,)
+                                    "SELECT id, blobs FROM nbs_segments WHERE id = ANY(%s)",
+                                    (missing,),
                                 )
                                 for i, packed in await got.fetchall():
-                                    segments[int(i)] = segment_ids(_bytes(packed), i, self.location, self.location)
+                                    segments[int(i)] = segment_ids(
+                                        _bytes(packed), i, self.location, self.location
+                                    )
                             where = path_text(conversation_path(tuple(path)))
                             for seg_id in seg_ids:
                                 hits += [
@@ -652,7 +716,9 @@ class PostgresStore(BaseStore):
                 "SELECT value FROM nbs_meta WHERE key = 'search_indexed_upto' FOR UPDATE"
             )
             upto = (await cur.fetchone())[0]
-            cur = await conn.execute("SELECT id, data FROM nbs_blobs WHERE id > %s ORDER BY id", (upto,))
+            cur = await conn.execute(
+                "SELECT id, data FROM nbs_blobs WHERE id > %s ORDER BY id", (upto,)
+            )
             rows = await cur.fetchall()
             texts: list[tuple[int, str]] = []
             for blob_id, data in rows:
@@ -666,7 +732,8 @@ class PostgresStore(BaseStore):
                     await c.executemany("INSERT INTO nbs_search (id, text) VALUES (%s, %s)", texts)
             if rows:
                 await conn.execute(
-                    "UPDATE nbs_meta SET value = %s WHERE key = 'search_indexed_upto'", (rows[-1][0],)
+                    "UPDATE nbs_meta SET value = %s WHERE key = 'search_indexed_upto'",
+                    (rows[-1][0],),
                 )
 
     async def _vacuum(self) -> int:
@@ -678,7 +745,9 @@ class PostgresStore(BaseStore):
         """
         async with self._connect() as conn, conn.transaction():
             await conn.execute("SELECT value FROM nbs_meta WHERE key = 'gc_generation' FOR UPDATE")
-            cur = await conn.execute("SELECT seq, chunks FROM nbs_checkpoints WHERE chunks IS NOT NULL")
+            cur = await conn.execute(
+                "SELECT seq, chunks FROM nbs_checkpoints WHERE chunks IS NOT NULL"
+            )
             live_segs = live_segments(
                 [(seq, _bytes(chunks)) for seq, chunks in await cur.fetchall()], self.location
             )
@@ -686,9 +755,12 @@ class PostgresStore(BaseStore):
                 "SELECT id, blobs FROM nbs_segments WHERE id = ANY(%s)", (sorted(live_segs),)
             )
             live = live_entries({int(i): _bytes(b) for i, b in await cur.fetchall()}, self.location)
-            await conn.execute("DELETE FROM nbs_segments WHERE NOT (id = ANY(%s))", (sorted(live_segs),))
+            await conn.execute(
+                "DELETE FROM nbs_segments WHERE NOT (id = ANY(%s))", (sorted(live_segs),)
+            )
             cur = await conn.execute(
-                "DELETE FROM nbs_blobs WHERE NOT (id = ANY(%s)) RETURNING length(data)", (sorted(live),)
+                "DELETE FROM nbs_blobs WHERE NOT (id = ANY(%s)) RETURNING length(data)",
+                (sorted(live),),
             )
             freed = sum(int(r[0]) for r in await cur.fetchall())
             await conn.execute("UPDATE nbs_meta SET value = value + 1 WHERE key = 'gc_generation'")
@@ -714,7 +786,9 @@ class _PostgresRows:
         )
 
     async def _ids(self, table: str, hashes: Sequence[bytes]) -> dict[bytes, int]:
-        cur = await self.conn.execute(f"SELECT hash, id FROM {table} WHERE hash = ANY(%s)", (list(hashes),))
+        cur = await self.conn.execute(
+            f"SELECT hash, id FROM {table} WHERE hash = ANY(%s)", (list(hashes),)
+        )
         return {bytes(h): int(i) for h, i in await cur.fetchall()}
 
     async def insert_entries(self, rows: Sequence[tuple[bytes, bytes]]) -> None:
@@ -749,7 +823,9 @@ def _facts(*row: Any) -> tuple[Any, ...]:
     if len(row) == 10:
         row = row[1:]  # the uid
     seq, parent, created, label, meta, modules, size, state, chunks = row
-    when = created.astimezone(timezone.utc).isoformat() if isinstance(created, datetime) else created
+    when = (
+        created.astimezone(timezone.utc).isoformat() if isinstance(created, datetime) else created
+    )
     names = codec.dumps(list(modules)) if isinstance(modules, (list, tuple)) else modules
     return (seq, parent, when, label, _bytes(meta), names, size, _bytes(state), _bytes(chunks))
 
