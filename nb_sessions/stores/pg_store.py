@@ -44,6 +44,7 @@ from ._planned import (
     list_where,
     live_entries,
     live_segments,
+    loaded_entry,
     pack_ids,
     segment_ids,
     store_plans,
@@ -655,7 +656,7 @@ class PostgresStore(BaseStore):
                 found: dict[int, Mapping[str, Any]] = {}
                 for blob_id, data in await cur.fetchall():
                     with contextlib.suppress(StoreCorruptedError):
-                        msg = entry_message(codec.loads(_bytes(data)))
+                        msg = entry_message(codec.loads(loaded_entry(_bytes(data))))
                         if msg is not None and matches(searchable_text(msg), text):
                             found[int(blob_id)] = msg
                 segments: dict[int, Sequence[int]] = {}
@@ -723,7 +724,7 @@ class PostgresStore(BaseStore):
             texts: list[tuple[int, str]] = []
             for blob_id, data in rows:
                 with contextlib.suppress(StoreCorruptedError):
-                    msg = entry_message(codec.loads(_bytes(data)))
+                    msg = entry_message(codec.loads(loaded_entry(_bytes(data))))
                     text = _pg_text(searchable_text(msg)) if msg is not None else None
                     if text:
                         texts.append((blob_id, text))
