@@ -148,3 +148,15 @@ def fresh_database(dsn: str) -> str:
         conn.execute(f"CREATE DATABASE {name}")
     head, _, _ = dsn.rpartition("/")
     return f"{head}/{name}"
+
+
+def reader_url(url: str) -> str:
+    """A new login role with SELECT on the tables of ``url``'s database as they are now; its URL."""
+    import psycopg
+
+    role = "reader_" + uuid.uuid4().hex[:8]
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
+    head, _, tail = url.partition("://")
+    return f"{head}://{role}@{tail.partition('@')[2]}"

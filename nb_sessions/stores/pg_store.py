@@ -1,26 +1,57 @@
 """A team store on PostgreSQL (psycopg 3, async).
 
-Each distinct list entry (a message) is stored once in ``nbs_entries`` under
-its content hash; a checkpoint keeps its skeleton and, per long list, the
-ordered hashes of its entries. A save sends only entries the server lacks.
-Seqs come from a row lock on the session (``SELECT ... FOR UPDATE``), so
+Writes are planned by the code the SQLite store uses (:mod:`._planned`): each
+distinct list entry (a message) is one row of ``nbs_blobs`` (a bigint id, its
+content hash, its bytes), runs of entry ids are packed into shared rows of
+``nbs_segments``, and a checkpoint row keeps its skeleton and, per long list,
+its segment ids. A save sends only what changed since the session's last
+save. Seqs come from a row lock on the session (``SELECT ... FOR UPDATE``), so
 writers on many machines get gap-free numbers without a table lock; reads run
 in one REPEATABLE READ transaction, so they see exactly one checkpoint.
-Migrations run under an advisory lock, so several clients may start at once.
+Garbage collection (``vacuum``) and saves meet on the ``gc_generation`` row of
+``nbs_meta``: a save holds it ``FOR SHARE``, a collection ``FOR UPDATE``, so a
+segment or entry a save reuses is never collected under it. Every checkpoint
+row carries its hash (:mod:`.row_hash`) and every entry its content hash,
+checked on each read. Migrations run under an advisory lock, so several
+clients may start at once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+import warnings
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from .. import codec
-from ..chunks import assemble, blob_hash, path_text, split
-from ..errors import CheckpointNotFoundError, ConflictError, StoreCorruptedError, StoreError
+from ..chunks import SEGMENT, assemble, path_text, split
+from ..errors import (
+    CheckpointNotFoundError,
+    ConflictError,
+    InvalidIdError,
+    StoreCorruptedError,
+    StoreError,
+)
 from ..generations import conversation_path
-from .base import BaseStore, Checkpoint, Redactor, SessionInfo, SessionKey, utcnow
+from ._planned import (
+    SessionCaches,
+    chunk_refs,
+    chunk_rows,
+    entry_hash,
+    list_where,
+    live_entries,
+    live_segments,
+    loaded_entry,
+    pack_ids,
+    segment_ids,
+    store_plans,
+    verified_array,
+)
+from .base import BaseStore, Checkpoint, Redactor, SessionInfo, SessionKey, utcnow, validate_id
+from .row_hash import key_hash, relabelled, row_hash, verify_facts, verify_row
 
 if TYPE_CHECKING:
     from ..search import Hit
@@ -29,7 +60,90 @@ __all__ = ["PostgresStore", "is_postgres_url"]
 
 _LOCK = 0x6E6273  # advisory lock id for migrations ("nbs")
 
-_MIGRATIONS: tuple[str, ...] = (
+
+async def _segmented(conn: Any) -> None:
+    """Migration 3: entries and segments with bigint ids (the SQLite store's layout), row hashes.
+
+    Stores written by migrations 1-2 (entries keyed by hash, each checkpoint
+    listing the hex hashes of its entries) are converted in place: their
+    entries keep their bytes and hashes, their lists become segments, and
+    each checkpoint row gets its hash. Then ``nbs_entries`` goes.
+    """
+    await conn.execute(
+        """
+        CREATE TABLE nbs_meta (key text PRIMARY KEY, value bigint NOT NULL);
+        INSERT INTO nbs_meta (key, value) VALUES ('gc_generation', 0), ('search_indexed_upto', 0);
+        CREATE TABLE nbs_blobs (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            hash bytea NOT NULL UNIQUE, data bytea NOT NULL);
+        CREATE TABLE nbs_segments (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            hash bytea NOT NULL UNIQUE, blobs bytea NOT NULL);
+        CREATE TABLE nbs_search (
+            id bigint PRIMARY KEY REFERENCES nbs_blobs (id) ON DELETE CASCADE, text text NOT NULL);
+        ALTER TABLE nbs_checkpoints ADD COLUMN hash bytea;
+        ALTER TABLE nbs_sessions ADD COLUMN hash bytea;
+        INSERT INTO nbs_blobs (hash, data) SELECT hash, data FROM nbs_entries ORDER BY hash;
+        """
+    )
+    cur = await conn.execute("SELECT hash, id FROM nbs_blobs")
+    ids = {bytes(h): int(i) for h, i in await cur.fetchall()}
+    cur = await conn.execute(
+        "SELECT s.user_id, s.session_id, c.session, c.seq, c.parent, c.created_at, c.label, c.metadata, "
+        "c.modules, c.size, c.state, c.chunks FROM nbs_checkpoints c JOIN nbs_sessions s ON s.id = c.session"
+    )
+    for (
+        uid,
+        sid,
+        session,
+        seq,
+        parent,
+        created,
+        label,
+        meta,
+        modules,
+        size,
+        state,
+        old,
+    ) in await cur.fetchall():
+        chunks = None
+        if old is not None:
+            refs = []
+            for path, hashes in codec.loads(
+                bytes(old), f"checkpoint {uid}/{sid}@{seq}", trusted=True
+            ):
+                entry_ids = [
+                    ids.get(bytes.fromhex(h), 0) for h in hashes
+                ]  # 0: missing, a named error on read
+                seg_ids = []
+                for start in range(0, len(entry_ids), SEGMENT):
+                    packed = pack_ids(entry_ids[start : start + SEGMENT])
+                    found = await conn.execute(
+                        "INSERT INTO nbs_segments (hash, blobs) VALUES (%s, %s) ON CONFLICT (hash) "
+                        "DO UPDATE SET hash = excluded.hash RETURNING id",
+                        (entry_hash(packed), packed),
+                    )
+                    seg_ids.append((await found.fetchone())[0])
+                refs.append([path, seg_ids])
+            chunks = codec.dumps(refs)
+        key = SessionKey(uid, sid)
+        facts = _facts(seq, parent, created, label, meta, modules, size, state, chunks)
+        await conn.execute(
+            "UPDATE nbs_checkpoints SET chunks = %s, hash = %s WHERE session = %s AND seq = %s",
+            (chunks, row_hash(key, *facts), session, seq),
+        )
+    cur = await conn.execute("SELECT id, user_id, session_id FROM nbs_sessions")
+    for row_id, uid, sid in await cur.fetchall():
+        await conn.execute(
+            "UPDATE nbs_sessions SET hash = %s WHERE id = %s",
+            (key_hash(SessionKey(uid, sid)), row_id),
+        )
+    await conn.execute("DROP TABLE nbs_entries")
+
+
+_Migration = str | Callable[[Any], Coroutine[Any, Any, None]]
+
+_MIGRATIONS: tuple[_Migration, ...] = (
     """
     CREATE TABLE IF NOT EXISTS nbs_sessions (
         id bigserial PRIMARY KEY, user_id text NOT NULL, session_id text NOT NULL,
@@ -45,11 +159,14 @@ _MIGRATIONS: tuple[str, ...] = (
     """,
     # What search looks in: each entry's message text (NULL for entries that are not messages).
     "ALTER TABLE nbs_entries ADD COLUMN IF NOT EXISTS text text",
+    _segmented,
 )
+#: The first schema version this code reads (migration 3 converts the data of older ones).
+_LAYOUT = 3
 #: Run after the migrations when the role may: trigram index for search (else search scans).
 _TRIGRAM = (
     "CREATE EXTENSION IF NOT EXISTS pg_trgm",
-    "CREATE INDEX IF NOT EXISTS nbs_entries_text_trgm ON nbs_entries USING gin (text gin_trgm_ops)",
+    "CREATE INDEX IF NOT EXISTS nbs_search_text_trgm ON nbs_search USING gin (text gin_trgm_ops)",
 )
 
 
@@ -138,9 +255,12 @@ class PostgresStore(BaseStore):
                 )
                 cur = await conn.execute("SELECT coalesce(max(version), 0) FROM nbs_migrations")
                 done = (await cur.fetchone())[0]
-                for version, sql in enumerate(_MIGRATIONS, 1):
+                for version, migration in enumerate(_MIGRATIONS, 1):
                     if version > done:
-                        await conn.execute(sql)
+                        if isinstance(migration, str):
+                            await conn.execute(migration)
+                        else:
+                            await migration(conn)
                         await conn.execute(
                             "INSERT INTO nbs_migrations VALUES (%s, now())", (version,)
                         )
@@ -153,11 +273,32 @@ class PostgresStore(BaseStore):
                         pass  # search still works, by scanning the entries' text (see docs)
         except psycopg.errors.InsufficientPrivilege:
             # A read-only role: browse what exists; writes fail with a named error.
+            await self._refuse_old_layout(conn)
             self._ready = True
             return
         self._ready = True
 
+    async def _refuse_old_layout(self, conn: Any) -> None:
+        """A role that may not migrate cannot read a schema older than migration 3 (which converts data)."""
+        async with conn.transaction():
+            cur = await conn.execute(
+                "SELECT CASE WHEN to_regclass('nbs_migrations') IS NULL THEN 0 "
+                "ELSE (SELECT coalesce(max(version), 0) FROM nbs_migrations) END"
+            )
+            version = (await cur.fetchone())[0]
+        if version < _LAYOUT:
+            raise StoreError(
+                f"{self.location} has nb_sessions schema version {version}; this version of nb_sessions "
+                f"needs {_LAYOUT} or later, and this database role may not apply the migrations. Open the "
+                "store once as the role that owns its tables (or may create them), then again as this one"
+            )
+
     # -- primitives ----------------------------------------------------------
+
+    @functools.cached_property
+    def _caches(self) -> SessionCaches:
+        """What this process knows of each session's last save (see :mod:`._planned`)."""
+        return SessionCaches()
 
     async def _write(
         self,
@@ -169,111 +310,89 @@ class PostgresStore(BaseStore):
         *,
         uid: uuid.UUID | None = None,
     ) -> Checkpoint:
-        from ..search import (  # search builds on views, which import the stores
-            entry_message,
-            searchable_text,
-        )
-
         psycopg = _psycopg()
         uid = uid or uuid.uuid4()  # idempotent retries: the same id commits at most once
         skeleton, chunks = split(states)
         skeleton_data = codec.dumps(skeleton)
-        entries: dict[bytes, bytes] = {}
-        texts: dict[bytes, str | None] = {}
-        chunk_rows: list[list[Any]] = []
-        for chunk in chunks:
-            hashes = []
-            value_of = chunk.value or (lambda item: item)
-            for entry in chunk.items:
-                value = value_of(entry)
-                data = codec.dumps(value)
-                h = blob_hash(data)
-                if h not in entries:
-                    msg = entry_message(value)
-                    texts[h] = searchable_text(msg) if msg is not None else None
-                entries[h] = data
-                hashes.append(h.hex())
-            chunk_rows.append([list(chunk.path), hashes])
-        size = len(skeleton_data) + sum(len(d) for d in entries.values())
-        now = utcnow()
-        async with self._connect() as conn:
+        meta_data = codec.dumps(metadata)
+        modules = tuple(states)
+        while True:  # twice at most: a new cache is never stale
+            cache = self._caches.get(key)
+            plans, remembered = cache.plan(chunks)
+            size = len(skeleton_data) + sum(plan.size for plan in plans)
+            now = utcnow()
+            payloads: list[list[int]] = []
             try:
-                async with conn.transaction():
+                async with self._connect() as conn, conn.transaction():
+                    # Garbage collection waits for this save, and this save for a collection under way.
                     cur = await conn.execute(
-                        "SELECT s.user_id, s.session_id, c.seq, c.parent, c.created_at FROM nbs_checkpoints c "
-                        "JOIN nbs_sessions s ON s.id = c.session WHERE c.uid = %s",
+                        "SELECT m.value, c.seq, c.parent, c.created_at FROM nbs_meta m LEFT JOIN nbs_checkpoints c "
+                        "ON c.uid = %s WHERE m.key = 'gc_generation' FOR SHARE OF m",
                         (uid,),
                     )
-                    done = await cur.fetchone()
-                    if done is not None:  # a retry of a save that did commit
-                        seq, parent, now = done[2], done[3], done[4]
-                    else:
-                        await conn.execute(
-                            "INSERT INTO nbs_sessions (user_id, session_id, created_at, updated_at) "
-                            "VALUES (%s, %s, %s, %s) ON CONFLICT (user_id, session_id) DO NOTHING",
-                            (key.user_id, key.session_id, now, now),
-                        )
-                        cur = await conn.execute(
-                            "SELECT id, next_seq FROM nbs_sessions WHERE user_id = %s AND session_id = %s "
-                            "FOR UPDATE",
-                            key,
-                        )
-                        sid, seq = await cur.fetchone()
-                        if parent is not None:
-                            cur = await conn.execute(
-                                "SELECT 1 FROM nbs_checkpoints WHERE session = %s AND seq = %s",
-                                (sid, parent),
-                            )
-                            if await cur.fetchone() is None:
-                                parent = None
-                        if parent is None:
-                            cur = await conn.execute(
-                                "SELECT max(seq) FROM nbs_checkpoints WHERE session = %s", (sid,)
-                            )
-                            parent = (await cur.fetchone())[0]
-                        if entries:
-                            async with conn.cursor() as c:
-                                await c.executemany(
-                                    "INSERT INTO nbs_entries (hash, data, text) VALUES (%s, %s, %s) "
-                                    "ON CONFLICT DO NOTHING",
-                                    [
-                                        (h, d, _pg_text(texts[h]))
-                                        for h, d in sorted(entries.items())
-                                    ],
-                                )
-                        await conn.execute(
-                            "INSERT INTO nbs_checkpoints (session, seq, uid, parent, created_at, label, "
-                            "metadata, modules, size, state, chunks) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-                            (
-                                sid,
-                                seq,
-                                uid,
-                                parent,
-                                now,
-                                label,
-                                codec.dumps(metadata),
-                                list(states),
-                                size,
-                                skeleton_data,
-                                codec.dumps(chunk_rows) if chunk_rows else None,
-                            ),
-                        )
-                        await conn.execute(
-                            "UPDATE nbs_sessions SET next_seq = %s, updated_at = %s WHERE id = %s",
-                            (seq + 1, now, sid),
-                        )
+                    row = await cur.fetchone()
+                    generation = _meta_value(row, "gc_generation", self.location)
+                    if row[1] is not None:  # a retry of a save that did commit
+                        seq, parent, now = row[1:]
+                        break
+                    if not cache.fresh(generation):
+                        raise _Stale
+                    payloads = await store_plans(_PostgresRows(conn), plans, cache.entry_ids)
+                    sid, seq = await self._allocate(conn, key, now)
+                    cur = await conn.execute(
+                        "SELECT max(seq), coalesce(bool_or(seq = %s), false) FROM nbs_checkpoints WHERE session = %s",
+                        (parent, sid),
+                    )
+                    latest, known = await cur.fetchone()
+                    parent = parent if known else latest  # a parent deleted meanwhile: the latest
+                    refs = chunk_rows(plans, payloads)
+                    chunk_data = codec.dumps(refs) if refs else None
+                    facts = _facts(
+                        seq, parent, now, label, meta_data, modules, size, skeleton_data, chunk_data
+                    )
+                    await conn.execute(
+                        "WITH s AS (UPDATE nbs_sessions SET next_seq = %s, updated_at = %s WHERE id = %s) "
+                        "INSERT INTO nbs_checkpoints (session, seq, uid, parent, created_at, label, metadata, "
+                        "modules, size, state, chunks, hash) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                        (
+                            seq + 1,
+                            now,
+                            sid,
+                            sid,
+                            seq,
+                            uid,
+                            parent,
+                            now,
+                            label,
+                            meta_data,
+                            list(modules),
+                            size,
+                            skeleton_data,
+                            chunk_data,
+                            row_hash(key, *facts),
+                        ),
+                    )
+            except _Stale:  # another client collected garbage: cached segment ids may be gone
+                self._caches.drop(key)
+                continue
             except psycopg.errors.UniqueViolation as exc:
+                self._caches.drop(key)
                 raise ConflictError(
                     f"label {label!r} already names another checkpoint of {key}; choose another "
                     f"label, or move it first with store.label(ref, None)"
                 ) from exc
+            except BaseException:
+                self._caches.drop(key)
+                raise
+            cache.remember(plans, payloads, remembered)
+            break
         self._parents[key] = seq
         return Checkpoint(
             session_id=key.session_id,
             user_id=key.user_id,
             seq=seq,
             created_at=now,
-            modules=tuple(states),
+            modules=modules,
             size=size,
             parent=parent,
             label=label,
@@ -281,96 +400,180 @@ class PostgresStore(BaseStore):
             store=self,
         )
 
+    async def _allocate(self, conn: Any, key: SessionKey, now: datetime) -> tuple[int, int]:
+        """The session's row id and next seq, under a row lock held until the commit."""
+        # Insert or lock the existing row in one statement: a session deleted meanwhile is made anew.
+        cur = await conn.execute(
+            "INSERT INTO nbs_sessions (user_id, session_id, created_at, updated_at, hash) "
+            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (user_id, session_id) "
+            "DO UPDATE SET next_seq = nbs_sessions.next_seq RETURNING id, next_seq, hash",
+            (key.user_id, key.session_id, now, now, key_hash(key)),
+        )
+        sid, seq, stored = await cur.fetchone()
+        if _bytes(stored) != key_hash(key):
+            where = f"nbs_sessions row of session {key} in {self.location}"
+            raise StoreCorruptedError(
+                f"{where} does not match its hash: its ids were edited by hand or damaged, so it is not "
+                "the session it names; nothing was saved. Restore the database from a backup",
+                location=where,
+            )
+        return int(sid), int(seq)
+
     async def _read(self, cp: Checkpoint) -> dict[str, Any]:
         psycopg = _psycopg()
         where = f"checkpoint {cp.ref} in {self.location}"
         async with self._connect() as conn:
             await conn.set_isolation_level(psycopg.IsolationLevel.REPEATABLE_READ)
             async with conn.transaction():
-                cur = await conn.execute(
-                    "SELECT c.state, c.chunks, c.created_at FROM nbs_checkpoints c JOIN nbs_sessions s "
-                    "ON c.session = s.id WHERE s.user_id = %s AND s.session_id = %s AND c.seq = %s",
-                    (*cp.key, cp.seq),
-                )
+                cur = await conn.execute(_ROW_SQL + " AND c.seq = %s", (*cp.key, cp.seq))
                 row = await cur.fetchone()
-                if row is None or row[2] != cp.created_at:
+                if row is None or row[4] != cp.created_at:
                     raise CheckpointNotFoundError(
                         f"checkpoint {cp.ref} is no longer in {self.location} (deleted meanwhile?)",
                         ref=cp.ref,
                     )
-                lists: list[tuple[tuple[str | int, ...], list[Any]]] = []
-                if row[1] is not None:
-                    chunk_rows = codec.loads(bytes(row[1]), where, trusted=True)
-                    wanted = list({bytes.fromhex(h) for _, hashes in chunk_rows for h in hashes})
-                    cur = await conn.execute(
-                        "SELECT hash, data FROM nbs_entries WHERE hash = ANY(%s)", (wanted,)
-                    )
-                    found = {bytes(h): bytes(d) for h, d in await cur.fetchall()}
-                    for path, hashes in chunk_rows:
-                        items = []
-                        for h in hashes:
-                            data = found.get(bytes.fromhex(h))
-                            if data is None:
-                                raise StoreCorruptedError(
-                                    f"{where}: entry {h} is missing; delete that checkpoint",
-                                    location=where,
-                                )
-                            items.append(self._decode_entry(data, h, where))
-                        lists.append((tuple(path), items))
-        state = codec.loads(bytes(row[0]), where, trusted=True)
-        return assemble(state, lists) if lists else state
+                stored, *fields = row
+                facts = _facts(*fields)
+                verify_row(_bytes(stored), cp.key, *facts, where=where, location=self.location)
+                state_data, chunk_data = facts[-2:]
+                lists = await self._read_lists(conn, chunk_data, where) if chunk_data else []
+        state = codec.loads(state_data, where, trusted=True)
+        if not isinstance(state, dict):
+            raise StoreCorruptedError(f"{where} holds no object of module states", location=where)
+        try:
+            return assemble(state, lists) if lists else state
+        except (KeyError, IndexError, TypeError) as exc:
+            raise StoreCorruptedError(
+                f"{where}: a stored list does not fit its place ({exc}); delete that checkpoint",
+                location=where,
+            ) from None
 
-    def _decode_entry(self, data: bytes, hash_hex: str, where: str) -> Any:
-        """Decode one stored entry (the place to verify its content hash)."""
-        return codec.loads(data, where, trusted=True)
+    async def _read_lists(
+        self, conn: Any, chunk_data: bytes, where: str
+    ) -> list[tuple[tuple[str | int, ...], list[Any]]]:
+        """A checkpoint's long lists: its segments, then their entries, in bulk (in the caller's snapshot)."""
+        refs = chunk_refs(chunk_data, where)
+        cur = await conn.execute(
+            "SELECT id, blobs, hash FROM nbs_segments WHERE id = ANY(%s)",
+            (sorted({i for _, ids in refs for i in ids}),),
+        )
+        segments = {int(i): (_bytes(packed), _bytes(h)) for i, packed, h in await cur.fetchall()}
+        lists_ids: list[tuple[Any, list[int]]] = []
+        for path, seg_ids in refs:
+            entry_ids: list[int] = []
+            for seg_id in seg_ids:
+                if seg_id not in segments:
+                    raise StoreCorruptedError(
+                        f"{where}: segment {seg_id} of {path_text(tuple(path))} is missing; delete "
+                        "that checkpoint, the others are intact",
+                        location=where,
+                    )
+                packed, seg_hash = segments[seg_id]
+                entry_ids.extend(
+                    segment_ids(packed, seg_id, list_where(where, path), where, seg_hash)
+                )
+            lists_ids.append((path, entry_ids))
+        cur = await conn.execute(
+            "SELECT id, data, hash FROM nbs_blobs WHERE id = ANY(%s)",
+            (sorted({i for _, ids in lists_ids for i in ids}),),
+        )
+        entries = {int(i): (_bytes(data), _bytes(h)) for i, data, h in await cur.fetchall()}
+        out: list[tuple[tuple[str | int, ...], list[Any]]] = []
+        for path, entry_ids in lists_ids:
+            label = list_where(where, path)
+            missing = [i for i in entry_ids if i not in entries]
+            if missing:
+                raise StoreCorruptedError(
+                    f"{label}: entry {missing[0]} is missing; delete that checkpoint, the others are intact",
+                    location=where,
+                )
+            body, exact = verified_array(
+                [entries[i] for i in entry_ids], entry_ids, label, "table nbs_blobs"
+            )
+            out.append((tuple(path), codec.loads(body, label, trusted=not exact)))
+        return out
 
     async def _history(self, key: SessionKey) -> list[Checkpoint]:
         async with self._connect() as conn:
-            cur = await conn.execute(
-                "SELECT c.seq, c.parent, c.created_at, c.label, c.metadata, c.modules, c.size "
-                "FROM nbs_checkpoints c JOIN nbs_sessions s ON c.session = s.id "
-                "WHERE s.user_id = %s AND s.session_id = %s ORDER BY c.seq",
-                key,
-            )
+            cur = await conn.execute(_ROW_SQL + " ORDER BY c.seq", key)
             rows = await cur.fetchall()
         if not rows:
             raise self._not_found(key)
-        return [
-            Checkpoint(
-                session_id=key.session_id,
-                user_id=key.user_id,
-                seq=seq,
-                created_at=created,
-                modules=tuple(modules),
-                size=size,
-                parent=parent,
-                label=label,
-                metadata=codec.loads(bytes(meta), f"checkpoint {key}@{seq}"),
-                store=self,
+        out = []
+        for stored, *fields in rows:
+            seq, parent, created, label, meta, modules, size, *_ = _facts(*fields)
+            where = f"checkpoint {key}@{seq} in {self.location}"
+            try:  # the facts only: reading the state (get_state, check) checks the rest
+                verify_facts(
+                    _bytes(stored),
+                    key,
+                    seq,
+                    parent,
+                    created,
+                    label,
+                    meta,
+                    modules,
+                    size,
+                    where=where,
+                    location=self.location,
+                )
+                metadata = codec.loads(meta, where)
+            except StoreCorruptedError:  # this checkpoint only: its read raises the named error
+                parent, size, label, metadata = None, 0, None, {"corrupted": True}
+            out.append(
+                Checkpoint(
+                    session_id=key.session_id,
+                    user_id=key.user_id,
+                    seq=seq,
+                    created_at=fields[3],
+                    modules=tuple(fields[6]),
+                    size=size,
+                    parent=parent,
+                    label=label,
+                    metadata=metadata if isinstance(metadata, dict) else {"corrupted": True},
+                    store=self,
+                )
             )
-            for seq, parent, created, label, meta, modules, size in rows
-        ]
+        return out
 
     async def _sessions(self) -> list[SessionInfo]:
         async with self._connect() as conn:
             cur = await conn.execute(
                 "SELECT s.user_id, s.session_id, count(*), max(c.seq), min(c.created_at), max(c.created_at), "
-                "array_remove(array_agg(c.label ORDER BY c.seq), NULL) "
+                "array_remove(array_agg(c.label ORDER BY c.seq), NULL), s.hash "
                 "FROM nbs_sessions s JOIN nbs_checkpoints c ON c.session = s.id GROUP BY s.id"
             )
             rows = await cur.fetchall()
-        return [
-            SessionInfo(
-                session_id=sid,
-                user_id=uid,
-                checkpoints=count,
-                latest_seq=latest,
-                created_at=first,
-                updated_at=last,
-                labels=tuple(labels),
+        out = []
+        for uid, sid, count, latest, first, last, labels, stored in rows:
+            try:
+                key = SessionKey(
+                    validate_id(uid, "user id", literal=True), validate_id(sid, literal=True)
+                )
+                if _bytes(stored) != key_hash(key):
+                    raise InvalidIdError(
+                        f"its ids {uid!r}, {sid!r} do not match its hash (edited or damaged)"
+                    )
+            except InvalidIdError as exc:
+                warnings.warn(
+                    f"nb_sessions: {self.location}: nbs_sessions holds a row that is no session ({exc}); "
+                    "it is not listed",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                continue
+            out.append(
+                SessionInfo(
+                    session_id=sid,
+                    user_id=uid,
+                    checkpoints=count,
+                    latest_seq=latest,
+                    created_at=first,
+                    updated_at=last,
+                    labels=tuple(labels),
+                )
             )
-            for uid, sid, count, latest, first, last, labels in rows
-        ]
+        return out
 
     async def _delete(self, key: SessionKey, seqs: Sequence[int] | None) -> int:
         async with self._connect() as conn, conn.transaction():
@@ -402,10 +605,23 @@ class PostgresStore(BaseStore):
         psycopg = _psycopg()
         try:
             async with self._connect() as conn, conn.transaction():
+                cur = await conn.execute(_ROW_SQL + " AND c.seq = %s FOR UPDATE OF c", (*key, seq))
+                row = await cur.fetchone()
+                if row is None:
+                    return
+                stored, *fields = row
+                # The label is hashed with the row: checked first, so damage is never re-sealed.
+                digest = relabelled(
+                    _bytes(stored),
+                    key,
+                    *_facts(*fields)[:7],
+                    new_label=label,
+                    where=f"checkpoint {key}@{seq} in {self.location}",
+                    location=self.location,
+                )
                 await conn.execute(
-                    "UPDATE nbs_checkpoints SET label = %s WHERE seq = %s AND session = "
-                    "(SELECT id FROM nbs_sessions WHERE user_id = %s AND session_id = %s)",
-                    (label, seq, *key),
+                    "UPDATE nbs_checkpoints SET label = %s, hash = %s WHERE uid = %s",
+                    (label, digest, fields[0]),
                 )
         except psycopg.errors.UniqueViolation as exc:
             raise ConflictError(
@@ -414,10 +630,12 @@ class PostgresStore(BaseStore):
             ) from exc
 
     async def _search(self, text: str, keys: list[SessionKey]) -> list[Hit]:
-        """Messages whose text contains ``text`` (case-insensitive), found by ILIKE on the
-        entries' text (a pg_trgm index serves it, also for CJK), skeletons by scanning."""
+        """Messages whose text contains ``text`` (case-insensitive): ILIKE on ``nbs_search`` (a
+        pg_trgm index serves it, also for CJK), filled on first search like SQLite's FTS index;
+        entries not indexed yet (a read-only role cannot index) are scanned. Skeletons are scanned."""
         from ..search import Hit, entry_message, matches, scan_state, searchable_text
 
+        psycopg = _psycopg()
         pattern = (
             "%"
             + (_pg_text(text) or "").replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -425,18 +643,23 @@ class PostgresStore(BaseStore):
         )
         hits: list[Hit] = []
         async with self._connect() as conn:
-            psycopg = _psycopg()
+            with contextlib.suppress(psycopg.errors.InsufficientPrivilege):
+                await self._update_index(conn)
             await conn.set_isolation_level(psycopg.IsolationLevel.REPEATABLE_READ)
             async with conn.transaction():
                 cur = await conn.execute(
-                    "SELECT hash, data FROM nbs_entries WHERE text ILIKE %s", (pattern,)
+                    "SELECT b.id, b.data FROM nbs_search s JOIN nbs_blobs b ON b.id = s.id WHERE s.text ILIKE %s "
+                    "UNION ALL SELECT id, data FROM nbs_blobs WHERE id > "
+                    "(SELECT value FROM nbs_meta WHERE key = 'search_indexed_upto')",
+                    (pattern,),
                 )
-                found: dict[str, Mapping[str, Any]] = {}
-                for h, data in await cur.fetchall():
+                found: dict[int, Mapping[str, Any]] = {}
+                for blob_id, data in await cur.fetchall():
                     with contextlib.suppress(StoreCorruptedError):
-                        msg = entry_message(codec.loads(bytes(data)))
+                        msg = entry_message(codec.loads(loaded_entry(_bytes(data))))
                         if msg is not None and matches(searchable_text(msg), text):
-                            found[bytes(h).hex()] = msg
+                            found[int(blob_id)] = msg
+                segments: dict[int, Sequence[int]] = {}
                 for key in keys:
                     cur = await conn.execute(
                         "SELECT c.seq, c.state, c.chunks FROM nbs_checkpoints c JOIN nbs_sessions s "
@@ -445,7 +668,7 @@ class PostgresStore(BaseStore):
                     )
                     for seq, skeleton, chunks in await cur.fetchall():
                         with contextlib.suppress(StoreCorruptedError):
-                            state = codec.loads(bytes(skeleton))
+                            state = codec.loads(_bytes(skeleton))
                             if isinstance(state, dict):
                                 hits += [
                                     Hit(key.session_id, key.user_id, seq, p, m)
@@ -453,29 +676,174 @@ class PostgresStore(BaseStore):
                                 ]
                         if chunks is None or not found:
                             continue
-                        for path, hashes in codec.loads(bytes(chunks)):
+                        for path, seg_ids in chunk_refs(
+                            _bytes(chunks), f"checkpoint {key}@{seq} in {self.location}"
+                        ):
+                            missing = [i for i in seg_ids if i not in segments]
+                            if missing:
+                                got = await conn.execute(
+                                    "SELECT id, blobs FROM nbs_segments WHERE id = ANY(%s)",
+                                    (missing,),
+                                )
+                                for i, packed in await got.fetchall():
+                                    segments[int(i)] = segment_ids(
+                                        _bytes(packed), i, self.location, self.location
+                                    )
                             where = path_text(conversation_path(tuple(path)))
-                            hits += [
-                                Hit(key.session_id, key.user_id, seq, where, found[h])
-                                for h in hashes
-                                if h in found
-                            ]
+                            for seg_id in seg_ids:
+                                hits += [
+                                    Hit(key.session_id, key.user_id, seq, where, found[i])
+                                    for i in segments.get(seg_id, ())
+                                    if i in found
+                                ]
         return hits
 
-    async def _vacuum(self) -> int:
-        """Delete entries no checkpoint refers to; return the bytes they held."""
-        async with self._connect() as conn, conn.transaction():
-            # A save holds its session row lock; collecting under a table lock on
-            # entries keeps a concurrent save from losing an entry it just relied on.
-            await conn.execute("LOCK TABLE nbs_entries IN SHARE ROW EXCLUSIVE MODE")
+    async def _update_index(self, conn: Any) -> None:
+        """Index the entries stored since the last search (the index fills on first use)."""
+        from ..search import entry_message, searchable_text
+
+        async with conn.transaction():
             cur = await conn.execute(
-                "WITH used AS (SELECT DISTINCT decode(h, 'hex') AS hash FROM nbs_checkpoints c, "
-                "jsonb_array_elements(convert_from(c.chunks, 'UTF8')::jsonb) AS ch, "
-                "jsonb_array_elements_text(ch->1) AS h WHERE c.chunks IS NOT NULL) "
-                "DELETE FROM nbs_entries e WHERE NOT EXISTS (SELECT 1 FROM used u WHERE u.hash = e.hash) "
-                "RETURNING length(e.data)"
+                "SELECT (SELECT value FROM nbs_meta WHERE key = 'search_indexed_upto'), "
+                "(SELECT coalesce(max(id), 0) FROM nbs_blobs)"
             )
-            return sum(r[0] for r in await cur.fetchall())
+            upto, top = await cur.fetchone()
+        if top <= upto:
+            return
+        async with conn.transaction():
+            # Waits for saves under way: no entry with a smaller id can commit after this.
+            await conn.execute("LOCK TABLE nbs_blobs IN SHARE MODE")
+            cur = await conn.execute(
+                "SELECT value FROM nbs_meta WHERE key = 'search_indexed_upto' FOR UPDATE"
+            )
+            upto = (await cur.fetchone())[0]
+            cur = await conn.execute(
+                "SELECT id, data FROM nbs_blobs WHERE id > %s ORDER BY id", (upto,)
+            )
+            rows = await cur.fetchall()
+            texts: list[tuple[int, str]] = []
+            for blob_id, data in rows:
+                with contextlib.suppress(StoreCorruptedError):
+                    msg = entry_message(codec.loads(loaded_entry(_bytes(data))))
+                    text = _pg_text(searchable_text(msg)) if msg is not None else None
+                    if text:
+                        texts.append((blob_id, text))
+            if texts:
+                async with conn.cursor() as c:
+                    await c.executemany("INSERT INTO nbs_search (id, text) VALUES (%s, %s)", texts)
+            if rows:
+                await conn.execute(
+                    "UPDATE nbs_meta SET value = %s WHERE key = 'search_indexed_upto'",
+                    (rows[-1][0],),
+                )
+
+    async def _vacuum(self) -> int:
+        """Delete segments and entries no checkpoint refers to; return the bytes they held.
+
+        Holding the ``gc_generation`` row ``FOR UPDATE`` waits for the saves under
+        way and keeps new ones from starting; the new generation tells every
+        client that its cached segment ids may be gone.
+        """
+        async with self._connect() as conn, conn.transaction():
+            await conn.execute("SELECT value FROM nbs_meta WHERE key = 'gc_generation' FOR UPDATE")
+            cur = await conn.execute(
+                "SELECT seq, chunks FROM nbs_checkpoints WHERE chunks IS NOT NULL"
+            )
+            live_segs = live_segments(
+                [(seq, _bytes(chunks)) for seq, chunks in await cur.fetchall()], self.location
+            )
+            cur = await conn.execute(
+                "SELECT id, blobs FROM nbs_segments WHERE id = ANY(%s)", (sorted(live_segs),)
+            )
+            live = live_entries({int(i): _bytes(b) for i, b in await cur.fetchall()}, self.location)
+            await conn.execute(
+                "DELETE FROM nbs_segments WHERE NOT (id = ANY(%s))", (sorted(live_segs),)
+            )
+            cur = await conn.execute(
+                "DELETE FROM nbs_blobs WHERE NOT (id = ANY(%s)) RETURNING length(data)",
+                (sorted(live),),
+            )
+            freed = sum(int(r[0]) for r in await cur.fetchall())
+            await conn.execute("UPDATE nbs_meta SET value = value + 1 WHERE key = 'gc_generation'")
+            return freed
+
+
+class _Stale(Exception):
+    """A session's cache predates the last garbage collection: plan the save again."""
+
+
+class _PostgresRows:
+    """The SQL of :func:`._planned.store_plans` for PostgreSQL (sorted by hash: one lock order)."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    async def _insert(self, table: str, column: str, rows: Sequence[tuple[bytes, bytes]]) -> None:
+        ordered = sorted(rows)
+        await self.conn.execute(
+            f"INSERT INTO {table} (hash, {column}) SELECT * FROM unnest(%s::bytea[], %s::bytea[]) "
+            "ON CONFLICT (hash) DO NOTHING",
+            ([h for h, _ in ordered], [d for _, d in ordered]),
+        )
+
+    async def _ids(self, table: str, hashes: Sequence[bytes]) -> dict[bytes, int]:
+        cur = await self.conn.execute(
+            f"SELECT hash, id FROM {table} WHERE hash = ANY(%s)", (list(hashes),)
+        )
+        return {bytes(h): int(i) for h, i in await cur.fetchall()}
+
+    async def insert_entries(self, rows: Sequence[tuple[bytes, bytes]]) -> None:
+        await self._insert("nbs_blobs", "data", rows)
+
+    async def entry_ids(self, hashes: Sequence[bytes]) -> dict[bytes, int]:
+        return await self._ids("nbs_blobs", hashes)
+
+    async def insert_segments(self, rows: Sequence[tuple[bytes, bytes]]) -> None:
+        await self._insert("nbs_segments", "blobs", rows)
+
+    async def segment_ids(self, hashes: Sequence[bytes]) -> dict[bytes, int]:
+        return await self._ids("nbs_segments", hashes)
+
+
+# A checkpoint row as _facts takes it (after its hash): uid, then the facts and content.
+_ROW_SQL = (
+    "SELECT c.hash, c.uid, c.seq, c.parent, c.created_at, c.label, c.metadata, c.modules, c.size, c.state, "
+    "c.chunks FROM nbs_checkpoints c JOIN nbs_sessions s ON c.session = s.id "
+    "WHERE s.user_id = %s AND s.session_id = %s"
+)
+
+
+def _facts(*row: Any) -> tuple[Any, ...]:
+    """A checkpoint row's values in the form :mod:`.row_hash` hashes them, as written and as read back.
+
+    Takes ``[uid,] seq, parent, created_at, label, metadata, modules, size, state, chunks``
+    (a row of ``_ROW_SQL`` or the values of a new row): times as UTC ISO text
+    (PostgreSQL returns them in the session's time zone), the module names as
+    the JSON of their list, ``bytea`` as bytes.
+    """
+    if len(row) == 10:
+        row = row[1:]  # the uid
+    seq, parent, created, label, meta, modules, size, state, chunks = row
+    when = (
+        created.astimezone(timezone.utc).isoformat() if isinstance(created, datetime) else created
+    )
+    names = codec.dumps(list(modules)) if isinstance(modules, (list, tuple)) else modules
+    return (seq, parent, when, label, _bytes(meta), names, size, _bytes(state), _bytes(chunks))
+
+
+def _bytes(value: Any) -> Any:
+    """``bytea`` as bytes (psycopg may return a memoryview); anything else as it is."""
+    return bytes(value) if isinstance(value, (memoryview, bytearray)) else value
+
+
+def _meta_value(row: Any, key: str, location: str) -> int:
+    if row is None or type(row[0]) is not int:
+        raise StoreCorruptedError(
+            f"{location}: nbs_meta value {key!r} is {row[0] if row else 'missing'!r}, not an integer; the "
+            "store's own bookkeeping was edited: restore the database from a backup",
+            location=f"{location} (nbs_meta {key})",
+        )
+    return int(row[0])
 
 
 def _pg_text(text: str | None) -> str | None:

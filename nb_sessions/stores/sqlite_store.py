@@ -33,11 +33,7 @@ import aiosqlite
 from .. import codec
 from .._loop import run_sync
 from ..chunks import (
-    ChunkCache,
-    ChunkPlan,
     assemble,
-    blob_hash,
-    json_array,
     path_text,
     split,
     verify_entries,
@@ -51,6 +47,19 @@ from ..errors import (
 )
 from ..generations import conversation_path
 from ._fs import make_folders, settle_late_cancel
+from ._planned import (
+    SessionCaches,
+    chunk_refs,
+    chunk_rows,
+    list_where,
+    live_entries,
+    segment_ids,
+    store_plans,
+    verified_array,
+)
+from ._planned import (
+    live_segments as _live_segments,
+)
 from .base import BaseStore, Checkpoint, Redactor, Ref, SessionInfo, SessionKey, utcnow, validate_id
 from .migrations import apply_migrations, latest_version
 from .row_hash import key_hash, relabelled, row_hash, verify_facts, verify_row
@@ -77,7 +86,7 @@ class SQLiteStore(BaseStore):
         self.timeout = timeout
         self._ready = False
         self._has_legacy: bool | None = None
-        self._caches: dict[SessionKey, _SessionCache] = {}
+        self._caches = SessionCaches()
         self._readonly = False
         self._immutable = False
         self._file_id: tuple[int, int] | None = None
@@ -339,32 +348,25 @@ class SQLiteStore(BaseStore):
         skeleton_data = codec.dumps(skeleton)
         meta_text = codec.dumps(metadata)  # bytes: SQLite's text cannot hold a lone surrogate
         modules = tuple(states)
-        for attempt in (1, 2):
-            cache = self._caches.setdefault(key, _SessionCache())
-            with codec.paused_gc():
-                planned = [cache.chunks.plan(chunk) for chunk in chunks]
-            plans = [plan for plan, _ in planned]
+        while True:  # twice at most: a new cache is never stale
+            cache = self._caches.get(key)
+            plans, remembered = cache.plan(chunks)
             size = len(skeleton_data) + sum(plan.size for plan in plans)
             now = utcnow()
             async with self._connect() as db:
                 await self._begin(db)
                 try:
-                    generation = await _gc_generation(db, self.path)
-                    if cache.generation not in (-1, generation):
+                    if not cache.fresh(await _gc_generation(db, self.path)):
                         # Another writer collected garbage: cached segment ids may be gone.
                         await _rollback(db)
-                        self._caches.pop(key, None)
-                        if attempt == 1:
-                            continue
-                    cache.generation = generation
-                    payloads = await _store_plans(db, plans)
+                        self._caches.drop(key)
+                        continue
+                    payloads = await store_plans(_SQLiteRows(db), plans, cache.entry_ids)
                     sid, seq = await self._allocate(db, key, now)
                     parent = await self._choose_parent(db, key, sid, seq, parent)
-                    chunk_rows = [
-                        [list(plan.path), list(ids)] for plan, ids in zip(plans, payloads, strict=True)
-                    ]
+                    refs = chunk_rows(plans, payloads)
                     row = (seq, parent, now.isoformat(), label, meta_text, codec.dumps(list(modules)).decode(),
-                           size, skeleton_data, codec.dumps(chunk_rows).decode() if chunk_rows else None)
+                           size, skeleton_data, codec.dumps(refs).decode() if refs else None)
                     row_id = await _next_row_id(db, self.path)
                     try:
                         await db.execute(
@@ -383,13 +385,10 @@ class SQLiteStore(BaseStore):
                     )
                 except BaseException:
                     await _rollback(db)
-                    self._caches.pop(key, None)
+                    self._caches.drop(key)
                     raise
                 await _commit(db)
-            remembered: dict[Any, Any] = {}
-            for _, entries in planned:
-                remembered.update(entries)
-            cache.chunks.remember(plans, payloads, remembered)
+            cache.remember(plans, payloads, remembered)
             break
         self._parents[key] = seq
         return Checkpoint(
@@ -596,20 +595,8 @@ class SQLiteStore(BaseStore):
                         "that checkpoint, the others are intact",
                         location=where,
                     )
-                if not isinstance(packed, bytes) or len(packed) % 8:
-                    raise StoreCorruptedError(
-                        f"{where}: segment {seg_id} of {path_text(tuple(path))} is not a list of "
-                        "entry ids; delete that checkpoint, the others are intact",
-                        location=where,
-                    )
-                if blob_hash(packed) != seg_hash:  # entry ids that point elsewhere
-                    raise StoreCorruptedError(
-                        f"{where}: segment {seg_id} of {path_text(tuple(path))} does not match its content "
-                        "hash (table nbs_segments was altered or damaged); delete that checkpoint, the "
-                        "others are intact",
-                        location=where,
-                    )
-                blob_ids.extend(array("q", packed))
+                # Entry ids that point elsewhere, or are no ids at all, are a named error.
+                blob_ids.extend(segment_ids(packed, seg_id, list_where(where, path), where, seg_hash))
             label = f"{where} ({path_text(tuple(path))})"
             out.append((tuple(path), self._read_entries(conn, blob_ids, label, where, path)))
         return out
@@ -960,12 +947,12 @@ class SQLiteStore(BaseStore):
                             hits += [Hit(key.session_id, key.user_id, seq, p, m) for p, m in scan_state(state, text)]
                     if not chunks or not found:
                         continue
-                    for path, seg_ids in _chunk_refs(chunks, f"checkpoint {key}@{seq} in {self.path}"):
+                    for path, seg_ids in chunk_refs(chunks, f"checkpoint {key}@{seq} in {self.path}"):
                         missing = [i for i in seg_ids if i not in segment_cache]
                         if missing:
                             fetched = await _fetch_by_ids(db, "nbs_segments", "blobs", missing)
                             segment_cache.update(
-                                {i: _segment_ids(b, i, self.path) for i, b in fetched.items()}
+                                {i: segment_ids(b, i, str(self.path), str(self.path)) for i, b in fetched.items()}
                             )
                         where = path_text(conversation_path(path))
                         for seg_id in seg_ids:
@@ -1067,7 +1054,7 @@ class SQLiteStore(BaseStore):
             segs: dict[int, bytes] = {}
             for sql, params in _id_queries("nbs_segments", "blobs", seg_ids):
                 segs.update(conn.execute(sql, params).fetchall())
-            blob_ids = [b for seg, packed in segs.items() for b in _segment_ids(packed, seg, self.path)]
+            blob_ids = [b for seg, packed in segs.items() for b in segment_ids(packed, seg, str(self.path), str(self.path))]
             blob_sizes: dict[int, int] = {}
             for sql, params in _id_queries("nbs_blobs", "length(data)", blob_ids):
                 blob_sizes.update(conn.execute(sql, params).fetchall())
@@ -1085,7 +1072,7 @@ class SQLiteStore(BaseStore):
                 for seg in seg_list:
                     packed = segs.get(seg, b"")
                     module[f"segment:{seg}"] = len(packed)
-                    for blob in _segment_ids(packed, seg, self.path) if packed else ():
+                    for blob in segment_ids(packed, seg, str(self.path), str(self.path)) if packed else ():
                         module[f"entry:{blob}"] = blob_sizes.get(blob, 0)
             out.append((seq, own, pieces))
         return out
@@ -1103,45 +1090,23 @@ _BATCH = 500  # parameters per IN (...) query
 _PIECE = 4096  # entries fetched and decoded at a time when reading a long list
 
 
-class _SessionCache:
-    """What this process knows of a session's stored lists, valid for one GC generation."""
+class _SQLiteRows:
+    """The SQL of :func:`._planned.store_plans` for SQLite."""
 
-    def __init__(self) -> None:
-        self.generation = -1
-        self.chunks = ChunkCache()
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self.db = db
 
+    async def insert_entries(self, rows: Sequence[tuple[bytes, bytes]]) -> None:
+        await self.db.executemany("INSERT OR IGNORE INTO nbs_blobs (hash, data) VALUES (?, ?)", rows)
 
-async def _store_plans(db: aiosqlite.Connection, plans: Sequence[ChunkPlan]) -> list[list[int]]:
-    """Insert the planned new entries and changed segments; return each plan's segment ids."""
-    new = {h: data for plan in plans for h, data in plan.new.items()}
-    if new:
-        await db.executemany(
-            "INSERT OR IGNORE INTO nbs_blobs (hash, data) VALUES (?, ?)", list(new.items())
-        )
-    wanted = list({h for plan in plans for seg in plan.segments if seg.cached is None for h in seg.hashes})
-    blob_ids = await _ids_by_hash(db, "nbs_blobs", wanted)
-    packed: dict[bytes, bytes] = {}
-    seg_hashes: list[list[bytes | None]] = []
-    for plan in plans:
-        row: list[bytes | None] = []
-        for seg in plan.segments:
-            if seg.cached is not None:
-                row.append(None)
-                continue
-            data = array("q", [blob_ids[h] for h in seg.hashes]).tobytes()
-            h = blob_hash(data)
-            packed[h] = data
-            row.append(h)
-        seg_hashes.append(row)
-    if packed:
-        await db.executemany(
-            "INSERT OR IGNORE INTO nbs_segments (hash, blobs) VALUES (?, ?)", list(packed.items())
-        )
-    seg_ids = await _ids_by_hash(db, "nbs_segments", list(packed))
-    return [
-        [seg.cached if h is None else seg_ids[h] for seg, h in zip(plan.segments, row, strict=True)]
-        for plan, row in zip(plans, seg_hashes, strict=True)
-    ]
+    async def entry_ids(self, hashes: Sequence[bytes]) -> dict[bytes, int]:
+        return await _ids_by_hash(self.db, "nbs_blobs", hashes)
+
+    async def insert_segments(self, rows: Sequence[tuple[bytes, bytes]]) -> None:
+        await self.db.executemany("INSERT OR IGNORE INTO nbs_segments (hash, blobs) VALUES (?, ?)", rows)
+
+    async def segment_ids(self, hashes: Sequence[bytes]) -> dict[bytes, int]:
+        return await _ids_by_hash(self.db, "nbs_segments", hashes)
 
 
 _STORE_UID_SQL = "SELECT value FROM nbs_meta WHERE key = 'store_uid'"
@@ -1316,14 +1281,7 @@ def _fetch_array(conn: sqlite3.Connection, ids: list[int], where: str, path: Any
             "checkpoint, the others are intact",
             location=where,
         ) from None
-    parts = [data if isinstance(data, bytes) else bytes(data) for data, _ in rows]
-    body = json_array(parts)
-    spans, at = [], 1  # after "["
-    for data, (_, h) in zip(parts, rows, strict=True):
-        spans.append((at, len(data), h))
-        at += len(data) + 1
-    verify_entries(body, spans, f"{where} ({path_text(tuple(path))})", "table nbs_blobs", ids)
-    return body, any(p[:1] == b" " for p in parts)
+    return verified_array(rows, ids, f"{where} ({path_text(tuple(path))})", "table nbs_blobs")
 
 
 def _fetch_run_joined(conn: sqlite3.Connection, ids: Sequence[int], where: str) -> tuple[bytes, bool] | None:
@@ -1366,17 +1324,10 @@ def _fetch_run_joined(conn: sqlite3.Connection, ids: Sequence[int], where: str) 
 
 async def _collect_garbage(db: aiosqlite.Connection, path: Path) -> None:
     """Delete segments and entries no checkpoint refers to any more (inside the caller's transaction)."""
-    live_segments: set[int] = set()
     async with db.execute("SELECT seq, chunks FROM nbs_checkpoints WHERE chunks IS NOT NULL") as cur:
-        async for seq, text in cur:
-            # A garbled reference stops the sweep too: its segments cannot be told apart.
-            for _, seg_ids in _chunk_refs(text, f"{path}: the checkpoint row with seq {seq!r}"):
-                live_segments.update(seg_ids)
-    live_blobs: set[int] = set()
+        live_segments = _live_segments(await cur.fetchall(), str(path))
     segments = await _fetch_by_ids(db, "nbs_segments", "blobs", sorted(live_segments))
-    for seg_id, packed in segments.items():
-        # A garbled segment stops the sweep: skipping it would free entries still in use.
-        live_blobs.update(_segment_ids(packed, seg_id, path))
+    live_blobs = live_entries(segments, str(path))
     indexed = await _meta(db, "fts_indexed_upto", path) or 0
     if indexed:
         # Contentless FTS rows go by FTS5's 'delete' command, which wants the indexed text back.
@@ -1392,22 +1343,6 @@ async def _collect_garbage(db: aiosqlite.Connection, path: Path) -> None:
         await db.executemany("INSERT INTO nbs_live (id) VALUES (?)", ((i,) for i in live))
         await db.execute(f"DELETE FROM {table} WHERE id NOT IN (SELECT id FROM nbs_live)")
     await db.execute("UPDATE nbs_meta SET value = value + 1 WHERE key = 'gc_generation'")
-
-
-def _chunk_refs(text: Any, where: str) -> list[tuple[Any, list[int]]]:
-    """A checkpoint's ``chunks`` value as ``[(path, [segment id, ...]), ...]``; anything else is a named error."""
-    rows = codec.loads(text, where)
-    try:
-        refs = [(path, list(seg_ids)) for path, seg_ids in rows]
-    except (TypeError, ValueError):
-        refs = None
-    if refs is None or not all(isinstance(p, list) and all(map(_is_int, ids)) for p, ids in refs):
-        raise StoreCorruptedError(
-            f"{where}: its list references (nbs_checkpoints.chunks) are damaged; delete that checkpoint, "
-            "or restore the database from a backup",
-            location=where,
-        )
-    return refs
 
 
 async def _table_exists(db: aiosqlite.Connection, name: str) -> bool:
@@ -1479,14 +1414,3 @@ def _parse_time(value: Any) -> datetime | None:
 def _is_int(value: Any) -> bool:
     """True for an integer as SQLite returns one (not a bool, text or float)."""
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _segment_ids(packed: Any, seg_id: Any, path: Any) -> array[int]:
-    """A segment's entry ids; a value nb_sessions did not write is a named error."""
-    if not isinstance(packed, bytes) or len(packed) % 8:
-        raise StoreCorruptedError(
-            f"{path}: row {seg_id} of nbs_segments is not a list of entry ids (edited by hand or "
-            "damaged); restore the database from a backup, or delete the checkpoints that use it",
-            location=str(path),
-        )
-    return array("q", packed)

@@ -106,7 +106,9 @@ async def test_the_documented_roles_owner_migrates_read_write_saves_read_only_br
     mem = await memory(texts)
     await owner.asave("alice", memory=mem)
     owners = table_owners(deployment.url())
-    assert set(owners) == {"nbs_migrations", "nbs_sessions", "nbs_checkpoints", "nbs_entries"}
+    assert set(owners) == {
+        "nbs_migrations", "nbs_sessions", "nbs_checkpoints", "nbs_blobs", "nbs_segments", "nbs_meta", "nbs_search"
+    }
     assert set(owners.values()) == {deployment.names["nbs_owner"]}
     with psycopg.connect(deployment.url()) as conn:  # the owner may create the trusted extension
         assert conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm'").fetchone()
@@ -127,7 +129,7 @@ async def test_the_documented_roles_owner_migrates_read_write_saves_read_only_br
         psycopg.connect(deployment.url("nbs_rw")) as conn,
         pytest.raises(psycopg.errors.InsufficientPrivilege),
     ):
-        conn.execute("ALTER TABLE nbs_entries ADD COLUMN nope int")  # no schema changes
+        conn.execute("ALTER TABLE nbs_blobs ADD COLUMN nope int")  # no schema changes
     history = [(cp.seq, cp.label) for cp in await rw.ahistory("alice")]
     assert history == [(2, "reviewed"), (3, None), (4, None)]
 
@@ -229,7 +231,7 @@ def test_pg_dump_and_pg_restore_of_the_nbs_tables_round_trip_every_checkpoint(
     assert len(everything(store)) == 5
     with psycopg.connect(restored_url) as conn:  # the trigram index came back with the extension
         assert conn.execute(
-            "SELECT 1 FROM pg_indexes WHERE indexname = 'nbs_entries_text_trgm'"
+            "SELECT 1 FROM pg_indexes WHERE indexname = 'nbs_search_text_trgm'"
         ).fetchone()
     assert restored.save("alice", agent=Box([1])).seq == 5
     assert restored.save("dave", agent=Box([1])).seq == 1  # the id sequence was restored too
