@@ -112,17 +112,34 @@ class PostgresStore(BaseStore):
                 f"{self.location}: this database role may only read ({str(exc).strip()}); "
                 "nothing was written. Connect as a role with INSERT/UPDATE/DELETE on the nbs_* tables"
             ) from exc
+        except psycopg.errors.UndefinedTable as exc:
+            raise self._no_tables() from exc
         except psycopg.OperationalError as exc:
             raise StoreError(
                 f"{self.location}: connection lost ({str(exc).strip()}); what was not acknowledged "
                 "was not committed. Retrying the call is safe"
             ) from exc
+        except psycopg.Error as exc:
+            raise StoreError(
+                f"{self.location}: the server refused ({type(exc).__name__}: {str(exc).strip()}); "
+                "nothing was written. Check the nbs_* tables were made by this version of "
+                "nb_sessions (open the store once as their owner) and the server's log"
+            ) from exc
         finally:
             await conn.close()
+
+    def _no_tables(self) -> StoreError:
+        user = self.url.partition("://")[2].rpartition("@")[0].partition(":")[0] or "this role"
+        return StoreError(
+            f"{self.location}: the database has no nb_sessions tables yet and role {user} may "
+            "not create them; open the store once as the role that owns the database (it "
+            "creates the nbs_* tables, see docs/postgres.md), then open it again with this role"
+        )
 
     async def _migrate(self, conn: Any) -> None:
         """Apply missing migrations in order, recorded in ``nbs_migrations``, under an advisory lock."""
         psycopg = _psycopg()
+        exists = True
         try:
             async with conn.transaction():
                 cur = await conn.execute("SELECT to_regclass('nbs_migrations') IS NOT NULL")
@@ -151,7 +168,9 @@ class PostgresStore(BaseStore):
                                 await conn.execute(sql)
                     except psycopg.errors.InsufficientPrivilege:
                         pass  # search still works, by scanning the entries' text (see docs)
-        except psycopg.errors.InsufficientPrivilege:
+        except psycopg.errors.InsufficientPrivilege as exc:
+            if not exists:
+                raise self._no_tables() from exc
             # A read-only role: browse what exists; writes fail with a named error.
             self._ready = True
             return
@@ -400,18 +419,19 @@ class PostgresStore(BaseStore):
 
     async def _set_label(self, key: SessionKey, seq: int, label: str | None) -> None:
         psycopg = _psycopg()
-        try:
-            async with self._connect() as conn, conn.transaction():
-                await conn.execute(
-                    "UPDATE nbs_checkpoints SET label = %s WHERE seq = %s AND session = "
-                    "(SELECT id FROM nbs_sessions WHERE user_id = %s AND session_id = %s)",
-                    (label, seq, *key),
-                )
-        except psycopg.errors.UniqueViolation as exc:
-            raise ConflictError(
-                f"label {label!r} already names another checkpoint of {key}; remove it there "
-                "first with store.label(ref, None)"
-            ) from exc
+        async with self._connect() as conn:
+            try:
+                async with conn.transaction():
+                    await conn.execute(
+                        "UPDATE nbs_checkpoints SET label = %s WHERE seq = %s AND session = "
+                        "(SELECT id FROM nbs_sessions WHERE user_id = %s AND session_id = %s)",
+                        (label, seq, *key),
+                    )
+            except psycopg.errors.UniqueViolation as exc:
+                raise ConflictError(
+                    f"label {label!r} already names another checkpoint of {key}; remove it there "
+                    "first with store.label(ref, None)"
+                ) from exc
 
     async def _search(self, text: str, keys: list[SessionKey]) -> list[Hit]:
         """Messages whose text contains ``text`` (case-insensitive), found by ILIKE on the
