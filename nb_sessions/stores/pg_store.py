@@ -11,10 +11,11 @@ Migrations run under an advisory lock, so several clients may start at once.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from .. import codec
 from ..chunks import assemble, blob_hash, path_text, split
@@ -26,6 +27,22 @@ if TYPE_CHECKING:
     from ..search import Hit
 
 __all__ = ["PostgresStore", "is_postgres_url"]
+
+_T = TypeVar("_T")
+_P = ParamSpec("_P")
+
+
+class _Unreachable(StoreError):
+    """The server could not be reached: the operation may be run again."""
+
+
+class _CannotConnect(_Unreachable):
+    """No connection was made: nothing of the operation reached the server."""
+
+
+class _ConnectionLost(_Unreachable):
+    """The connection broke during the operation: what was not acknowledged was not committed."""
+
 
 _LOCK = 0x6E6273  # advisory lock id for migrations ("nbs")
 
@@ -53,6 +70,20 @@ _TRIGRAM = (
 )
 
 
+def _retried_read(
+    read: Callable[Concatenate[PostgresStore, _P], Coroutine[Any, Any, _T]],
+) -> Callable[Concatenate[PostgresStore, _P], Coroutine[Any, Any, _T]]:
+    """A read that is run again after a lost or refused connection (reads change nothing)."""
+
+    async def run(self: PostgresStore, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        return await self._retrying(
+            f"{self.location}: reading", lambda: read(self, *args, **kwargs)
+        )
+
+    run.__name__, run.__doc__ = read.__name__, read.__doc__
+    return run
+
+
 def is_postgres_url(value: object) -> bool:
     """True for ``postgresql://`` and ``postgres://`` URLs."""
     return isinstance(value, str) and value.split("://", 1)[0].lower() in ("postgresql", "postgres")
@@ -73,11 +104,21 @@ class PostgresStore(BaseStore):
     """Checkpoints in a PostgreSQL database, shared by every client that can reach it."""
 
     def __init__(
-        self, url: str, *, redact: Redactor | None = None, connect_timeout: int = 10
+        self,
+        url: str,
+        *,
+        redact: Redactor | None = None,
+        connect_timeout: int = 10,
+        retries: int = 3,
+        retry_delay: float = 0.5,
     ) -> None:
         super().__init__(redact=redact)
         self.url = url
         self.connect_timeout = connect_timeout
+        #: A call whose server could not be reached is run again this many times, waiting
+        #: ``retry_delay`` seconds, then twice that, and so on; a save keeps its checkpoint id.
+        self.retries = retries
+        self.retry_delay = retry_delay
         self._ready = False
         _psycopg()
 
@@ -100,7 +141,7 @@ class PostgresStore(BaseStore):
                 self.url, connect_timeout=self.connect_timeout
             )
         except psycopg.Error as exc:
-            raise StoreError(
+            raise _CannotConnect(
                 f"{self.location}: cannot connect ({str(exc).strip()}); check the server runs and the URL"
             ) from exc
         try:
@@ -115,7 +156,7 @@ class PostgresStore(BaseStore):
         except psycopg.errors.UndefinedTable as exc:
             raise self._no_tables() from exc
         except psycopg.OperationalError as exc:
-            raise StoreError(
+            raise _ConnectionLost(
                 f"{self.location}: connection lost ({str(exc).strip()}); what was not acknowledged "
                 "was not committed. Retrying the call is safe"
             ) from exc
@@ -127,6 +168,18 @@ class PostgresStore(BaseStore):
             ) from exc
         finally:
             await conn.close()
+
+    async def _retrying(self, what: str, call: Callable[[], Awaitable[_T]]) -> _T:
+        """Run ``call``, again after a lost or refused connection (``retries`` times, backing off)."""
+        attempts = self.retries + 1
+        for attempt in range(attempts):
+            try:
+                return await call()
+            except _Unreachable as exc:
+                if attempt + 1 == attempts:
+                    raise StoreError(f"{what} failed after {attempts} attempts: {exc}") from exc
+                await asyncio.sleep(self.retry_delay * 2**attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _no_tables(self) -> StoreError:
         user = self.url.partition("://")[2].rpartition("@")[0].partition(":")[0] or "this role"
@@ -179,6 +232,43 @@ class PostgresStore(BaseStore):
     # -- primitives ----------------------------------------------------------
 
     async def _write(
+        self,
+        key: SessionKey,
+        states: dict[str, Any],
+        label: str | None,
+        metadata: dict[str, Any],
+        parent: int | None,
+        *,
+        uid: uuid.UUID | None = None,
+    ) -> Checkpoint:
+        """Save once, retrying a lost connection under the same checkpoint id (idempotent on it)."""
+        uid = uid or uuid.uuid4()
+        lost = False
+
+        async def attempt() -> Checkpoint:
+            nonlocal lost
+            try:
+                return await self._write_once(key, states, label, metadata, parent, uid=uid)
+            except _ConnectionLost:
+                lost = True
+                raise
+
+        try:
+            return await self._retrying(f"{self.location}: saving {key}", attempt)
+        except StoreError as exc:
+            if not isinstance(exc.__cause__, _Unreachable):
+                raise
+            if lost:
+                fate = (
+                    f"checkpoint {uid} may have committed (a connection broke after sending it): "
+                    f"once the server is back, look for it in store.history({key.session_id!r}) "
+                    "before saving again"
+                )
+            else:
+                fate = f"checkpoint {uid} was not committed; save again once the server is back"
+            raise StoreError(f"{exc}. {fate}") from exc.__cause__
+
+    async def _write_once(
         self,
         key: SessionKey,
         states: dict[str, Any],
@@ -300,6 +390,7 @@ class PostgresStore(BaseStore):
             store=self,
         )
 
+    @_retried_read
     async def _read(self, cp: Checkpoint) -> dict[str, Any]:
         psycopg = _psycopg()
         where = f"checkpoint {cp.ref} in {self.location}"
@@ -343,6 +434,7 @@ class PostgresStore(BaseStore):
         """Decode one stored entry (the place to verify its content hash)."""
         return codec.loads(data, where, trusted=True)
 
+    @_retried_read
     async def _history(self, key: SessionKey) -> list[Checkpoint]:
         async with self._connect() as conn:
             cur = await conn.execute(
@@ -370,6 +462,7 @@ class PostgresStore(BaseStore):
             for seq, parent, created, label, meta, modules, size in rows
         ]
 
+    @_retried_read
     async def _sessions(self) -> list[SessionInfo]:
         async with self._connect() as conn:
             cur = await conn.execute(
@@ -433,6 +526,7 @@ class PostgresStore(BaseStore):
                     "first with store.label(ref, None)"
                 ) from exc
 
+    @_retried_read
     async def _search(self, text: str, keys: list[SessionKey]) -> list[Hit]:
         """Messages whose text contains ``text`` (case-insensitive), found by ILIKE on the
         entries' text (a pg_trgm index serves it, also for CJK), skeletons by scanning."""
