@@ -18,13 +18,14 @@ clients may start at once.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import uuid
 import warnings
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from .. import codec
 from ..chunks import SEGMENT, assemble, path_text, split
@@ -57,6 +58,22 @@ if TYPE_CHECKING:
     from ..search import Hit
 
 __all__ = ["PostgresStore", "is_postgres_url"]
+
+_T = TypeVar("_T")
+_P = ParamSpec("_P")
+
+
+class _Unreachable(StoreError):
+    """The server could not be reached: the operation may be run again."""
+
+
+class _CannotConnect(_Unreachable):
+    """No connection was made: nothing of the operation reached the server."""
+
+
+class _ConnectionLost(_Unreachable):
+    """The connection broke during the operation: what was not acknowledged was not committed."""
+
 
 _LOCK = 0x6E6273  # advisory lock id for migrations ("nbs")
 
@@ -170,6 +187,20 @@ _TRIGRAM = (
 )
 
 
+def _retried_read(
+    read: Callable[Concatenate[PostgresStore, _P], Coroutine[Any, Any, _T]],
+) -> Callable[Concatenate[PostgresStore, _P], Coroutine[Any, Any, _T]]:
+    """A read that is run again after a lost or refused connection (reads change nothing)."""
+
+    async def run(self: PostgresStore, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        return await self._retrying(
+            f"{self.location}: reading", lambda: read(self, *args, **kwargs)
+        )
+
+    run.__name__, run.__doc__ = read.__name__, read.__doc__
+    return run
+
+
 def is_postgres_url(value: object) -> bool:
     """True for ``postgresql://`` and ``postgres://`` URLs."""
     return isinstance(value, str) and value.split("://", 1)[0].lower() in ("postgresql", "postgres")
@@ -190,11 +221,21 @@ class PostgresStore(BaseStore):
     """Checkpoints in a PostgreSQL database, shared by every client that can reach it."""
 
     def __init__(
-        self, url: str, *, redact: Redactor | None = None, connect_timeout: int = 10
+        self,
+        url: str,
+        *,
+        redact: Redactor | None = None,
+        connect_timeout: int = 10,
+        retries: int = 3,
+        retry_delay: float = 0.5,
     ) -> None:
         super().__init__(redact=redact)
         self.url = url
         self.connect_timeout = connect_timeout
+        #: A call whose server could not be reached is run again this many times, waiting
+        #: ``retry_delay`` seconds, then twice that, and so on; a save keeps its checkpoint id.
+        self.retries = retries
+        self.retry_delay = retry_delay
         self._ready = False
         _psycopg()
 
@@ -217,7 +258,7 @@ class PostgresStore(BaseStore):
                 self.url, connect_timeout=self.connect_timeout
             )
         except psycopg.Error as exc:
-            raise StoreError(
+            raise _CannotConnect(
                 f"{self.location}: cannot connect ({str(exc).strip()}); check the server runs and the URL"
             ) from exc
         try:
@@ -229,17 +270,50 @@ class PostgresStore(BaseStore):
                 f"{self.location}: this database role may only read ({str(exc).strip()}); "
                 "nothing was written. Connect as a role with INSERT/UPDATE/DELETE on the nbs_* tables"
             ) from exc
+        except psycopg.errors.UndefinedTable as exc:
+            raise self._no_tables() from exc
         except psycopg.OperationalError as exc:
-            raise StoreError(
+            raise _ConnectionLost(
                 f"{self.location}: connection lost ({str(exc).strip()}); what was not acknowledged "
                 "was not committed. Retrying the call is safe"
+            ) from exc
+        except psycopg.Error as exc:
+            if isinstance(exc, psycopg.errors.UniqueViolation) and "label" in (
+                exc.diag.constraint_name or ""
+            ):
+                raise  # a label taken by another checkpoint: the caller names it (ConflictError)
+            raise StoreError(
+                f"{self.location}: the server refused ({type(exc).__name__}: {str(exc).strip()}); "
+                "nothing was written. Check the nbs_* tables were made by this version of "
+                "nb_sessions (open the store once as their owner) and the server's log"
             ) from exc
         finally:
             await conn.close()
 
+    async def _retrying(self, what: str, call: Callable[[], Awaitable[_T]]) -> _T:
+        """Run ``call``, again after a lost or refused connection (``retries`` times, backing off)."""
+        attempts = self.retries + 1
+        for attempt in range(attempts):
+            try:
+                return await call()
+            except _Unreachable as exc:
+                if attempt + 1 == attempts:
+                    raise StoreError(f"{what} failed after {attempts} attempts: {exc}") from exc
+                await asyncio.sleep(self.retry_delay * 2**attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _no_tables(self) -> StoreError:
+        user = self.url.partition("://")[2].rpartition("@")[0].partition(":")[0] or "this role"
+        return StoreError(
+            f"{self.location}: the database has no nb_sessions tables yet and role {user} may "
+            "not create them; open the store once as the role that owns the database (it "
+            "creates the nbs_* tables, see docs/postgres.md), then open it again with this role"
+        )
+
     async def _migrate(self, conn: Any) -> None:
         """Apply missing migrations in order, recorded in ``nbs_migrations``, under an advisory lock."""
         psycopg = _psycopg()
+        exists = True
         try:
             async with conn.transaction():
                 cur = await conn.execute("SELECT to_regclass('nbs_migrations') IS NOT NULL")
@@ -271,7 +345,9 @@ class PostgresStore(BaseStore):
                                 await conn.execute(sql)
                     except psycopg.errors.InsufficientPrivilege:
                         pass  # search still works, by scanning the entries' text (see docs)
-        except psycopg.errors.InsufficientPrivilege:
+        except psycopg.errors.InsufficientPrivilege as exc:
+            if not exists:
+                raise self._no_tables() from exc
             # A read-only role: browse what exists; writes fail with a named error.
             await self._refuse_old_layout(conn)
             self._ready = True
@@ -301,6 +377,43 @@ class PostgresStore(BaseStore):
         return SessionCaches()
 
     async def _write(
+        self,
+        key: SessionKey,
+        states: dict[str, Any],
+        label: str | None,
+        metadata: dict[str, Any],
+        parent: int | None,
+        *,
+        uid: uuid.UUID | None = None,
+    ) -> Checkpoint:
+        """Save once, retrying a lost connection under the same checkpoint id (idempotent on it)."""
+        uid = uid or uuid.uuid4()
+        lost = False
+
+        async def attempt() -> Checkpoint:
+            nonlocal lost
+            try:
+                return await self._write_once(key, states, label, metadata, parent, uid=uid)
+            except _ConnectionLost:
+                lost = True
+                raise
+
+        try:
+            return await self._retrying(f"{self.location}: saving {key}", attempt)
+        except StoreError as exc:
+            if not isinstance(exc.__cause__, _Unreachable):
+                raise
+            if lost:
+                fate = (
+                    f"checkpoint {uid} may have committed (a connection broke after sending it): "
+                    f"once the server is back, look for it in store.history({key.session_id!r}) "
+                    "before saving again"
+                )
+            else:
+                fate = f"checkpoint {uid} was not committed; save again once the server is back"
+            raise StoreError(f"{exc}. {fate}") from exc.__cause__
+
+    async def _write_once(
         self,
         key: SessionKey,
         states: dict[str, Any],
@@ -419,6 +532,7 @@ class PostgresStore(BaseStore):
             )
         return int(sid), int(seq)
 
+    @_retried_read
     async def _read(self, cp: Checkpoint) -> dict[str, Any]:
         psycopg = _psycopg()
         where = f"checkpoint {cp.ref} in {self.location}"
@@ -493,6 +607,7 @@ class PostgresStore(BaseStore):
             out.append((tuple(path), codec.loads(body, label, trusted=not exact)))
         return out
 
+    @_retried_read
     async def _history(self, key: SessionKey) -> list[Checkpoint]:
         async with self._connect() as conn:
             cur = await conn.execute(_ROW_SQL + " ORDER BY c.seq", key)
@@ -536,6 +651,7 @@ class PostgresStore(BaseStore):
             )
         return out
 
+    @_retried_read
     async def _sessions(self) -> list[SessionInfo]:
         async with self._connect() as conn:
             cur = await conn.execute(
@@ -603,32 +719,34 @@ class PostgresStore(BaseStore):
 
     async def _set_label(self, key: SessionKey, seq: int, label: str | None) -> None:
         psycopg = _psycopg()
-        try:
-            async with self._connect() as conn, conn.transaction():
-                cur = await conn.execute(_ROW_SQL + " AND c.seq = %s FOR UPDATE OF c", (*key, seq))
-                row = await cur.fetchone()
-                if row is None:
-                    return
-                stored, *fields = row
-                # The label is hashed with the row: checked first, so damage is never re-sealed.
-                digest = relabelled(
-                    _bytes(stored),
-                    key,
-                    *_facts(*fields)[:7],
-                    new_label=label,
-                    where=f"checkpoint {key}@{seq} in {self.location}",
-                    location=self.location,
-                )
-                await conn.execute(
-                    "UPDATE nbs_checkpoints SET label = %s, hash = %s WHERE uid = %s",
-                    (label, digest, fields[0]),
-                )
-        except psycopg.errors.UniqueViolation as exc:
-            raise ConflictError(
-                f"label {label!r} already names another checkpoint of {key}; remove it there "
-                "first with store.label(ref, None)"
-            ) from exc
+        async with self._connect() as conn:
+            try:
+                async with conn.transaction():
+                    cur = await conn.execute(_ROW_SQL + " AND c.seq = %s FOR UPDATE OF c", (*key, seq))
+                    row = await cur.fetchone()
+                    if row is None:
+                        return
+                    stored, *fields = row
+                    # The label is hashed with the row: checked first, so damage is never re-sealed.
+                    digest = relabelled(
+                        _bytes(stored),
+                        key,
+                        *_facts(*fields)[:7],
+                        new_label=label,
+                        where=f"checkpoint {key}@{seq} in {self.location}",
+                        location=self.location,
+                    )
+                    await conn.execute(
+                        "UPDATE nbs_checkpoints SET label = %s, hash = %s WHERE uid = %s",
+                        (label, digest, fields[0]),
+                    )
+            except psycopg.errors.UniqueViolation as exc:
+                raise ConflictError(
+                    f"label {label!r} already names another checkpoint of {key}; remove it there "
+                    "first with store.label(ref, None)"
+                ) from exc
 
+    @_retried_read
     async def _search(self, text: str, keys: list[SessionKey]) -> list[Hit]:
         """Messages whose text contains ``text`` (case-insensitive): ILIKE on ``nbs_search`` (a
         pg_trgm index serves it, also for CJK), filled on first search like SQLite's FTS index;

@@ -153,3 +153,65 @@ def test_without_psycopg_a_postgres_url_says_what_to_install() -> None:
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert "pip install 'nb_sessions[postgres]'" in done.stdout
+
+
+def test_a_save_whose_connection_is_killed_mid_transaction_is_retried_under_its_id_once(
+    pg_url: str,
+) -> None:
+    import threading
+    import time
+
+    from ..conftest import Box
+
+    store = nbs.PostgresStore(pg_url, retry_delay=0.05)
+    store.save("s", None, {}, agent=Box(0))
+    result: dict[str, object] = {}
+    with psycopg.connect(pg_url) as holder:  # holds the session row: the save waits on it
+        holder.execute("SELECT 1 FROM nbs_sessions WHERE session_id = 's' FOR UPDATE")
+        saver = threading.Thread(
+            target=lambda: result.update(cp=store.save("s", None, {}, agent=Box(1)))
+        )
+        saver.start()
+        with psycopg.connect(pg_url, autocommit=True) as killer:
+            pid = None
+            deadline = time.monotonic() + 60
+            while pid is None:  # the save's backend, waiting on the row lock mid-transaction
+                assert time.monotonic() < deadline, "the save never waited on the session row"
+                row = killer.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND datname = current_database() AND query LIKE '%%nbs_sessions%%' "
+                    "AND pid <> %s",
+                    (holder.info.backend_pid,),
+                ).fetchone()
+                pid = row[0] if row else None
+                time.sleep(0.01)
+            killer.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        holder.rollback()  # the retry may now take the lock
+    saver.join(60)
+    cp = result["cp"]
+    assert isinstance(cp, nbs.Checkpoint)
+    assert cp.seq == 2
+    assert [c.seq for c in store.history("s")] == [1, 2]  # exactly one checkpoint for the save
+    assert store.get_state("s")["agent"]["value"] == 1
+
+
+def test_a_save_to_a_server_gone_for_good_is_a_named_error_saying_nothing_committed(
+    tmp_path: Path,
+) -> None:
+    from .. import pg_server
+    from ..conftest import Box
+
+    with pg_server.own_server() as srv:
+        url = pg_server.fresh_database(srv.dsn)
+        store = nbs.PostgresStore(url, retries=2, retry_delay=0.01)
+        store.save("s", None, {}, agent=Box(0))
+        srv.stop()
+        with pytest.raises(StoreError, match="after 3 attempts") as err:
+            store.save("s", None, {}, agent=Box(1))
+        assert "was not committed" in str(err.value)
+        assert "check the server runs" in str(err.value)
+        with pytest.raises(StoreError, match="after 3 attempts"):
+            store.history("s")  # reads retry too
+        srv.start()
+        assert [c.seq for c in store.history("s")] == [1]  # nothing half-written
+        assert store.save("s", None, {}, agent=Box(2)).seq == 2

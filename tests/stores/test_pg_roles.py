@@ -276,3 +276,42 @@ def test_clients_starting_together_on_a_new_database_apply_each_migration_once(
             v for (v,) in conn.execute("SELECT version FROM nbs_migrations ORDER BY version")
         ]
     assert versions == list(range(1, len(versions) + 1)) and len(versions) >= 2
+
+
+def test_a_role_that_cannot_create_tables_on_an_empty_database_is_told_to_have_the_owner_open_it(
+    deployment: Deployment,
+) -> None:
+    from ..conftest import Box
+
+    deployment.run(doc_sql()[1])  # grants for tables the owner has not made yet
+    for role in ("nbs_rw", "nbs_ro"):
+        store = nbs.open_store(deployment.url(role))
+        for call in (
+            store.sessions,
+            lambda s=store: s.history("alice"),
+            lambda s=store: s.save("alice", agent=Box([1])),
+        ):
+            with pytest.raises(StoreError, match="has no nb_sessions tables yet") as err:
+                call()
+            assert "open the store once as the role that owns" in str(err.value), role
+            assert deployment.names[role] in str(err.value)
+    assert table_owners(deployment.url()) == {}  # nothing was created
+    nbs.open_store(deployment.url("nbs_owner")).save("alice", agent=Box([1]))
+    assert nbs.open_store(deployment.url("nbs_rw")).save("alice", agent=Box([2])).seq == 2
+
+
+async def test_a_label_taken_by_another_checkpoint_is_a_conflict_and_other_server_errors_are_named(
+    pg_url: str,
+) -> None:
+    from ..conftest import Box
+
+    store = nbs.open_store(pg_url)
+    await store.asave("alice", agent=Box([1]), label="v1")
+    await store.asave("alice", agent=Box([2]))
+    with pytest.raises(nbs.errors.ConflictError, match="already names another checkpoint"):
+        await store.alabel("alice@2", "v1")
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # a server error no path expects
+        conn.execute("ALTER TABLE nbs_checkpoints RENAME COLUMN size TO size_renamed")
+    with pytest.raises(StoreError, match=r"the server refused \(") as err:
+        await store.ahistory("alice")
+    assert "postgresql://" in str(err.value)
