@@ -14,6 +14,7 @@ from .errors import (
     CheckpointNotFoundError,
     ConflictError,
     InvalidIdError,
+    KeyRequiredError,
     MigrationError,
     MissingDependencyError,
     NbSessionsError,
@@ -26,6 +27,7 @@ from .errors import (
     StateMismatchError,
     StoreCorruptedError,
     StoreError,
+    WrongKeyError,
 )
 from .migrate import MigrationReport, migrate
 from .sessions import JSONSession, PostgresSession, SQLiteSession
@@ -54,6 +56,7 @@ __all__ = [
     "InvalidIdError",
     "JSONSession",
     "JSONStore",
+    "KeyRequiredError",
     "MigrationError",
     "MigrationReport",
     "MissingDependencyError",
@@ -79,6 +82,7 @@ __all__ = [
     "StoreCorruptedError",
     "StoreError",
     "VacuumResult",
+    "WrongKeyError",
     "__version__",
     "as_stateful",
     "diff",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import queue
 import sqlite3
@@ -42,10 +43,12 @@ from ..chunks import (
     split,
     verify_entries,
 )
+from ..crypto import ENV_KEY, Cipher, KeySource, key_from_env, resolve_key
 from ..errors import (
     CheckpointNotFoundError,
     ConflictError,
     InvalidIdError,
+    KeyRequiredError,
     StoreCorruptedError,
     StoreError,
 )
@@ -70,9 +73,16 @@ class SQLiteStore(BaseStore):
     """Checkpoints in a SQLite file (created on first write, owner-only)."""
 
     def __init__(
-        self, path: str | os.PathLike[str], *, timeout: float = 30.0, redact: Redactor | None = None
+        self,
+        path: str | os.PathLike[str],
+        *,
+        timeout: float = 30.0,
+        redact: Redactor | None = None,
+        key: KeySource | None = None,
     ) -> None:
         super().__init__(redact=redact)
+        self._key = resolve_key(key) if key is not None else None
+        self._cipher: Cipher | None = None
         self.path = Path(path).expanduser().absolute()
         self.timeout = timeout
         self._ready = False
@@ -248,6 +258,7 @@ class SQLiteStore(BaseStore):
                 )
             await apply_migrations(db)
             self._has_legacy = await _table_exists(db, LEGACY_TABLE)
+            self._cipher = await _open_cipher(db, self._key, str(self.path))
         except sqlite3.OperationalError as exc:
             await db.close()
             if _read_only_error(exc) and await self._setup_read_only():
@@ -335,12 +346,14 @@ class SQLiteStore(BaseStore):
         metadata: dict[str, Any],
         parent: int | None,
     ) -> Checkpoint:
+        if not self._ready:
+            await self._setup()  # an encrypted store's keyed hash plans the entries
         skeleton, chunks = split(states)
         skeleton_data = codec.dumps(skeleton)
         meta_text = codec.dumps(metadata)  # bytes: SQLite's text cannot hold a lone surrogate
         modules = tuple(states)
         for attempt in (1, 2):
-            cache = self._caches.setdefault(key, _SessionCache())
+            cache = self._caches.setdefault(key, _SessionCache(self._cipher))
             with codec.paused_gc():
                 planned = [cache.chunks.plan(chunk) for chunk in chunks]
             plans = [plan for plan, _ in planned]
@@ -357,14 +370,20 @@ class SQLiteStore(BaseStore):
                         if attempt == 1:
                             continue
                     cache.generation = generation
-                    payloads = await _store_plans(db, plans)
+                    payloads = await _store_plans(db, plans, self._cipher)
                     sid, seq = await self._allocate(db, key, now)
                     parent = await self._choose_parent(db, key, sid, seq, parent)
+                    stored_state, stored_meta = skeleton_data, meta_text
+                    if self._cipher is not None:  # bound to this checkpoint and its entries, in order
+                        stored_state, stored_meta = _seal_checkpoint(
+                            self._cipher, key, seq, now.isoformat(), skeleton_data, meta_text,
+                            [h for plan in plans for seg in plan.segments for h in seg.hashes],
+                        )
                     chunk_rows = [
                         [list(plan.path), list(ids)] for plan, ids in zip(plans, payloads, strict=True)
                     ]
-                    row = (seq, parent, now.isoformat(), label, meta_text, codec.dumps(list(modules)).decode(),
-                           size, skeleton_data, codec.dumps(chunk_rows).decode() if chunk_rows else None)
+                    row = (seq, parent, now.isoformat(), label, stored_meta, codec.dumps(list(modules)).decode(),
+                           size, stored_state, codec.dumps(chunk_rows).decode() if chunk_rows else None)
                     row_id = await _next_row_id(db, self.path)
                     try:
                         await db.execute(
@@ -554,7 +573,10 @@ class SQLiteStore(BaseStore):
             if stored is not None or row_id > (_meta_int(conn.execute(_UPTO_SQL).fetchone(), _UPTO, self.path) or 0):
                 verify_row(stored, cp.key, *fields, where=where, location=str(self.path))
             state, chunks = fields[-2:]
-            lists = self._read_chunks(conn, chunks, where) if chunks else []
+            hashes: list[bytes] | None = [] if self._cipher is not None else None
+            lists = self._read_chunks(conn, chunks, where, hashes) if chunks else []
+            if self._cipher is not None and hashes is not None:
+                state = _open_checkpoint(self._cipher, cp.key, cp.seq, fields[2], state, hashes, where, str(self.path))
             conn.execute("COMMIT")
             return state, lists
         except (sqlite3.Error, UnicodeDecodeError) as exc:
@@ -565,11 +587,11 @@ class SQLiteStore(BaseStore):
             conn.close()
 
     def _read_chunks(
-        self, conn: sqlite3.Connection, chunks_text: Any, where: str
+        self, conn: sqlite3.Connection, chunks_text: Any, where: str, hashes: list[bytes] | None = None
     ) -> list[tuple[tuple[str | int, ...], list[Any]]]:
-        """Load the long lists of a checkpoint from their segments and entries."""
+        """Load the long lists of a checkpoint from their segments and entries (adding their hashes to ``hashes``)."""
         try:
-            return self._read_chunks_unchecked(conn, chunks_text, where)
+            return self._read_chunks_unchecked(conn, chunks_text, where, hashes)
         except (TypeError, ValueError, KeyError, OverflowError) as exc:
             # Garbage where our own rows should be: this checkpoint is damaged, the others are not.
             raise StoreCorruptedError(
@@ -579,7 +601,7 @@ class SQLiteStore(BaseStore):
             ) from None
 
     def _read_chunks_unchecked(
-        self, conn: sqlite3.Connection, chunks_text: Any, where: str
+        self, conn: sqlite3.Connection, chunks_text: Any, where: str, hashes: list[bytes] | None = None
     ) -> list[tuple[tuple[str | int, ...], list[Any]]]:
         rows = codec.loads(chunks_text, where)
         out: list[tuple[tuple[str | int, ...], list[Any]]] = []
@@ -611,6 +633,10 @@ class SQLiteStore(BaseStore):
                     )
                 blob_ids.extend(array("q", packed))
             label = f"{where} ({path_text(tuple(path))})"
+            if self._cipher is not None and hashes is not None:
+                data = _fetch_sealed(conn, blob_ids, self._cipher, label, str(self.path), hashes)
+                out.append((tuple(path), codec.loads(data, label, trusted=False)))
+                continue
             out.append((tuple(path), self._read_entries(conn, blob_ids, label, where, path)))
         return out
 
@@ -690,6 +716,11 @@ class SQLiteStore(BaseStore):
                                  where=where, location=str(self.path))
                 except StoreCorruptedError:
                     garbled = True  # its read raises the named error; nothing of the edit is shown
+            if not garbled and self._cipher is not None:
+                try:
+                    meta = _open_metadata(self._cipher, key, seq, created, meta, where, str(self.path))
+                except StoreCorruptedError:
+                    garbled = True
             if garbled:  # this checkpoint only: `check` reports it, the others read as usual
                 parent, size, label, meta = None, 0, None, None
             try:
@@ -936,6 +967,8 @@ class SQLiteStore(BaseStore):
         """Entries through the FTS index (or a scan for queries under 3 characters), skeletons by scanning."""
         from ..search import Hit, scan_state  # search builds on views, which import the stores
 
+        if self._cipher is not None:
+            return await self._search_decrypted(text, keys)
         hits: list[Hit] = []
         async with self._connect() as db:
             found = await self._matching_entries(db, text)
@@ -975,6 +1008,18 @@ class SQLiteStore(BaseStore):
                                     hits.append(Hit(key.session_id, key.user_id, seq, where, msg))
         return hits
 
+    async def _search_decrypted(self, text: str, keys: list[SessionKey]) -> list[Hit]:
+        """An encrypted store: each checkpoint decrypted and scanned in memory (no index on disk)."""
+        from ..search import Hit, scan_state
+
+        hits: list[Hit] = []
+        for key in keys:
+            for cp in await self._history(key):
+                with contextlib.suppress(StoreCorruptedError):
+                    state = await self._read(cp)
+                    hits += [Hit(key.session_id, key.user_id, cp.seq, p, m) for p, m in scan_state(state, text)]
+        return hits
+
     async def _matching_entries(self, db: aiosqlite.Connection, text: str) -> dict[int, Mapping[str, Any]]:
         """Blob id -> message for the stored entries whose searchable text contains ``text``."""
         from ..search import entry_message, matches, searchable_text
@@ -1007,6 +1052,8 @@ class SQLiteStore(BaseStore):
 
     async def _update_index(self, db: aiosqlite.Connection) -> None:
         """Index the entries stored since the last search (the index is built on first use)."""
+        if self._cipher is not None:
+            return  # an encrypted store's FTS index stays empty: it would hold plaintext
         upto = await _meta(db, "fts_indexed_upto", self.path) or 0
         async with db.execute("SELECT max(id) FROM nbs_blobs") as cur:
             top = (await cur.fetchone() or (None,))[0]
@@ -1106,14 +1153,18 @@ _PIECE = 4096  # entries fetched and decoded at a time when reading a long list
 class _SessionCache:
     """What this process knows of a session's stored lists, valid for one GC generation."""
 
-    def __init__(self) -> None:
+    def __init__(self, cipher: Cipher | None = None) -> None:
         self.generation = -1
-        self.chunks = ChunkCache()
+        self.chunks = ChunkCache(cipher.mac) if cipher is not None else ChunkCache()
 
 
-async def _store_plans(db: aiosqlite.Connection, plans: Sequence[ChunkPlan]) -> list[list[int]]:
-    """Insert the planned new entries and changed segments; return each plan's segment ids."""
+async def _store_plans(
+    db: aiosqlite.Connection, plans: Sequence[ChunkPlan], cipher: Cipher | None = None
+) -> list[list[int]]:
+    """Insert the planned new entries (sealed when ``cipher``) and changed segments; return each plan's segment ids."""
     new = {h: data for plan in plans for h, data in plan.new.items()}
+    if cipher is not None:  # each entry bound to its keyed hash
+        new = {h: cipher.seal(data, h) for h, data in new.items()}
     if new:
         await db.executemany(
             "INSERT OR IGNORE INTO nbs_blobs (hash, data) VALUES (?, ?)", list(new.items())
@@ -1362,6 +1413,92 @@ def _fetch_run_joined(conn: sqlite3.Connection, ids: Sequence[int], where: str) 
         at += length + 1
     verify_entries(body, spans, where, "table nbs_blobs", ids)
     return body, row[1] > 0
+
+
+_CRYPTO_META = "encryption"
+
+
+async def _open_cipher(db: aiosqlite.Connection, key: bytes | str | None, location: str) -> Cipher | None:
+    """The store's cipher: its header opened with ``key`` (or NB_SESSIONS_KEY), created for a new store."""
+    async with db.execute("SELECT value FROM nbs_meta WHERE key = ?", (_CRYPTO_META,)) as cur:
+        row = await cur.fetchone()
+    if row is None:
+        if key is None:
+            return None
+        async with db.execute("SELECT 1 FROM nbs_checkpoints LIMIT 1") as cur:
+            used = await cur.fetchone() is not None
+        if used:
+            raise KeyRequiredError(
+                f"{location} is a plain (unencrypted) store and a key was given; nb_sessions does not encrypt "
+                "a store in place. Copy its sessions into a new encrypted store: "
+                f"nb-sessions copy {location} NEW.db --to-key ... (or store.copy_sessions), then remove the plain file",
+                location=location,
+            )
+        cipher = Cipher.create(key)
+        await db.execute("INSERT OR IGNORE INTO nbs_meta (key, value) VALUES (?, ?)", (_CRYPTO_META, cipher.header))
+        return await _open_cipher(db, key, location)  # another process may have created it first
+    material = key if key is not None else key_from_env()
+    if material is None:
+        raise KeyRequiredError(
+            f"{location} is encrypted and no key was given; nothing was changed. Pass key=... to open_store, "
+            f"set {ENV_KEY}, or give --key to nb-sessions",
+            location=location,
+        )
+    return Cipher.open_header(row[0], material, location)
+
+
+def _entry_digest(hashes: Sequence[bytes]) -> bytes:
+    return hashlib.sha256(b"".join(hashes)).digest()
+
+
+def _seal_checkpoint(
+    cipher: Cipher, key: SessionKey, seq: int, created: str, state: bytes, meta: bytes, hashes: Sequence[bytes]
+) -> tuple[bytes, bytes]:
+    """A checkpoint's skeleton (bound to its place and its entries in order) and metadata, sealed."""
+    place = (key.user_id, key.session_id, seq, created)
+    return (
+        cipher.seal(state, cipher.place("state", *place, _entry_digest(hashes))),
+        cipher.seal(meta, cipher.place("metadata", *place)),
+    )
+
+
+def _open_checkpoint(
+    cipher: Cipher, key: SessionKey, seq: int, created: Any, state: Any, hashes: Sequence[bytes], where: str,
+    location: str,
+) -> bytes:
+    return cipher.open(state, cipher.place("state", key.user_id, key.session_id, seq, created,
+                                           _entry_digest(hashes)), where, location)
+
+
+def _open_metadata(cipher: Cipher, key: SessionKey, seq: int, created: Any, meta: Any, where: str,
+                   location: str) -> bytes:
+    return cipher.open(meta, cipher.place("metadata", key.user_id, key.session_id, seq, created), where, location)
+
+
+def _fetch_sealed(
+    conn: sqlite3.Connection, ids: list[int], cipher: Cipher, where: str, location: str, hashes: list[bytes]
+) -> bytes:
+    """An encrypted store's entries ``ids`` as one JSON array, each opened and its keyed hash checked."""
+    blobs: dict[int, tuple[bytes, bytes]] = {}
+    for sql, params in _id_queries("nbs_blobs", "data, hash", ids):
+        blobs.update((i, (data, h)) for i, data, h in conn.execute(sql, params))
+    parts = []
+    for i in ids:
+        if i not in blobs:
+            raise StoreCorruptedError(
+                f"{where}: entry {i} is missing; delete that checkpoint, the others are intact", location=location
+            )
+        data, h = blobs[i]
+        plain = cipher.open(data, h if isinstance(h, bytes) else b"", f"{where} entry {i}", location)
+        if cipher.mac(plain) != h:
+            raise StoreCorruptedError(
+                f"{where}: entry {i} does not match its keyed hash (table nbs_blobs was altered); delete that "
+                "checkpoint, the others are intact",
+                location=location,
+            )
+        hashes.append(h)
+        parts.append(plain)
+    return json_array(parts)
 
 
 async def _collect_garbage(db: aiosqlite.Connection, path: Path) -> None:
