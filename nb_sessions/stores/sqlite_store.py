@@ -963,6 +963,32 @@ class SQLiteStore(BaseStore):
             await _commit(db)
         return done
 
+    def rekey(self, new_key: KeySource) -> None:
+        """Re-wrap the data key of this encrypted store with ``new_key`` (one atomic write of the header).
+
+        The entries are not re-encrypted: only the wrapped data key changes, in one
+        SQLite transaction, so an interruption leaves the store opening with the old
+        key or the new one, never neither. Other processes must reopen with the new key.
+        """
+        run_sync(self._rekey(resolve_key(new_key)))
+
+    async def _rekey(self, material: bytes | str) -> None:
+        async with self._connect() as db:
+            if self._cipher is None:
+                raise KeyRequiredError(
+                    f"{self.path} is not encrypted; copy its sessions into a new store opened with key=... instead",
+                    location=str(self.path),
+                )
+            new = self._cipher.rewrap(material)
+            await self._begin(db)
+            try:
+                await db.execute("UPDATE nbs_meta SET value = ? WHERE key = ?", (new.header, _CRYPTO_META))
+            except BaseException:
+                await _rollback(db)
+                raise
+            await _commit(db)
+            self._cipher, self._key = new, material
+
     async def _search(self, text: str, keys: list[SessionKey]) -> list[Hit]:
         """Entries through the FTS index (or a scan for queries under 3 characters), skeletons by scanning."""
         from ..search import Hit, scan_state  # search builds on views, which import the stores

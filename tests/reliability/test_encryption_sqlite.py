@@ -118,3 +118,54 @@ def test_tampering_is_a_named_error(tmp_path: Path, sql: str) -> None:
     fresh = nbs.open_store(path, key=TEST_KEY)
     with pytest.raises(nbs.StoreCorruptedError, match="checkpoint alice@2"):
         fresh.load("alice", box=Box())
+
+
+def test_rekey_rewraps_the_data_key(tmp_path: Path) -> None:
+    path = tmp_path / "enc.db"
+    store = nbs.open_store(path, key="old passphrase")
+    _save(store)
+    assert isinstance(store, nbs.SQLiteStore)
+    store.rekey(TEST_KEY)
+    with pytest.raises(nbs.WrongKeyError):
+        nbs.open_store(path, key="old passphrase").history("alice")
+    loaded = Box()
+    nbs.open_store(path, key=TEST_KEY).load("alice", box=loaded)
+    assert loaded.value["note"] == SECRET
+
+
+def test_rekey_killed_at_any_instant_leaves_one_key_working(tmp_path: Path) -> None:
+    """A real process rekeys and is killed -9 after a growing delay; the store opens with one of the keys."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "enc.db"
+    _save(nbs.open_store(path, key="key one"))
+    code = (
+        "import sys, nb_sessions as nbs\n"
+        "s = nbs.open_store(sys.argv[1], key=sys.argv[2])\n"
+        "print('ready', flush=True)\n"
+        "s.rekey(sys.argv[3])\n"
+    )
+    keys = ["key one", "key two"]
+    for step in range(8):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code, str(path), keys[0], keys[1]],
+            stdout=subprocess.PIPE, env={**os.environ},
+        )
+        assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+        time.sleep(step * 0.003)  # kill points spread over the rekey (not a timed assertion)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        opened = []
+        for k in keys:
+            try:
+                nbs.open_store(path, key=k).history("alice")
+                opened.append(k)
+            except nbs.WrongKeyError:
+                pass
+        assert len(opened) == 1, f"kill point {step}: the store opens with {opened}"
+        if opened[0] == keys[1]:
+            keys.reverse()  # rotate back next time
