@@ -963,6 +963,14 @@ class SQLiteStore(BaseStore):
             await _commit(db)
         return done
 
+    @property
+    def encrypted(self) -> bool:
+        """Whether this store is encrypted at rest (opens the store; an absent file is not)."""
+        if not self._ready and not self.path.exists():
+            return self._key is not None
+        run_sync(self._check_open())
+        return self._cipher is not None
+
     def rekey(self, new_key: KeySource) -> None:
         """Re-wrap the data key of this encrypted store with ``new_key`` (one atomic write of the header).
 
