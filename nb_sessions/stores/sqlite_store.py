@@ -400,6 +400,8 @@ class SQLiteStore(BaseStore):
                         "UPDATE nbs_sessions SET next_seq = ?, updated_at = ? WHERE id = ?",
                         (seq + 1, now.isoformat(), sid),
                     )
+                    if self._cipher is not None:
+                        await _reseal_manifest(db, self._cipher, key, sid, str(self.path), new=seq)
                 except BaseException:
                     await _rollback(db)
                     self._caches.pop(key, None)
@@ -694,8 +696,11 @@ class SQLiteStore(BaseStore):
                 "WHERE s.user_id = ? AND s.session_id = ? ORDER BY c.seq",
                 key,
             ) as cur:
-                rows = await cur.fetchall()
+                rows = list(await cur.fetchall())
             upto = await _unhashed_upto(db, self.path)
+            if self._cipher is not None and rows:
+                listed = await _open_manifest(db, self._cipher, key, rows[0][0], str(self.path))
+                _check_manifest(listed, {(r[2], r[4]) for r in rows}, key, str(self.path))
         if legacy is not None:
             out.append(self._legacy_checkpoint(key, legacy))
         for row_id, stored, seq, parent, created, label, meta, modules, size in rows:
@@ -851,6 +856,8 @@ class SQLiteStore(BaseStore):
                     left = (await cur2.fetchone() or (0,))[0]
                 if left == 0:
                     await db.execute("DELETE FROM nbs_sessions WHERE id = ?", (sid,))
+                if self._cipher is not None:
+                    await _reseal_manifest(db, self._cipher, key, sid, str(self.path), gone=seqs, empty=left == 0)
                 if count:
                     await _collect_garbage(db, self.path)
             except BaseException:
@@ -1533,6 +1540,82 @@ def _fetch_sealed(
         hashes.append(h)
         parts.append(plain)
     return json_array(parts)
+
+
+def _manifest_key(sid: Any) -> str:
+    return f"manifest:{sid}"
+
+
+async def _session_id_of_row(db: aiosqlite.Connection, row_id: Any) -> Any:
+    async with db.execute("SELECT session FROM nbs_checkpoints WHERE id = ?", (row_id,)) as cur:
+        row = await cur.fetchone()
+    return row[0] if row else None
+
+
+async def _open_manifest(
+    db: aiosqlite.Connection, cipher: Cipher, key: SessionKey, row_id: Any, location: str
+) -> set[tuple[int, str]] | None:
+    """The session's authenticated list of ``(seq, created_at)``; None when it has none yet."""
+    sid = await _session_id_of_row(db, row_id)
+    return await _manifest_of(db, cipher, key, sid, location)
+
+
+async def _manifest_of(
+    db: aiosqlite.Connection, cipher: Cipher, key: SessionKey, sid: Any, location: str
+) -> set[tuple[int, str]] | None:
+    async with db.execute("SELECT value FROM nbs_meta WHERE key = ?", (_manifest_key(sid),)) as cur:
+        row = await cur.fetchone()
+    if row is None:
+        return None
+    plain = cipher.open(row[0], cipher.place("manifest", key.user_id, key.session_id),
+                        f"session {key}: its manifest of checkpoints", location)
+    return {(int(seq), str(created)) for seq, created in codec.loads(plain)}
+
+
+def _check_manifest(
+    listed: set[tuple[int, str]] | None, found: set[tuple[int, str]], key: SessionKey, location: str
+) -> None:
+    """An encrypted session's rows must be exactly those its manifest lists (no replayed, no removed one)."""
+    if listed is None:
+        if found:
+            raise StoreCorruptedError(
+                f"session {key} in {location} has checkpoints but no authenticated manifest (its rows were "
+                "inserted or the manifest removed); restore the store from a backup",
+                location=location,
+            )
+        return
+    for seq, _ in sorted(found - listed):
+        raise StoreCorruptedError(
+            f"checkpoint {key}@{seq} in {location} is not in the session's authenticated manifest (a replayed "
+            "or inserted row); delete that checkpoint, the others are intact",
+            location=location,
+        )
+    for seq, _ in sorted(listed - found):
+        raise StoreCorruptedError(
+            f"checkpoint {key}@{seq} in {location} is listed in the session's authenticated manifest but its "
+            "row is gone (removed outside nb_sessions, or the session rolled back); restore the store from a backup",
+            location=location,
+        )
+
+
+async def _reseal_manifest(
+    db: aiosqlite.Connection, cipher: Cipher, key: SessionKey, sid: Any, location: str, *,
+    new: int | None = None, gone: Sequence[int] | None = None, empty: bool = False,
+) -> None:
+    """Inside a write's transaction: check the session's rows against its manifest, then seal the new list."""
+    async with db.execute("SELECT seq, created_at FROM nbs_checkpoints WHERE session = ?", (sid,)) as cur:
+        rows = {(int(seq), str(created)) for seq, created in await cur.fetchall()}
+    if empty:
+        await db.execute("DELETE FROM nbs_meta WHERE key = ?", (_manifest_key(sid),))
+        return
+    listed = await _manifest_of(db, cipher, key, sid, location)
+    expected = {r for r in rows if r[0] != new}
+    if listed is not None and gone is not None:
+        listed = {r for r in listed if r[0] not in gone}
+    _check_manifest(listed if listed is not None or expected else set(), expected, key, location)
+    body = codec.dumps(sorted(rows))
+    sealed = cipher.seal(body, cipher.place("manifest", key.user_id, key.session_id))
+    await db.execute("INSERT OR REPLACE INTO nbs_meta (key, value) VALUES (?, ?)", (_manifest_key(sid), sealed))
 
 
 async def _collect_garbage(db: aiosqlite.Connection, path: Path) -> None:

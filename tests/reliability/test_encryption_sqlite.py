@@ -169,3 +169,30 @@ def test_rekey_killed_at_any_instant_leaves_one_key_working(tmp_path: Path) -> N
         assert len(opened) == 1, f"kill point {step}: the store opens with {opened}"
         if opened[0] == keys[1]:
             keys.reverse()  # rotate back next time
+
+
+def test_replayed_deleted_checkpoint_is_named(tmp_path: Path) -> None:
+    """An authentic old row put back after its checkpoint was deleted: the session's manifest refuses it."""
+    path = tmp_path / "enc.db"
+    store = nbs.open_store(path, key=TEST_KEY)
+    for i in range(3):
+        store.save("alice", box=Box({"n": i, "text": SECRET}))
+    with sqlite3.connect(path) as db:
+        old = db.execute("SELECT * FROM nbs_checkpoints WHERE seq = 2").fetchone()
+    store.delete("alice@2")
+    assert [cp.seq for cp in store.history("alice")] == [1, 3]
+    with sqlite3.connect(path) as db:
+        db.execute(f"INSERT INTO nbs_checkpoints VALUES ({','.join('?' * len(old))})", old)
+    with pytest.raises(nbs.StoreCorruptedError, match=r"checkpoint alice@2 .*not in the session's authenticated"):
+        nbs.open_store(path, key=TEST_KEY).load("alice", box=Box())
+
+
+def test_rolled_back_latest_checkpoint_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "enc.db"
+    store = nbs.open_store(path, key=TEST_KEY)
+    for i in range(3):
+        store.save("alice", box=Box({"n": i}))
+    with sqlite3.connect(path) as db:
+        db.execute("DELETE FROM nbs_checkpoints WHERE seq = 3")
+    with pytest.raises(nbs.StoreCorruptedError, match=r"checkpoint alice@3 .*row is gone"):
+        nbs.open_store(path, key=TEST_KEY).load("alice", box=Box())
