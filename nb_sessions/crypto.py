@@ -207,7 +207,7 @@ class Cipher:
                 "delete that checkpoint, the others are intact",
                 location=location,
             )
-        view = bytes(blob)
+        view = blob if isinstance(blob, bytes) else bytes(blob)
         try:
             return self._aes.decrypt(view[:_NONCE], view[_NONCE:], aad)  # type: ignore[no-any-return]
         except InvalidTag:
