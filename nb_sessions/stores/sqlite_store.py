@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import os
 import queue
@@ -24,7 +25,7 @@ import threading
 import urllib.parse
 import warnings
 from array import array
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -635,15 +636,20 @@ class SQLiteStore(BaseStore):
                     )
                 blob_ids.extend(array("q", packed))
             label = f"{where} ({path_text(tuple(path))})"
+            fetch_piece = _fetch_array
             if self._cipher is not None and hashes is not None:
-                data, exact = _fetch_sealed(conn, blob_ids, self._cipher, label, str(self.path), hashes)
-                out.append((tuple(path), codec.loads(data, label, trusted=not exact)))
-                continue
-            out.append((tuple(path), self._read_entries(conn, blob_ids, label, where, path)))
+                fetch_piece = functools.partial(_fetch_sealed, cipher=self._cipher, location=str(self.path), hashes=hashes)
+            out.append((tuple(path), self._read_entries(conn, blob_ids, label, where, path, fetch_piece)))
         return out
 
     def _read_entries(
-        self, conn: sqlite3.Connection, ids: list[int], label: str, where: str, path: Any
+        self,
+        conn: sqlite3.Connection,
+        ids: list[int],
+        label: str,
+        where: str,
+        path: Any,
+        fetcher_of: Callable[[sqlite3.Connection, list[int], str, Any], tuple[bytes, bool]] | None = None,
     ) -> list[Any]:
         """Fetch and decode the entries ``ids``, in order, within ``conn``'s open transaction.
 
@@ -651,9 +657,10 @@ class SQLiteStore(BaseStore):
         while this one decodes piece k: SQLite reads and concatenates without the
         GIL, and this thread never touches ``conn`` until the fetcher has ended.
         """
+        fetch_piece = fetcher_of or _fetch_array  # an encrypted store's opens each entry (in this order)
         pieces = [ids[start:start + _PIECE] for start in range(0, len(ids), _PIECE)]
         if len(pieces) == 1:
-            data, exact = _fetch_array(conn, pieces[0], where, path)
+            data, exact = fetch_piece(conn, pieces[0], where, path)
             return codec.loads(data, label, trusted=not exact)  # type: ignore[no-any-return]
         ready: queue.Queue[tuple[bytes, bool] | BaseException] = queue.Queue(maxsize=2)
         stop = threading.Event()
@@ -663,7 +670,7 @@ class SQLiteStore(BaseStore):
                 for piece in pieces:
                     if stop.is_set():
                         return
-                    ready.put(_fetch_array(conn, piece, where, path))
+                    ready.put(fetch_piece(conn, piece, where, path))
             except BaseException as exc:  # handed to the decoding thread, which raises it
                 ready.put(exc)
 
@@ -1517,7 +1524,8 @@ def _open_metadata(cipher: Cipher, key: SessionKey, seq: int, created: Any, meta
 
 
 def _fetch_sealed(
-    conn: sqlite3.Connection, ids: list[int], cipher: Cipher, where: str, location: str, hashes: list[bytes]
+    conn: sqlite3.Connection, ids: list[int], where: str, path: Any, *, cipher: Cipher, location: str,
+    hashes: list[bytes],
 ) -> tuple[bytes, bool]:
     """An encrypted store's entries ``ids`` as one JSON array, each opened with its keyed hash as associated data.
 
@@ -1545,7 +1553,7 @@ def _fetch_sealed(
         data, h = got
         if not isinstance(h, bytes):
             h = b""
-        append(open_(data, h, f"{where} entry {i}", location))
+        append(open_(data, h, f"{where} ({path_text(tuple(path))}) entry {i}", location))
         add_hash(h)
     return json_array(parts), any(p[:1] == b" " for p in parts)
 

@@ -196,3 +196,9 @@ def test_rolled_back_latest_checkpoint_is_named(tmp_path: Path) -> None:
         db.execute("DELETE FROM nbs_checkpoints WHERE seq = 3")
     with pytest.raises(nbs.StoreCorruptedError, match=r"checkpoint alice@3 .*row is gone"):
         nbs.open_store(path, key=TEST_KEY).load("alice", box=Box())
+
+
+def test_json_store_refuses_a_key_rather_than_writing_plaintext(tmp_path: Path) -> None:
+    with pytest.raises(nbs.KeyRequiredError, match="SQLite stores only"):
+        nbs.open_store(tmp_path / "folder", key=TEST_KEY)
+    assert not (tmp_path / "folder").exists()
