@@ -25,15 +25,21 @@ import contextlib
 import hashlib
 import hmac
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import orjson
 
 from .errors import KeyRequiredError, MissingDependencyError, StoreCorruptedError, WrongKeyError
 
-__all__ = ["ENV_KEY", "Cipher", "KeySource", "key_from_env", "resolve_key"]
+if TYPE_CHECKING:
+    from .stores.base import SessionKey
+
+__all__ = [
+    "ENV_KEY", "Cipher", "KeySource", "check_manifest", "key_from_env", "open_checkpoint", "open_metadata",
+    "resolve_key", "seal_checkpoint",
+]
 
 #: The environment variable a store's key is read from when none is given.
 ENV_KEY = "NB_SESSIONS_KEY"
@@ -224,6 +230,69 @@ class Cipher:
             b = part if isinstance(part, bytes) else str(part).encode("utf-8", "surrogatepass")
             out.append(len(b).to_bytes(4, "big") + b)
         return b"".join(out)
+
+
+# -- a checkpoint's values, shared by the database stores ---------------------------------
+# A store seals a checkpoint's skeleton and metadata with seal_checkpoint, opens them
+# with open_checkpoint / open_metadata, and keeps per session an authenticated list of
+# its checkpoints (sealed with cipher.place("manifest", user_id, session_id)) that
+# check_manifest compares with the rows it finds.
+
+
+def _entry_digest(hashes: Sequence[bytes]) -> bytes:
+    return hashlib.sha256(b"".join(hashes)).digest()
+
+
+def seal_checkpoint(
+    cipher: Cipher, key: SessionKey, seq: int, created: str, state: bytes, meta: bytes, hashes: Sequence[bytes]
+) -> tuple[bytes, bytes]:
+    """A checkpoint's skeleton (bound to its place and its entries in order) and metadata, sealed."""
+    place = (key.user_id, key.session_id, seq, created)
+    return (
+        cipher.seal(state, cipher.place("state", *place, _entry_digest(hashes))),
+        cipher.seal(meta, cipher.place("metadata", *place)),
+    )
+
+
+def open_checkpoint(
+    cipher: Cipher, key: SessionKey, seq: int, created: Any, state: Any, hashes: Sequence[bytes], where: str,
+    location: str,
+) -> bytes:
+    """The skeleton sealed by :func:`seal_checkpoint`, given the entries' hashes as read, in order."""
+    return cipher.open(state, cipher.place("state", key.user_id, key.session_id, seq, created,
+                                           _entry_digest(hashes)), where, location)
+
+
+def open_metadata(cipher: Cipher, key: SessionKey, seq: int, created: Any, meta: Any, where: str,
+                   location: str) -> bytes:
+    """The metadata sealed by :func:`seal_checkpoint`."""
+    return cipher.open(meta, cipher.place("metadata", key.user_id, key.session_id, seq, created), where, location)
+
+
+def check_manifest(
+    listed: set[tuple[int, str]] | None, found: set[tuple[int, str]], key: SessionKey, location: str
+) -> None:
+    """An encrypted session's rows must be exactly those its manifest lists (no replayed, no removed one)."""
+    if listed is None:
+        if found:
+            raise StoreCorruptedError(
+                f"session {key} in {location} has checkpoints but no authenticated manifest (its rows were "
+                "inserted or the manifest removed); restore the store from a backup",
+                location=location,
+            )
+        return
+    for seq, _ in sorted(found - listed):
+        raise StoreCorruptedError(
+            f"checkpoint {key}@{seq} in {location} is not in the session's authenticated manifest (a replayed "
+            "or inserted row); delete that checkpoint, the others are intact",
+            location=location,
+        )
+    for seq, _ in sorted(listed - found):
+        raise StoreCorruptedError(
+            f"checkpoint {key}@{seq} in {location} is listed in the session's authenticated manifest but its "
+            "row is gone (removed outside nb_sessions, or the session rolled back); restore the store from a backup",
+            location=location,
+        )
 
 
 def _header_aad(store_id: bytes, params: dict[str, Any]) -> bytes:

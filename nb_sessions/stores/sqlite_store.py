@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hashlib
 import os
 import queue
 import sqlite3
@@ -44,7 +43,17 @@ from ..chunks import (
     split,
     verify_entries,
 )
-from ..crypto import ENV_KEY, Cipher, KeySource, key_from_env, resolve_key
+from ..crypto import (
+    ENV_KEY,
+    Cipher,
+    KeySource,
+    check_manifest,
+    key_from_env,
+    open_checkpoint,
+    open_metadata,
+    resolve_key,
+    seal_checkpoint,
+)
 from ..errors import (
     CheckpointNotFoundError,
     ConflictError,
@@ -376,7 +385,7 @@ class SQLiteStore(BaseStore):
                     parent = await self._choose_parent(db, key, sid, seq, parent)
                     stored_state, stored_meta = skeleton_data, meta_text
                     if self._cipher is not None:  # bound to this checkpoint and its entries, in order
-                        stored_state, stored_meta = _seal_checkpoint(
+                        stored_state, stored_meta = seal_checkpoint(
                             self._cipher, key, seq, now.isoformat(), skeleton_data, meta_text,
                             [h for plan in plans for seg in plan.segments for h in seg.hashes],
                         )
@@ -579,7 +588,7 @@ class SQLiteStore(BaseStore):
             hashes: list[bytes] | None = [] if self._cipher is not None else None
             lists = self._read_chunks(conn, chunks, where, hashes) if chunks else []
             if self._cipher is not None and hashes is not None:
-                state = _open_checkpoint(self._cipher, cp.key, cp.seq, fields[2], state, hashes, where, str(self.path))
+                state = open_checkpoint(self._cipher, cp.key, cp.seq, fields[2], state, hashes, where, str(self.path))
             conn.execute("COMMIT")
             return state, lists
         except (sqlite3.Error, UnicodeDecodeError) as exc:
@@ -707,7 +716,7 @@ class SQLiteStore(BaseStore):
             upto = await _unhashed_upto(db, self.path)
             if self._cipher is not None and rows:
                 listed = await _open_manifest(db, self._cipher, key, rows[0][0], str(self.path))
-                _check_manifest(listed, {(r[2], r[4]) for r in rows}, key, str(self.path))
+                check_manifest(listed, {(r[2], r[4]) for r in rows}, key, str(self.path))
         if legacy is not None:
             out.append(self._legacy_checkpoint(key, legacy))
         for row_id, stored, seq, parent, created, label, meta, modules, size in rows:
@@ -730,7 +739,7 @@ class SQLiteStore(BaseStore):
                     garbled = True  # its read raises the named error; nothing of the edit is shown
             if not garbled and self._cipher is not None:
                 try:
-                    meta = _open_metadata(self._cipher, key, seq, created, meta, where, str(self.path))
+                    meta = open_metadata(self._cipher, key, seq, created, meta, where, str(self.path))
                 except StoreCorruptedError:
                     garbled = True
             if garbled:  # this checkpoint only: `check` reports it, the others read as usual
@@ -1495,34 +1504,6 @@ async def _open_cipher(db: aiosqlite.Connection, key: bytes | str | None, locati
     return Cipher.open_header(row[0], material, location)
 
 
-def _entry_digest(hashes: Sequence[bytes]) -> bytes:
-    return hashlib.sha256(b"".join(hashes)).digest()
-
-
-def _seal_checkpoint(
-    cipher: Cipher, key: SessionKey, seq: int, created: str, state: bytes, meta: bytes, hashes: Sequence[bytes]
-) -> tuple[bytes, bytes]:
-    """A checkpoint's skeleton (bound to its place and its entries in order) and metadata, sealed."""
-    place = (key.user_id, key.session_id, seq, created)
-    return (
-        cipher.seal(state, cipher.place("state", *place, _entry_digest(hashes))),
-        cipher.seal(meta, cipher.place("metadata", *place)),
-    )
-
-
-def _open_checkpoint(
-    cipher: Cipher, key: SessionKey, seq: int, created: Any, state: Any, hashes: Sequence[bytes], where: str,
-    location: str,
-) -> bytes:
-    return cipher.open(state, cipher.place("state", key.user_id, key.session_id, seq, created,
-                                           _entry_digest(hashes)), where, location)
-
-
-def _open_metadata(cipher: Cipher, key: SessionKey, seq: int, created: Any, meta: Any, where: str,
-                   location: str) -> bytes:
-    return cipher.open(meta, cipher.place("metadata", key.user_id, key.session_id, seq, created), where, location)
-
-
 def _fetch_sealed(
     conn: sqlite3.Connection, ids: list[int], where: str, path: Any, *, cipher: Cipher, location: str,
     hashes: list[bytes],
@@ -1588,32 +1569,6 @@ async def _manifest_of(
     return {(int(seq), str(created)) for seq, created in codec.loads(plain)}
 
 
-def _check_manifest(
-    listed: set[tuple[int, str]] | None, found: set[tuple[int, str]], key: SessionKey, location: str
-) -> None:
-    """An encrypted session's rows must be exactly those its manifest lists (no replayed, no removed one)."""
-    if listed is None:
-        if found:
-            raise StoreCorruptedError(
-                f"session {key} in {location} has checkpoints but no authenticated manifest (its rows were "
-                "inserted or the manifest removed); restore the store from a backup",
-                location=location,
-            )
-        return
-    for seq, _ in sorted(found - listed):
-        raise StoreCorruptedError(
-            f"checkpoint {key}@{seq} in {location} is not in the session's authenticated manifest (a replayed "
-            "or inserted row); delete that checkpoint, the others are intact",
-            location=location,
-        )
-    for seq, _ in sorted(listed - found):
-        raise StoreCorruptedError(
-            f"checkpoint {key}@{seq} in {location} is listed in the session's authenticated manifest but its "
-            "row is gone (removed outside nb_sessions, or the session rolled back); restore the store from a backup",
-            location=location,
-        )
-
-
 async def _reseal_manifest(
     db: aiosqlite.Connection, cipher: Cipher, key: SessionKey, sid: Any, location: str, *,
     new: int | None = None, gone: Sequence[int] | None = None, empty: bool = False,
@@ -1628,7 +1583,7 @@ async def _reseal_manifest(
     expected = {r for r in rows if r[0] != new}
     if listed is not None and gone is not None:
         listed = {r for r in listed if r[0] not in gone}
-    _check_manifest(listed if listed is not None or expected else set(), expected, key, location)
+    check_manifest(listed if listed is not None or expected else set(), expected, key, location)
     body = codec.dumps(sorted(rows))
     sealed = cipher.seal(body, cipher.place("manifest", key.user_id, key.session_id))
     await db.execute("INSERT OR REPLACE INTO nbs_meta (key, value) VALUES (?, ?)", (_manifest_key(sid), sealed))
