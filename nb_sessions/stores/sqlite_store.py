@@ -1516,8 +1516,9 @@ def _fetch_sealed(
     second value says whether an entry was written by the exact path (as ``_fetch_array``).
     """
     blobs: dict[int, tuple[bytes, bytes]] = {}
-    if ids and ids[-1] - ids[0] + 1 == len(ids):  # a run (a memory appended in order): one range query
-        rows = conn.execute("SELECT id, data, hash FROM nbs_blobs WHERE id BETWEEN ? AND ?", (ids[0], ids[-1]))
+    low, high = (min(ids), max(ids)) if ids else (0, -1)
+    if ids and high - low < 2 * len(ids):  # mostly a run (a memory appended in order): one range query
+        rows = conn.execute("SELECT id, data, hash FROM nbs_blobs WHERE id BETWEEN ? AND ?", (low, high))
         blobs.update((i, (data, h)) for i, data, h in rows)
     else:
         for sql, params in _id_queries("nbs_blobs", "data, hash", ids):

@@ -202,3 +202,15 @@ def test_json_store_refuses_a_key_rather_than_writing_plaintext(tmp_path: Path) 
     with pytest.raises(nbs.KeyRequiredError, match="SQLite stores only"):
         nbs.open_store(tmp_path / "folder", key=TEST_KEY)
     assert not (tmp_path / "folder").exists()
+
+
+def test_an_edited_entry_out_of_order_loads(tmp_path: Path) -> None:
+    """A list whose ids are not one run (an entry edited in place, stored later) reads back whole."""
+    store = nbs.open_store(tmp_path / "enc.db", key=TEST_KEY)
+    msgs = [{"role": "user", "content": f"line {i}"} for i in range(40)]
+    store.save("s", box=Box(msgs))
+    msgs[7] = {"role": "user", "content": "rewritten"}
+    store.save("s", box=Box(msgs))
+    box = Box()
+    store.load("s", box=box)
+    assert box.value == msgs
