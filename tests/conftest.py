@@ -49,7 +49,11 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> nbs.BaseStore:
         return nbs.open_store(request.getfixturevalue("pg_url"))
     kind, _, encrypted = str(request.param).partition("-")
     path = tmp_path / ("store.db" if kind == "sqlite" else "store")
-    return nbs.open_store(path, key=TEST_KEY) if encrypted else nbs.open_store(path)
+    if not encrypted:
+        return nbs.open_store(path)
+    # Tests that reopen the store by its location alone get the key as a user would: from the environment.
+    request.getfixturevalue("monkeypatch").setenv("NB_SESSIONS_KEY", TEST_KEY)
+    return nbs.open_store(path, key=TEST_KEY)
 
 
 #: A raw 32-byte key for the encrypted store fixtures (base64 text form).
