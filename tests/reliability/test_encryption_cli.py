@@ -71,7 +71,7 @@ def test_export_from_an_encrypted_store_needs_plaintext(tmp_path: Path, capsys: 
     assert len(nbs.open_store(into, key="k2").history("alice")) == 2
 
 
-@pytest.mark.parametrize("kind", ["flip", "swap", "replay"])
+@pytest.mark.parametrize("kind", ["flip", "swap", "replay", "remove"])
 def test_check_finds_each_tampering(tmp_path: Path, kind: str, capsys: pytest.CaptureFixture[str]) -> None:
     path = _encrypted(tmp_path)
     with sqlite3.connect(path) as db:
@@ -84,6 +84,8 @@ def test_check_finds_each_tampering(tmp_path: Path, kind: str, capsys: pytest.Ca
             db.execute("UPDATE nbs_blobs SET id = -1 WHERE id = 1")
             db.execute("UPDATE nbs_blobs SET id = 1 WHERE id = 2")
             db.execute("UPDATE nbs_blobs SET id = 2 WHERE id = -1")
+        elif kind == "remove":  # the latest checkpoint taken away: the session's manifest still lists it
+            db.execute("DELETE FROM nbs_checkpoints WHERE seq = 2")
         else:
             db.execute("UPDATE nbs_checkpoints SET state = (SELECT state FROM nbs_checkpoints WHERE seq = 1) "
                        "WHERE seq = 2")
