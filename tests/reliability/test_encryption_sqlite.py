@@ -214,3 +214,16 @@ def test_an_edited_entry_out_of_order_loads(tmp_path: Path) -> None:
     box = Box()
     store.load("s", box=box)
     assert box.value == msgs
+
+
+def test_sqlite_session_drop_in_over_an_encrypted_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NB_SESSIONS_KEY", raising=False)
+    path = tmp_path / "enc.db"
+    session = nbs.SQLiteSession(path, key=TEST_KEY)
+    asyncio.run(session.save_session_state("alice", box=Box({"note": SECRET})))
+    back = Box()
+    asyncio.run(nbs.SQLiteSession(path, key=TEST_KEY).load_session_state("alice", box=back))
+    assert back.value == {"note": SECRET}
+    with pytest.raises(nbs.KeyRequiredError):
+        asyncio.run(nbs.SQLiteSession(path).load_session_state("alice", box=Box()))
+    assert SECRET.encode() not in b"".join(_files(path).values())
