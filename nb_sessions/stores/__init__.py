@@ -69,6 +69,11 @@ def open_store(
         return path
     if isinstance(path, str) and is_source_url(path):
         return open_source(path)
+    if key is not None and (is_postgres_url(path) or (isinstance(path, str) and is_source_url(path))):
+        raise KeyRequiredError(
+            f"encryption at rest is built for SQLite stores only so far, not for {path}; open it without a key",
+            location=str(path),
+        )
     if is_postgres_url(path):
         return PostgresStore(str(path), redact=redact)
     p = Path(path)
