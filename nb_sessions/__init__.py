@@ -15,6 +15,7 @@ from .errors import (
     CheckpointNotFoundError,
     ConflictError,
     InvalidIdError,
+    KeyRequiredError,
     MigrationError,
     MissingDependencyError,
     NbSessionsError,
@@ -27,6 +28,7 @@ from .errors import (
     StateMismatchError,
     StoreCorruptedError,
     StoreError,
+    WrongKeyError,
 )
 from .migrate import MigrationReport, migrate
 from .sessions import JSONSession, PostgresSession, SQLiteSession
@@ -55,6 +57,7 @@ __all__ = [
     "InvalidIdError",
     "JSONSession",
     "JSONStore",
+    "KeyRequiredError",
     "MigrationError",
     "MigrationReport",
     "MissingDependencyError",
@@ -80,6 +83,7 @@ __all__ = [
     "StoreCorruptedError",
     "StoreError",
     "VacuumResult",
+    "WrongKeyError",
     "__version__",
     "as_stateful",
     "copy_sessions",

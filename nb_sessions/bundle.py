@@ -47,6 +47,7 @@ from .errors import (
     ConflictError,
     Hint,
     InvalidIdError,
+    KeyRequiredError,
     NbSessionsError,
     SessionNotFoundError,
     StoreCorruptedError,
@@ -157,8 +158,14 @@ class Copied:
 # -- writing ----------------------------------------------------------------------
 
 
-def write_state(store: BaseStore, ref: str, path: str | os.PathLike[str] | IO[bytes]) -> Checkpoint:
-    """Write one checkpoint's state as an AgentScope JSONSession file (``{module: state}``, codec bytes)."""
+def write_state(
+    store: BaseStore, ref: str, path: str | os.PathLike[str] | IO[bytes], *, plaintext: bool = False
+) -> Checkpoint:
+    """Write one checkpoint's state as an AgentScope JSONSession file (``{module: state}``, codec bytes).
+
+    From an encrypted store only with ``plaintext=True``: the file is not encrypted.
+    """
+    _refuse_plaintext(store, plaintext)
     cp = store.checkpoint(ref)
     data = codec.dumps(store.get_state(cp))
     with _output(path) as out:
@@ -172,12 +179,18 @@ def write_bundle(
     path: str | os.PathLike[str] | IO[bytes],
     *,
     progress: ProgressCallback | None = None,
+    plaintext: bool = False,
 ) -> tuple[int, int]:
     """Write whole sessions (all of the store's when ``sessions`` is None) as a bundle; return ``(sessions, checkpoints)``.
 
     A file is replaced atomically: an interrupted export leaves no half bundle.
+    A bundle is plain JSON: from an encrypted store it is written only with
+    ``plaintext=True`` (to move sessions encrypted, copy them into another
+    encrypted store with :func:`copy_sessions`).
     """
     from . import __version__
+
+    _refuse_plaintext(store, plaintext)
 
     histories = _histories(store, sessions)
     total = sum(len(h) for _, h in histories)
@@ -212,6 +225,16 @@ def write_bundle(
             out.write(b"]}")
         out.write(b"\n]}\n")
     return len(histories), total
+
+
+def _refuse_plaintext(store: BaseStore, plaintext: bool) -> None:
+    if not plaintext and getattr(store, "encrypted", False):
+        raise KeyRequiredError(
+            f"{store.location} is encrypted and an export file is plaintext: pass plaintext=True "
+            "(nb-sessions export --plaintext) to write it anyway, or copy the sessions into another "
+            "encrypted store (copy_sessions / nb-sessions copy --to-key)",
+            location=store.location,
+        )
 
 
 @contextlib.contextmanager

@@ -168,8 +168,8 @@ class Segment:
     """One run of up to :data:`SEGMENT` entries of a long list, as planned for a save.
 
     ``cached`` is the backend's payload for the run (a segment id, a list of
-    entry numbers) when the same run was saved last time; otherwise
-    ``hashes`` lists its entries' content hashes.
+    entry numbers) when the same run was saved last time; ``hashes`` lists
+    its entries' content hashes (also for a cached run).
     """
 
     key: tuple[Hashable, ...] | None
@@ -204,9 +204,10 @@ class ChunkCache:
     orjson refuses; those are encoded every time.
     """
 
-    def __init__(self) -> None:
-        self.segments: dict[tuple[Hashable, ...], tuple[Any, int, Sequence[Any]]] = {}
+    def __init__(self, hasher: Callable[[bytes], bytes] = blob_hash) -> None:
+        self.segments: dict[tuple[Hashable, ...], tuple[Any, int, Sequence[Any], list[bytes]]] = {}
         self.entries: dict[Hashable, tuple[bytes, int, Any]] = {}
+        self.hasher = hasher  # an encrypted store's keyed hash (see nb_sessions.crypto)
 
     def plan(self, chunk: ListChunk, segment: int = SEGMENT) -> tuple[ChunkPlan, dict[Hashable, tuple[bytes, int, Any]]]:
         """Plan the chunk's segments; also return the entry keys to remember after a commit."""
@@ -229,7 +230,7 @@ class ChunkCache:
                 run_keys = []
             hit = self.segments.get(skey) if skey is not None else None
             if hit is not None:
-                segments.append(Segment(skey, hit[1], cached=hit[0], keepalive=hit[2]))
+                segments.append(Segment(skey, hit[1], cached=hit[0], keepalive=hit[2], hashes=hit[3]))
                 continue
             if keys is None:
                 run_keys = _plain_keys(items[start:start + segment])
@@ -239,7 +240,7 @@ class ChunkCache:
                 known = self.entries.get(k) if k is not None else None
                 if known is None:
                     data = codec.dumps(value_of(items[i]), f"{where}[{i}]")
-                    known = (blob_hash(data), len(data), items[i] if keyed else None)
+                    known = (self.hasher(data), len(data), items[i] if keyed else None)
                     new[known[0]] = data
                 if k is not None:
                     remember[k] = known
@@ -257,7 +258,7 @@ class ChunkCache:
     ) -> None:
         """After a commit: keep this save's segments (with their payloads) and re-planned entries."""
         self.segments = {
-            seg.key: (payload, seg.size, seg.keepalive)
+            seg.key: (payload, seg.size, seg.keepalive, seg.hashes)
             for plan, plan_payloads in zip(plans, payloads, strict=True)
             for seg, payload in zip(plan.segments, plan_payloads, strict=True)
             if seg.key is not None

@@ -316,8 +316,20 @@ class _Ctx:
     def progress(self, label: str) -> Progress:
         return Progress(label, stream=self.err)
 
-    def store(self, path: str | None = None, *, must_exist: bool = True) -> BaseStore:
-        """Open the store: ``path``, else ``--store``, else ``$NB_SESSIONS_STORE``, else ``nb_sessions.db``."""
+    def store(
+        self,
+        path: str | None = None,
+        *,
+        must_exist: bool = True,
+        key: str | None = None,
+        key_file: str | None = None,
+        own_key: bool = False,
+    ) -> BaseStore:
+        """Open the store: ``path``, else ``--store``, else ``$NB_SESSIONS_STORE``, else ``nb_sessions.db``.
+
+        Its key: ``key``/``key_file`` when given (or ``own_key``), else ``--key``/``--key-file``; an
+        encrypted store opened without one takes ``$NB_SESSIONS_KEY``.
+        """
         chosen = path or getattr(self.args, "store", None) or os.environ.get(ENV_STORE) or DEFAULT_STORE
         if must_exist and "://" not in chosen and not Path(chosen).exists():
             raise StoreError(
@@ -326,7 +338,9 @@ class _Ctx:
             )
         if "://" not in chosen:
             refuse_non_store(Path(chosen))
-        return open_store(chosen)
+        if key is None and key_file is None and not own_key:
+            key, key_file = getattr(self.args, "key", None), getattr(self.args, "key_file", None)
+        return open_store(chosen, key=Path(key_file) if key_file else key)
 
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -617,6 +631,24 @@ def cmd_migrate(ctx: _Ctx) -> int:
     return EXIT_OK
 
 
+def cmd_rekey(ctx: _Ctx) -> int:
+    """Re-wrap an encrypted store's data key with a new key (one atomic write)."""
+    args = ctx.args
+    store = ctx.store()
+    rekey = getattr(store, "rekey", None)
+    if rekey is None:
+        raise UsageError(f"{store.location} is not a store kind that can be rekeyed")
+    new = Path(args.new_key_file) if args.new_key_file else args.new_key or os.environ.get("NB_SESSIONS_NEW_KEY")
+    if not new:
+        raise UsageError("give the new key: --new-key TEXT, --new-key-file PATH or $NB_SESSIONS_NEW_KEY")
+    rekey(new)
+    if ctx.json:
+        ctx.emit_json({"rekeyed": store.location})
+    else:
+        ctx.write(f"rekeyed {store.location}: open it with the new key from now on")
+    return EXIT_OK
+
+
 def cmd_export(ctx: _Ctx) -> int:
     """Write a checkpoint as an AgentScope session file, or whole sessions as a bundle."""
     args = ctx.args
@@ -633,7 +665,7 @@ def cmd_export(ctx: _Ctx) -> int:
                 "export without --bundle writes one checkpoint: give exactly one REF "
                 "(or add --bundle to export whole sessions)"
             )
-        cp = bundle.write_state(store, args.refs[0], target)
+        cp = bundle.write_state(store, args.refs[0], target, plaintext=args.plaintext)
         report: dict[str, Any] = {"format": "agentscope", "ref": cp.ref, "modules": list(cp.modules)}
         summary = f"exported {cp.ref} ({', '.join(cp.modules)}) to {args.output} (AgentScope JSONSession format)"
     else:
@@ -641,7 +673,7 @@ def cmd_export(ctx: _Ctx) -> int:
             raise UsageError("export --bundle needs session names or --all (not both)")
         with ctx.progress("export") as bar:
             n_sessions, n_checkpoints = bundle.write_bundle(
-                store, None if args.all else args.refs, target, progress=bar.update
+                store, None if args.all else args.refs, target, progress=bar.update, plaintext=args.plaintext
             )
         report = {"format": bundle.FORMAT, "version": bundle.VERSION, "sessions": n_sessions,
                   "checkpoints": n_checkpoints}
@@ -710,7 +742,14 @@ def cmd_copy(ctx: _Ctx) -> int:
     """Copy sessions, with their history, from one store to another."""
     args = ctx.args
     src = ctx.store(args.src)
-    dst = ctx.store(args.dst, must_exist=False)
+    dst = ctx.store(args.dst, must_exist=False, key=args.to_key, key_file=args.to_key_file, own_key=True)
+    if (args.to_key or args.to_key_file) is None and getattr(src, "encrypted", False) and not getattr(
+        dst, "encrypted", False
+    ) and not args.plaintext:
+        raise UsageError(
+            f"{args.src} is encrypted and {args.dst} would be plain: pass --to-key/--to-key-file to encrypt "
+            "the copy, or --plaintext to copy the sessions into a plain store"
+        )
     with ctx.progress("copy") as bar:
         copied = bundle.copy_sessions(src, dst, args.sessions or None, progress=bar.update)
     return _report_copies(ctx, copied, "copied")
@@ -953,6 +992,12 @@ def _common(suppress: bool) -> argparse.ArgumentParser:
         "--store", metavar="PATH", default=default,
         help=f"the store: a .db/.sqlite file or a JSON folder (default: ${ENV_STORE}, else {DEFAULT_STORE})",
     )
+    common.add_argument(
+        "--key", metavar="KEY", default=default,
+        help="the key of an encrypted store: base64 of 32 bytes or a passphrase (default: $NB_SESSIONS_KEY; "
+             "prefer the variable or --key-file, a command line is visible to other users)",
+    )
+    common.add_argument("--key-file", metavar="PATH", default=default, help="read the store's key from this file")
     common.add_argument("--json", action="store_true", default=flag, help="print JSON for scripts")
     common.add_argument("--wide", action="store_true", default=flag, help="do not shorten table cells")
     return common
@@ -998,6 +1043,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="the file to write ('-' for stdout)")
     p.add_argument("--bundle", action="store_true", help="write whole sessions with history and checksums")
     p.add_argument("--all", action="store_true", help="with --bundle: every session of the store")
+    p.add_argument("--plaintext", action="store_true", help="allow writing a plaintext file from an encrypted store")
     p = command("import", cmd_import, "import a bundle, or an AgentScope session file as a new checkpoint")
     p.add_argument("file", metavar="FILE")
     p.add_argument("sessions", nargs="*", metavar="SESSION",
@@ -1017,6 +1063,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("src", metavar="SRC_STORE")
     p.add_argument("dst", metavar="DST_STORE")
     p.add_argument("sessions", nargs="*", metavar="SESSION", help="default: every session")
+    p.add_argument("--to-key", metavar="KEY", help="encrypt DST_STORE with this key (a new store)")
+    p.add_argument("--to-key-file", metavar="PATH", help="encrypt DST_STORE with the key in this file")
+    p.add_argument("--plaintext", action="store_true", help="allow copying an encrypted store into a plain one")
     p = command("prune", cmd_prune, "remove old checkpoints (the latest and labelled ones are kept)")
     p.add_argument("sessions", nargs="*", metavar="SESSION", help="default: every session")
     p.add_argument("--keep-last", type=_positive, metavar="N", help="keep the N newest checkpoints")
@@ -1035,6 +1084,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sessions", nargs="*", metavar="SESSION", help="default: every session")
     p.add_argument("--protect", action="store_true",
                    help="when nothing is damaged, hash the rows of checkpoints written before row hashes (SQLite)")
+    p = command("rekey", cmd_rekey, "re-wrap an encrypted store's data key with a new key (old key: --key)")
+    p.add_argument("--new-key", metavar="KEY", help="the new key (default: $NB_SESSIONS_NEW_KEY)")
+    p.add_argument("--new-key-file", metavar="PATH", help="read the new key from this file")
     return parser
 
 

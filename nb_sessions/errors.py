@@ -17,6 +17,7 @@ __all__ = [
     "ConflictError",
     "Hint",
     "InvalidIdError",
+    "KeyRequiredError",
     "MigrationError",
     "MissingDependencyError",
     "NbSessionsError",
@@ -29,6 +30,7 @@ __all__ = [
     "StateMismatchError",
     "StoreCorruptedError",
     "StoreError",
+    "WrongKeyError",
 ]
 
 
@@ -223,6 +225,26 @@ class ReadOnlyStoreError(StoreError):
 
 class StoreCorruptedError(StoreError):
     """A stored checkpoint or file is damaged; ``location`` names the file or row. Other sessions stay readable."""
+
+    def __init__(self, message: str, *, location: str = "") -> None:
+        super().__init__(message)
+        self.location = location
+
+
+class KeyRequiredError(StoreError):
+    """An encrypted store was opened without a key, or a plain store with one; nothing was changed.
+
+    ``location`` names the store; the message says which key to give (or how to copy the
+    sessions into a new encrypted store).
+    """
+
+    def __init__(self, message: str, *, location: str = "") -> None:
+        super().__init__(message)
+        self.location = location
+
+
+class WrongKeyError(StoreError):
+    """The key given does not open the encrypted store's data key; nothing was changed."""
 
     def __init__(self, message: str, *, location: str = "") -> None:
         super().__init__(message)

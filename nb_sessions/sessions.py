@@ -12,6 +12,7 @@ import logging
 import os
 from typing import Any
 
+from .crypto import KeySource
 from .errors import SessionNotFoundError, SessionNotFoundValueError
 from .state import load_modules
 from .stores.base import BaseStore, SessionKey, _options, validate_id
@@ -107,11 +108,16 @@ class JSONSession(StoreSession):
 
 
 class SQLiteSession(StoreSession):
-    """The same API over an SQLite file (AgentScope's ``as_session`` rows load too)."""
+    """The same API over an SQLite file (AgentScope's ``as_session`` rows load too).
 
-    def __init__(self, sqlite_path: str | os.PathLike[str] = "nb_sessions.db") -> None:
+    ``key`` opens (or creates) the file encrypted at rest; an encrypted file opened
+    without one takes ``NB_SESSIONS_KEY``. The JSON store writes AgentScope's
+    plaintext latest file, so :class:`JSONSession` has no encrypted form.
+    """
+
+    def __init__(self, sqlite_path: str | os.PathLike[str] = "nb_sessions.db", *, key: KeySource | None = None) -> None:
         self.sqlite_path = str(sqlite_path)
-        self.store = SQLiteStore(sqlite_path)
+        self.store = SQLiteStore(sqlite_path, key=key)
 
 
 class PostgresSession(StoreSession):

@@ -42,13 +42,22 @@ def pg_url(pg_server: str) -> str:
     return pg_server_module.fresh_database(pg_server)
 
 
-@pytest.fixture(params=["sqlite", "json", "postgres"])
+@pytest.fixture(params=["sqlite", "json", "postgres", "sqlite-encrypted"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> nbs.BaseStore:
-    """A fresh store of each kind."""
+    """A fresh store of each kind (and encrypted at rest where the kind supports it)."""
     if request.param == "postgres":
         return nbs.open_store(request.getfixturevalue("pg_url"))
-    path = tmp_path / ("store.db" if request.param == "sqlite" else "store")
-    return nbs.open_store(path)
+    kind, _, encrypted = str(request.param).partition("-")
+    path = tmp_path / ("store.db" if kind == "sqlite" else "store")
+    if not encrypted:
+        return nbs.open_store(path)
+    # Tests that reopen the store by its location alone get the key as a user would: from the environment.
+    request.getfixturevalue("monkeypatch").setenv("NB_SESSIONS_KEY", TEST_KEY)
+    return nbs.open_store(path, key=TEST_KEY)
+
+
+#: A raw 32-byte key for the encrypted store fixtures (base64 text form).
+TEST_KEY = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 
 
 @pytest.fixture

@@ -57,3 +57,12 @@ def test_postgres_benchmark_smoke_run_prints_ratios_and_verdicts(tmp_path: Path,
     for row in figures["rows"]:
         assert row["ours"] > 0 and row["baseline"] > 0, row
     assert "LangGraph" in run.stdout and "ratio" in run.stdout
+
+
+def test_encryption_benchmark_smoke_run_prints_ratios(tmp_path: Path) -> None:
+    run, figures = smoke("benchmarks.encryption", tmp_path)
+    names = [row["figure"] for row in figures["rows"]]
+    for expected in ("Save +10 msgs", "Load latest", "Search one word, whole session history"):
+        assert expected in names, names
+    assert all(row["encrypted"] > 0 and row["plain"] > 0 for row in figures["rows"])
+    assert "encrypted" in run.stdout and "ratio" in run.stdout

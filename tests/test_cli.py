@@ -415,7 +415,8 @@ def test_every_command_is_documented_with_an_example() -> None:
     commands = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     names = list(commands.choices)
     assert names == ["ls", "show", "history", "messages", "subtasks", "diff", "search", "export",
-                     "import", "migrate", "copy", "prune", "du", "delete", "vacuum", "check"]
+                     "import", "migrate", "copy", "prune", "du", "delete", "vacuum", "check",
+                     "rekey"]
     for name in names:
         assert f"## `{name}" in docs, f"docs/cli.md has no section for {name}"
         assert re.search(rf"^\$ nb-sessions .*\b{name}\b", docs, re.MULTILINE), f"no example of {name}"

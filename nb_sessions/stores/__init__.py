@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..crypto import KeySource
+from ..errors import KeyRequiredError
 from .agentscope_sources import ReadOnlySource, is_agentscope2_sqlite, is_source_url, open_source
 from .base import (
     BaseStore,
@@ -42,7 +44,10 @@ SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 
 
 def open_store(
-    path: str | os.PathLike[str] | BaseStore = DEFAULT_STORE, *, redact: Redactor | None = None
+    path: str | os.PathLike[str] | BaseStore = DEFAULT_STORE,
+    *,
+    redact: Redactor | None = None,
+    key: KeySource | None = None,
 ) -> BaseStore:
     """Open the store at ``path``: ``.db``/``.sqlite``/``.sqlite3`` is SQLite, anything else a JSON folder.
 
@@ -52,6 +57,11 @@ def open_store(
     :mod:`~nb_sessions.stores.agentscope_sources`); so does a ``.db`` file
     that is an AgentScope 2.x database.
 
+    ``key`` encrypts a new SQLite or JSON store at rest (32 raw bytes, their
+    base64 text, a passphrase, a key file as a ``Path``, or a callable
+    returning one); an encrypted store opened without ``key`` takes
+    ``NB_SESSIONS_KEY``. See docs/reliability.md, "Encryption at rest".
+
     Opening changes nothing on disk. The first write creates the file or
     folder and any missing parent folders, each owner-only, whatever the kind.
     """
@@ -59,6 +69,11 @@ def open_store(
         return path
     if isinstance(path, str) and is_source_url(path):
         return open_source(path)
+    if key is not None and (is_postgres_url(path) or (isinstance(path, str) and is_source_url(path))):
+        raise KeyRequiredError(
+            f"encryption at rest is built for SQLite stores only so far, not for {path}; open it without a key",
+            location=str(path),
+        )
     if is_postgres_url(path):
         return PostgresStore(str(path), redact=redact)
     p = Path(path)
@@ -66,5 +81,11 @@ def open_store(
         if is_agentscope2_sqlite(p):
             # An app's database: read it in place, never add nb_sessions' tables to it.
             return open_source(f"agentscope+sqlite:///{p.absolute()}")
-        return SQLiteStore(p, redact=redact)
+        return SQLiteStore(p, redact=redact, key=key)
+    if key is not None:
+        raise KeyRequiredError(
+            f"{p}: encryption at rest is built for SQLite stores only so far; use a .db path with key=..., "
+            "or open the JSON folder without a key",
+            location=str(p),
+        )
     return JSONStore(p, redact=redact)

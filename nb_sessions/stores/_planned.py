@@ -29,7 +29,7 @@ encoding at rest hooks in.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from .. import codec
@@ -76,9 +76,10 @@ def loaded_entry(stored: bytes) -> bytes:
 class SessionCache:
     """What this process knows of a session's stored lists, valid for one GC generation."""
 
-    def __init__(self) -> None:
+    def __init__(self, hasher: Callable[[bytes], bytes] | None = None) -> None:
         self.generation = -1
-        self.chunks = ChunkCache()
+        # An encrypted store's entries are hashed with its keyed hash (see nb_sessions.crypto).
+        self.chunks = ChunkCache(hasher) if hasher is not None else ChunkCache()
         #: Row ids of the entries of the runs the last save re-planned (its last runs, in practice):
         #: the next save re-plans them again and finds their ids here instead of asking the database.
         self.entry_ids: dict[bytes, int] = {}
@@ -126,8 +127,11 @@ class SessionCaches:
     def __init__(self) -> None:
         self._by_key: dict[SessionKey, SessionCache] = {}
 
-    def get(self, key: SessionKey) -> SessionCache:
-        return self._by_key.setdefault(key, SessionCache())
+    def get(self, key: SessionKey, hasher: Callable[[bytes], bytes] | None = None) -> SessionCache:
+        cache = self._by_key.get(key)
+        if cache is None:
+            cache = self._by_key[key] = SessionCache(hasher)
+        return cache
 
     def drop(self, key: SessionKey) -> None:
         """Forget a session's cache (after a failed or stale save)."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import queue
 import sqlite3
@@ -23,7 +24,7 @@ import threading
 import urllib.parse
 import warnings
 from array import array
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,14 +35,27 @@ from .. import codec
 from .._loop import run_sync
 from ..chunks import (
     assemble,
+    json_array,
     path_text,
     split,
     verify_entries,
+)
+from ..crypto import (
+    ENV_KEY,
+    Cipher,
+    KeySource,
+    check_manifest,
+    key_from_env,
+    open_checkpoint,
+    open_metadata,
+    resolve_key,
+    seal_checkpoint,
 )
 from ..errors import (
     CheckpointNotFoundError,
     ConflictError,
     InvalidIdError,
+    KeyRequiredError,
     StoreCorruptedError,
     StoreError,
 )
@@ -79,9 +93,16 @@ class SQLiteStore(BaseStore):
     """Checkpoints in a SQLite file (created on first write, owner-only)."""
 
     def __init__(
-        self, path: str | os.PathLike[str], *, timeout: float = 30.0, redact: Redactor | None = None
+        self,
+        path: str | os.PathLike[str],
+        *,
+        timeout: float = 30.0,
+        redact: Redactor | None = None,
+        key: KeySource | None = None,
     ) -> None:
         super().__init__(redact=redact)
+        self._key = resolve_key(key) if key is not None else None
+        self._cipher: Cipher | None = None
         self.path = Path(path).expanduser().absolute()
         self.timeout = timeout
         self._ready = False
@@ -257,6 +278,7 @@ class SQLiteStore(BaseStore):
                 )
             await apply_migrations(db)
             self._has_legacy = await _table_exists(db, LEGACY_TABLE)
+            self._cipher = await _open_cipher(db, self._key, str(self.path))
         except sqlite3.OperationalError as exc:
             await db.close()
             if _read_only_error(exc) and await self._setup_read_only():
@@ -344,12 +366,14 @@ class SQLiteStore(BaseStore):
         metadata: dict[str, Any],
         parent: int | None,
     ) -> Checkpoint:
+        if not self._ready:
+            await self._setup()  # an encrypted store's keyed hash plans the entries
         skeleton, chunks = split(states)
         skeleton_data = codec.dumps(skeleton)
         meta_text = codec.dumps(metadata)  # bytes: SQLite's text cannot hold a lone surrogate
         modules = tuple(states)
         while True:  # twice at most: a new cache is never stale
-            cache = self._caches.get(key)
+            cache = self._caches.get(key, self._cipher.mac if self._cipher is not None else None)
             plans, remembered = cache.plan(chunks)
             size = len(skeleton_data) + sum(plan.size for plan in plans)
             now = utcnow()
@@ -361,12 +385,18 @@ class SQLiteStore(BaseStore):
                         await _rollback(db)
                         self._caches.drop(key)
                         continue
-                    payloads = await store_plans(_SQLiteRows(db), plans, cache.entry_ids)
+                    payloads = await store_plans(_SQLiteRows(db, self._cipher), plans, cache.entry_ids)
                     sid, seq = await self._allocate(db, key, now)
                     parent = await self._choose_parent(db, key, sid, seq, parent)
                     refs = chunk_rows(plans, payloads)
-                    row = (seq, parent, now.isoformat(), label, meta_text, codec.dumps(list(modules)).decode(),
-                           size, skeleton_data, codec.dumps(refs).decode() if refs else None)
+                    stored_state, stored_meta = skeleton_data, meta_text
+                    if self._cipher is not None:  # bound to this checkpoint and its entries, in order
+                        stored_state, stored_meta = seal_checkpoint(
+                            self._cipher, key, seq, now.isoformat(), skeleton_data, meta_text,
+                            [h for plan in plans for seg in plan.segments for h in seg.hashes],
+                        )
+                    row = (seq, parent, now.isoformat(), label, stored_meta, codec.dumps(list(modules)).decode(),
+                           size, stored_state, codec.dumps(refs).decode() if refs else None)
                     row_id = await _next_row_id(db, self.path)
                     try:
                         await db.execute(
@@ -383,6 +413,8 @@ class SQLiteStore(BaseStore):
                         "UPDATE nbs_sessions SET next_seq = ?, updated_at = ? WHERE id = ?",
                         (seq + 1, now.isoformat(), sid),
                     )
+                    if self._cipher is not None:
+                        await _reseal_manifest(db, self._cipher, key, sid, str(self.path), new=seq)
                 except BaseException:
                     await _rollback(db)
                     self._caches.drop(key)
@@ -553,7 +585,10 @@ class SQLiteStore(BaseStore):
             if stored is not None or row_id > (_meta_int(conn.execute(_UPTO_SQL).fetchone(), _UPTO, self.path) or 0):
                 verify_row(stored, cp.key, *fields, where=where, location=str(self.path))
             state, chunks = fields[-2:]
-            lists = self._read_chunks(conn, chunks, where) if chunks else []
+            hashes: list[bytes] | None = [] if self._cipher is not None else None
+            lists = self._read_chunks(conn, chunks, where, hashes) if chunks else []
+            if self._cipher is not None and hashes is not None:
+                state = open_checkpoint(self._cipher, cp.key, cp.seq, fields[2], state, hashes, where, str(self.path))
             conn.execute("COMMIT")
             return state, lists
         except (sqlite3.Error, UnicodeDecodeError) as exc:
@@ -564,11 +599,11 @@ class SQLiteStore(BaseStore):
             conn.close()
 
     def _read_chunks(
-        self, conn: sqlite3.Connection, chunks_text: Any, where: str
+        self, conn: sqlite3.Connection, chunks_text: Any, where: str, hashes: list[bytes] | None = None
     ) -> list[tuple[tuple[str | int, ...], list[Any]]]:
-        """Load the long lists of a checkpoint from their segments and entries."""
+        """Load the long lists of a checkpoint from their segments and entries (adding their hashes to ``hashes``)."""
         try:
-            return self._read_chunks_unchecked(conn, chunks_text, where)
+            return self._read_chunks_unchecked(conn, chunks_text, where, hashes)
         except (TypeError, ValueError, KeyError, OverflowError) as exc:
             # Garbage where our own rows should be: this checkpoint is damaged, the others are not.
             raise StoreCorruptedError(
@@ -578,7 +613,7 @@ class SQLiteStore(BaseStore):
             ) from None
 
     def _read_chunks_unchecked(
-        self, conn: sqlite3.Connection, chunks_text: Any, where: str
+        self, conn: sqlite3.Connection, chunks_text: Any, where: str, hashes: list[bytes] | None = None
     ) -> list[tuple[tuple[str | int, ...], list[Any]]]:
         rows = codec.loads(chunks_text, where)
         out: list[tuple[tuple[str | int, ...], list[Any]]] = []
@@ -598,11 +633,20 @@ class SQLiteStore(BaseStore):
                 # Entry ids that point elsewhere, or are no ids at all, are a named error.
                 blob_ids.extend(segment_ids(packed, seg_id, list_where(where, path), where, seg_hash))
             label = f"{where} ({path_text(tuple(path))})"
-            out.append((tuple(path), self._read_entries(conn, blob_ids, label, where, path)))
+            fetch_piece = _fetch_array
+            if self._cipher is not None and hashes is not None:
+                fetch_piece = functools.partial(_fetch_sealed, cipher=self._cipher, location=str(self.path), hashes=hashes)
+            out.append((tuple(path), self._read_entries(conn, blob_ids, label, where, path, fetch_piece)))
         return out
 
     def _read_entries(
-        self, conn: sqlite3.Connection, ids: list[int], label: str, where: str, path: Any
+        self,
+        conn: sqlite3.Connection,
+        ids: list[int],
+        label: str,
+        where: str,
+        path: Any,
+        fetcher_of: Callable[[sqlite3.Connection, list[int], str, Any], tuple[bytes, bool]] | None = None,
     ) -> list[Any]:
         """Fetch and decode the entries ``ids``, in order, within ``conn``'s open transaction.
 
@@ -610,9 +654,10 @@ class SQLiteStore(BaseStore):
         while this one decodes piece k: SQLite reads and concatenates without the
         GIL, and this thread never touches ``conn`` until the fetcher has ended.
         """
+        fetch_piece = fetcher_of or _fetch_array  # an encrypted store's opens each entry (in this order)
         pieces = [ids[start:start + _PIECE] for start in range(0, len(ids), _PIECE)]
         if len(pieces) == 1:
-            data, exact = _fetch_array(conn, pieces[0], where, path)
+            data, exact = fetch_piece(conn, pieces[0], where, path)
             return codec.loads(data, label, trusted=not exact)  # type: ignore[no-any-return]
         ready: queue.Queue[tuple[bytes, bool] | BaseException] = queue.Queue(maxsize=2)
         stop = threading.Event()
@@ -622,7 +667,7 @@ class SQLiteStore(BaseStore):
                 for piece in pieces:
                     if stop.is_set():
                         return
-                    ready.put(_fetch_array(conn, piece, where, path))
+                    ready.put(fetch_piece(conn, piece, where, path))
             except BaseException as exc:  # handed to the decoding thread, which raises it
                 ready.put(exc)
 
@@ -655,8 +700,11 @@ class SQLiteStore(BaseStore):
                 "WHERE s.user_id = ? AND s.session_id = ? ORDER BY c.seq",
                 key,
             ) as cur:
-                rows = await cur.fetchall()
+                rows = list(await cur.fetchall())
             upto = await _unhashed_upto(db, self.path)
+            if self._cipher is not None and rows:
+                listed = await _open_manifest(db, self._cipher, key, rows[0][0], str(self.path))
+                check_manifest(listed, {(r[2], r[4]) for r in rows}, key, str(self.path))
         if legacy is not None:
             out.append(self._legacy_checkpoint(key, legacy))
         for row_id, stored, seq, parent, created, label, meta, modules, size in rows:
@@ -677,6 +725,11 @@ class SQLiteStore(BaseStore):
                                  where=where, location=str(self.path))
                 except StoreCorruptedError:
                     garbled = True  # its read raises the named error; nothing of the edit is shown
+            if not garbled and self._cipher is not None:
+                try:
+                    meta = open_metadata(self._cipher, key, seq, created, meta, where, str(self.path))
+                except StoreCorruptedError:
+                    garbled = True
             if garbled:  # this checkpoint only: `check` reports it, the others read as usual
                 parent, size, label, meta = None, 0, None, None
             try:
@@ -807,6 +860,8 @@ class SQLiteStore(BaseStore):
                     left = (await cur2.fetchone() or (0,))[0]
                 if left == 0:
                     await db.execute("DELETE FROM nbs_sessions WHERE id = ?", (sid,))
+                if self._cipher is not None:
+                    await _reseal_manifest(db, self._cipher, key, sid, str(self.path), gone=seqs, empty=left == 0)
                 if count:
                     await _collect_garbage(db, self.path)
             except BaseException:
@@ -919,10 +974,46 @@ class SQLiteStore(BaseStore):
             await _commit(db)
         return done
 
+    @property
+    def encrypted(self) -> bool:
+        """Whether this store is encrypted at rest (opens the store; an absent file is not)."""
+        if not self._ready and not self.path.exists():
+            return self._key is not None
+        run_sync(self._check_open())
+        return self._cipher is not None
+
+    def rekey(self, new_key: KeySource) -> None:
+        """Re-wrap the data key of this encrypted store with ``new_key`` (one atomic write of the header).
+
+        The entries are not re-encrypted: only the wrapped data key changes, in one
+        SQLite transaction, so an interruption leaves the store opening with the old
+        key or the new one, never neither. Other processes must reopen with the new key.
+        """
+        run_sync(self._rekey(resolve_key(new_key)))
+
+    async def _rekey(self, material: bytes | str) -> None:
+        async with self._connect() as db:
+            if self._cipher is None:
+                raise KeyRequiredError(
+                    f"{self.path} is not encrypted; copy its sessions into a new store opened with key=... instead",
+                    location=str(self.path),
+                )
+            new = self._cipher.rewrap(material)
+            await self._begin(db)
+            try:
+                await db.execute("UPDATE nbs_meta SET value = ? WHERE key = ?", (new.header, _CRYPTO_META))
+            except BaseException:
+                await _rollback(db)
+                raise
+            await _commit(db)
+            self._cipher, self._key = new, material
+
     async def _search(self, text: str, keys: list[SessionKey]) -> list[Hit]:
         """Entries through the FTS index (or a scan for queries under 3 characters), skeletons by scanning."""
         from ..search import Hit, scan_state  # search builds on views, which import the stores
 
+        if self._cipher is not None:
+            return await self._search_decrypted(text, keys)
         hits: list[Hit] = []
         async with self._connect() as db:
             found = await self._matching_entries(db, text)
@@ -962,6 +1053,18 @@ class SQLiteStore(BaseStore):
                                     hits.append(Hit(key.session_id, key.user_id, seq, where, msg))
         return hits
 
+    async def _search_decrypted(self, text: str, keys: list[SessionKey]) -> list[Hit]:
+        """An encrypted store: each checkpoint decrypted and scanned in memory (no index on disk)."""
+        from ..search import Hit, scan_state
+
+        hits: list[Hit] = []
+        for key in keys:
+            for cp in await self._history(key):
+                with contextlib.suppress(StoreCorruptedError):
+                    state = await self._read(cp)
+                    hits += [Hit(key.session_id, key.user_id, cp.seq, p, m) for p, m in scan_state(state, text)]
+        return hits
+
     async def _matching_entries(self, db: aiosqlite.Connection, text: str) -> dict[int, Mapping[str, Any]]:
         """Blob id -> message for the stored entries whose searchable text contains ``text``."""
         from ..search import entry_message, matches, searchable_text
@@ -994,6 +1097,8 @@ class SQLiteStore(BaseStore):
 
     async def _update_index(self, db: aiosqlite.Connection) -> None:
         """Index the entries stored since the last search (the index is built on first use)."""
+        if self._cipher is not None:
+            return  # an encrypted store's FTS index stays empty: it would hold plaintext
         upto = await _meta(db, "fts_indexed_upto", self.path) or 0
         async with db.execute("SELECT max(id) FROM nbs_blobs") as cur:
             top = (await cur.fetchone() or (None,))[0]
@@ -1093,10 +1198,14 @@ _PIECE = 4096  # entries fetched and decoded at a time when reading a long list
 class _SQLiteRows:
     """The SQL of :func:`._planned.store_plans` for SQLite."""
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: aiosqlite.Connection, cipher: Cipher | None = None) -> None:
         self.db = db
+        self.cipher = cipher
 
     async def insert_entries(self, rows: Sequence[tuple[bytes, bytes]]) -> None:
+        if self.cipher is not None:  # each entry sealed, bound to its keyed hash
+            seal = self.cipher.seal
+            rows = [(h, seal(data, h)) for h, data in rows]
         await self.db.executemany("INSERT OR IGNORE INTO nbs_blobs (hash, data) VALUES (?, ?)", rows)
 
     async def entry_ids(self, hashes: Sequence[bytes]) -> dict[bytes, int]:
@@ -1320,6 +1429,124 @@ def _fetch_run_joined(conn: sqlite3.Connection, ids: Sequence[int], where: str) 
         at += length + 1
     verify_entries(body, spans, where, "table nbs_blobs", ids)
     return body, row[1] > 0
+
+
+_CRYPTO_META = "encryption"
+
+
+async def _open_cipher(db: aiosqlite.Connection, key: bytes | str | None, location: str) -> Cipher | None:
+    """The store's cipher: its header opened with ``key`` (or NB_SESSIONS_KEY), created for a new store."""
+    async with db.execute("SELECT value FROM nbs_meta WHERE key = ?", (_CRYPTO_META,)) as cur:
+        row = await cur.fetchone()
+    if row is None:
+        if key is None:
+            return None
+        async with db.execute("SELECT 1 FROM nbs_checkpoints LIMIT 1") as cur:
+            used = await cur.fetchone() is not None
+        if used:
+            raise KeyRequiredError(
+                f"{location} is a plain (unencrypted) store and a key was given; nb_sessions does not encrypt "
+                "a store in place. Copy its sessions into a new encrypted store: "
+                f"nb-sessions copy {location} NEW.db --to-key ... (or store.copy_sessions), then remove the plain file",
+                location=location,
+            )
+        cipher = Cipher.create(key)
+        await db.execute("INSERT OR IGNORE INTO nbs_meta (key, value) VALUES (?, ?)", (_CRYPTO_META, cipher.header))
+        return await _open_cipher(db, key, location)  # another process may have created it first
+    material = key if key is not None else key_from_env()
+    if material is None:
+        raise KeyRequiredError(
+            f"{location} is encrypted and no key was given; nothing was changed. Pass key=... to open_store, "
+            f"set {ENV_KEY}, or give --key to nb-sessions",
+            location=location,
+        )
+    return Cipher.open_header(row[0], material, location)
+
+
+def _fetch_sealed(
+    conn: sqlite3.Connection, ids: list[int], where: str, path: Any, *, cipher: Cipher, location: str,
+    hashes: list[bytes],
+) -> tuple[bytes, bool]:
+    """An encrypted store's entries ``ids`` as one JSON array, each opened with its keyed hash as associated data.
+
+    GCM with the hash as associated data already proves the pair (ciphertext, hash)
+    was written together by the key's holder, so the hash is not recomputed; the
+    ordered hashes go on to the skeleton's check (see ``_seal_checkpoint``). The
+    second value says whether an entry was written by the exact path (as ``_fetch_array``).
+    """
+    blobs: dict[int, tuple[bytes, bytes]] = {}
+    low, high = (min(ids), max(ids)) if ids else (0, -1)
+    if ids and high - low < 2 * len(ids):  # mostly a run (a memory appended in order): one range query
+        rows = conn.execute("SELECT id, data, hash FROM nbs_blobs WHERE id BETWEEN ? AND ?", (low, high))
+        blobs.update((i, (data, h)) for i, data, h in rows)
+    else:
+        for sql, params in _id_queries("nbs_blobs", "data, hash", ids):
+            blobs.update((i, (data, h)) for i, data, h in conn.execute(sql, params))
+    parts: list[bytes] = []
+    open_ = cipher.open
+    append, add_hash = parts.append, hashes.append
+    for i in ids:
+        got = blobs.get(i)
+        if got is None:
+            raise StoreCorruptedError(
+                f"{where}: entry {i} is missing; delete that checkpoint, the others are intact", location=location
+            )
+        data, h = got
+        if not isinstance(h, bytes):
+            h = b""
+        append(open_(data, h, f"{where} ({path_text(tuple(path))}) entry {i}", location))
+        add_hash(h)
+    return json_array(parts), any(p[:1] == b" " for p in parts)
+
+
+def _manifest_key(sid: Any) -> str:
+    return f"manifest:{sid}"
+
+
+async def _session_id_of_row(db: aiosqlite.Connection, row_id: Any) -> Any:
+    async with db.execute("SELECT session FROM nbs_checkpoints WHERE id = ?", (row_id,)) as cur:
+        row = await cur.fetchone()
+    return row[0] if row else None
+
+
+async def _open_manifest(
+    db: aiosqlite.Connection, cipher: Cipher, key: SessionKey, row_id: Any, location: str
+) -> set[tuple[int, str]] | None:
+    """The session's authenticated list of ``(seq, created_at)``; None when it has none yet."""
+    sid = await _session_id_of_row(db, row_id)
+    return await _manifest_of(db, cipher, key, sid, location)
+
+
+async def _manifest_of(
+    db: aiosqlite.Connection, cipher: Cipher, key: SessionKey, sid: Any, location: str
+) -> set[tuple[int, str]] | None:
+    async with db.execute("SELECT value FROM nbs_meta WHERE key = ?", (_manifest_key(sid),)) as cur:
+        row = await cur.fetchone()
+    if row is None:
+        return None
+    plain = cipher.open(row[0], cipher.place("manifest", key.user_id, key.session_id),
+                        f"session {key}: its manifest of checkpoints", location)
+    return {(int(seq), str(created)) for seq, created in codec.loads(plain)}
+
+
+async def _reseal_manifest(
+    db: aiosqlite.Connection, cipher: Cipher, key: SessionKey, sid: Any, location: str, *,
+    new: int | None = None, gone: Sequence[int] | None = None, empty: bool = False,
+) -> None:
+    """Inside a write's transaction: check the session's rows against its manifest, then seal the new list."""
+    async with db.execute("SELECT seq, created_at FROM nbs_checkpoints WHERE session = ?", (sid,)) as cur:
+        rows = {(int(seq), str(created)) for seq, created in await cur.fetchall()}
+    if empty:
+        await db.execute("DELETE FROM nbs_meta WHERE key = ?", (_manifest_key(sid),))
+        return
+    listed = await _manifest_of(db, cipher, key, sid, location)
+    expected = {r for r in rows if r[0] != new}
+    if listed is not None and gone is not None:
+        listed = {r for r in listed if r[0] not in gone}
+    check_manifest(listed if listed is not None or expected else set(), expected, key, location)
+    body = codec.dumps(sorted(rows))
+    sealed = cipher.seal(body, cipher.place("manifest", key.user_id, key.session_id))
+    await db.execute("INSERT OR REPLACE INTO nbs_meta (key, value) VALUES (?, ?)", (_manifest_key(sid), sealed))
 
 
 async def _collect_garbage(db: aiosqlite.Connection, path: Path) -> None:

@@ -1,0 +1,109 @@
+"""What encryption at rest costs: the same session in a plain and an encrypted SQLite store, one run.
+
+    .venv/bin/python -m benchmarks.encryption [--n 100000] [--checkpoints 20] [--reps 5]
+                                              [--smoke] [--out FILE]
+
+The workload of ``workload.py`` (an agent whose memory holds N ~1 KB
+messages) is saved as checkpoint 1 into both stores, then grows by 10
+messages per checkpoint; saves and loads alternate between the two stores so
+noise hits both alike. Search looks for one word of a late message (the
+plain store through its FTS index, the encrypted one by decrypting and
+scanning in memory). Every time is the median of several repetitions; the
+table gives encrypted/plain ratios against the targets (1.3x for save and
+load; search has none). Never fails on a missed target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import nb_sessions as nbs
+from benchmarks.agentscope2 import disk, timed
+from benchmarks.workload import Workload, make_agent
+
+TARGETS = {"save": 1.3, "load": 1.3, "first": 1.3, "search": None}
+#: A fixed raw key (base64), so runs are comparable; the key's kind does not change the per-value cost.
+KEY = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+
+
+def run(n: int, checkpoints: int, reps: int, tmp: Path) -> dict[str, Any]:
+    work = Workload(n, keep_dicts=False)
+    stores = {"plain": nbs.open_store(tmp / "plain.db"), "encrypted": nbs.open_store(tmp / "enc.db", key=KEY)}
+    times: dict[str, list[float]] = {f"{s}_{o}": [] for s in stores for o in ("first", "save", "load", "search")}
+    for name, store in stores.items():
+        times[f"{name}_first"].append(timed(lambda s=store: s.save("bench", agent=work.agent)))  # type: ignore[misc]
+    measured = set(range(checkpoints - reps + 1, checkpoints + 1))
+    for cp in range(2, checkpoints + 1):
+        work.grow()
+        for name, store in stores.items():
+            t = timed(lambda s=store: s.save("bench", agent=work.agent))  # type: ignore[misc]
+            if cp in measured:
+                times[f"{name}_save"].append(t)
+    word = "Friday"
+    for _ in range(reps):
+        for name, store in stores.items():
+            target = make_agent()
+            times[f"{name}_load"].append(timed(lambda s=store, a=target: s.load("bench", agent=a)))  # type: ignore[misc]
+            assert len(target.memory.content) == work.n
+    for _ in range(max(1, reps // 2)):
+        for name, store in stores.items():
+            times[f"{name}_search"].append(timed(lambda s=store: s.search(word, session="bench")))  # type: ignore[misc]
+    med = {k: statistics.median(v) for k, v in times.items() if v}
+    rows = [
+        ("Save checkpoint 1 (whole conversation)", "first"),
+        ("Save +10 msgs", "save"),
+        ("Load latest", "load"),
+        ("Search one word, whole session history", "search"),
+    ]
+    out = [
+        {"figure": f, "encrypted": med[f"encrypted_{k}"], "plain": med[f"plain_{k}"],
+         "ratio": med[f"encrypted_{k}"] / med[f"plain_{k}"], "target": TARGETS[k]}
+        for f, k in rows
+    ]
+    out.append({"figure": f"Disk after {checkpoints} checkpoints", "encrypted": disk(tmp / "enc.db"),
+                "plain": disk(tmp / "plain.db"), "ratio": disk(tmp / "enc.db") / disk(tmp / "plain.db"),
+                "target": None})
+    return {"n": n, "checkpoints": checkpoints, "reps": reps, "messages_at_end": work.n, "rows": out}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.encryption", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=100_000)
+    parser.add_argument("--checkpoints", type=int, default=20)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--smoke", action="store_true", help="a small run that only shows the benchmark works")
+    parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
+    parser.add_argument("--tmp", type=Path, default=None, help="folder for the stores (default: a temp folder)")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.n, args.checkpoints, args.reps = 200, 4, 2
+    tmp = Path(tempfile.mkdtemp(prefix="nbs-bench-enc-", dir=args.tmp))
+    try:
+        figures = run(args.n, args.checkpoints, min(args.reps, args.checkpoints - 1), tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"Encryption at rest, SQLite: {args.n} messages, +10 per checkpoint, {args.checkpoints} checkpoints, "
+          f"median of {figures['reps']}")
+    print(f"{'figure':42} {'encrypted':>12} {'plain':>12} {'ratio':>7} {'target':>7}")
+    for row in figures["rows"]:
+        disk_row = row["figure"].startswith("Disk")
+        unit = (lambda v: f"{v / 1e6:9.1f} MB") if disk_row else (lambda v: f"{v * 1e3:9.1f} ms")
+        target = row["target"]
+        mark = "info" if target is None else "ok" if row["ratio"] <= target else "MISSED"
+        shown = "  info" if target is None else f"{target:5.1f}x"
+        print(f"{row['figure']:42} {unit(row['encrypted']):>12} {unit(row['plain']):>12} "
+              f"{row['ratio']:6.2f}x {shown} {mark}")
+    if args.out:
+        args.out.write_text(json.dumps(figures, indent=2), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
