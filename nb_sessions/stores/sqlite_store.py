@@ -415,11 +415,13 @@ class SQLiteStore(BaseStore):
                     )
                     if self._cipher is not None:
                         await _reseal_manifest(db, self._cipher, key, sid, str(self.path), new=seq)
+                    # Inside the try: a COMMIT that fails (disk full) must also drop the cache, which
+                    # store_plans filled with the ids of rows that are now rolled back.
+                    await _commit(db)
                 except BaseException:
                     await _rollback(db)
                     self._caches.drop(key)
                     raise
-                await _commit(db)
             cache.remember(plans, payloads, remembered)
             break
         self._parents[key] = seq
