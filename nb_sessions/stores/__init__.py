@@ -57,9 +57,9 @@ def open_store(
     :mod:`~nb_sessions.stores.agentscope_sources`); so does a ``.db`` file
     that is an AgentScope 2.x database.
 
-    ``key`` encrypts a new SQLite or JSON store at rest (32 raw bytes, their
-    base64 text, a passphrase, a key file as a ``Path``, or a callable
-    returning one); an encrypted store opened without ``key`` takes
+    ``key`` encrypts a new SQLite store at rest (32 raw bytes, their base64
+    text, a passphrase, a key file as a ``Path``, or a callable returning
+    one); JSON folders and PostgreSQL URLs refuse a key by name, for now; an encrypted store opened without ``key`` takes
     ``NB_SESSIONS_KEY``. See docs/reliability.md, "Encryption at rest".
 
     Opening changes nothing on disk. The first write creates the file or
