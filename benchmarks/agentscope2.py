@@ -17,13 +17,10 @@ targets (save <= 1.0x, latest load <= 1.3x, disk after all checkpoints
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +28,7 @@ from typing import Any
 
 import nb_sessions as nbs
 
+from . import side_by_side
 from .workload import MESSAGES_PER_CHECKPOINT, _cn, _en, _Rng
 
 TARGETS = {"save": 1.0, "load": 1.3, "disk": 1.5}
@@ -132,33 +130,12 @@ def run(n: int, checkpoints: int, reps: int, tmp: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.agentscope2", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, default=100_000)
-    parser.add_argument("--checkpoints", type=int, default=100)
-    parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--smoke", action="store_true", help="a small run that only shows the suite works")
-    parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
-    parser.add_argument("--tmp", type=Path, default=None, help="folder for the stores (default: a temp folder)")
-    args = parser.parse_args(argv)
-    if args.smoke:
-        args.n, args.checkpoints, args.reps = 200, 4, 2
-    tmp = Path(tempfile.mkdtemp(prefix="nbs-bench2-", dir=args.tmp))
-    try:
-        figures = run(args.n, args.checkpoints, min(args.reps, args.checkpoints - 1), tmp)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    args = side_by_side.parser("python -m benchmarks.agentscope2", __doc__ or "", checkpoints=100).parse_args(argv)
+    figures = side_by_side.run_in_temp(args, "nbs-bench2-", run)
     print(f"AgentScope 2.x agent: {args.n} messages, +{MESSAGES_PER_CHECKPOINT} per checkpoint, "
           f"{args.checkpoints} checkpoints, median of {figures['reps']}")
-    print(f"{'figure':48} {'ours':>12} {'agentscope':>12} {'ratio':>7} {'target':>7}")
-    for row in figures["rows"]:
-        unit = (lambda v: f"{v / 1e6:9.1f} MB") if row["figure"].startswith("Disk") else (lambda v: f"{v * 1e3:9.1f} ms")
-        target = row["target"]
-        mark = "info" if target is None else "ok" if row["ratio"] <= target else "MISSED"
-        shown = "  info" if target is None else f"{target:5.1f}x"
-        print(f"{row['figure']:48} {unit(row['ours']):>12} {unit(row['baseline']):>12} "
-              f"{row['ratio']:6.2f}x {shown} {mark}")
-    if args.out:
-        args.out.write_text(json.dumps(figures, indent=2), encoding="utf-8")
+    side_by_side.print_table(figures, "ours", "baseline", ("ours", "agentscope"), 48)
+    side_by_side.write_out(args, figures)
     return 0
 
 

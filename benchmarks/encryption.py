@@ -15,16 +15,13 @@ load; search has none). Never fails on a missed target.
 
 from __future__ import annotations
 
-import argparse
-import json
-import shutil
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import nb_sessions as nbs
+from benchmarks import side_by_side
 from benchmarks.agentscope2 import disk, timed
 from benchmarks.workload import Workload, make_agent
 
@@ -74,34 +71,12 @@ def run(n: int, checkpoints: int, reps: int, tmp: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.encryption", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, default=100_000)
-    parser.add_argument("--checkpoints", type=int, default=20)
-    parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--smoke", action="store_true", help="a small run that only shows the benchmark works")
-    parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
-    parser.add_argument("--tmp", type=Path, default=None, help="folder for the stores (default: a temp folder)")
-    args = parser.parse_args(argv)
-    if args.smoke:
-        args.n, args.checkpoints, args.reps = 200, 4, 2
-    tmp = Path(tempfile.mkdtemp(prefix="nbs-bench-enc-", dir=args.tmp))
-    try:
-        figures = run(args.n, args.checkpoints, min(args.reps, args.checkpoints - 1), tmp)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    args = side_by_side.parser("python -m benchmarks.encryption", __doc__ or "", checkpoints=20).parse_args(argv)
+    figures = side_by_side.run_in_temp(args, "nbs-bench-enc-", run)
     print(f"Encryption at rest, SQLite: {args.n} messages, +10 per checkpoint, {args.checkpoints} checkpoints, "
           f"median of {figures['reps']}")
-    print(f"{'figure':42} {'encrypted':>12} {'plain':>12} {'ratio':>7} {'target':>7}")
-    for row in figures["rows"]:
-        disk_row = row["figure"].startswith("Disk")
-        unit = (lambda v: f"{v / 1e6:9.1f} MB") if disk_row else (lambda v: f"{v * 1e3:9.1f} ms")
-        target = row["target"]
-        mark = "info" if target is None else "ok" if row["ratio"] <= target else "MISSED"
-        shown = "  info" if target is None else f"{target:5.1f}x"
-        print(f"{row['figure']:42} {unit(row['encrypted']):>12} {unit(row['plain']):>12} "
-              f"{row['ratio']:6.2f}x {shown} {mark}")
-    if args.out:
-        args.out.write_text(json.dumps(figures, indent=2), encoding="utf-8")
+    side_by_side.print_table(figures, "encrypted", "plain", ("encrypted", "plain"), 42)
+    side_by_side.write_out(args, figures)
     return 0
 
 
