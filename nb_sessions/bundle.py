@@ -14,16 +14,31 @@ checkpoint's state is in memory only while it is written). ``sha256`` is the
 hex digest of the state's canonical JSON (:func:`canonical_json`); every
 digest is checked before an import writes anything.
 
-The store API writes checkpoints only through ``save()``, which numbers and
-stamps them itself. So :func:`copy_sessions` and :func:`import_bundle`
-replay each session oldest first through ``store.save()`` with holder
-objects: the copy gets numbers 1..n (the same numbers when the source had no
-gaps) and the time of the copy, while ``metadata`` keeps ``original_seq``,
-``original_created_at`` (the first origin's, across chains of copies) and
-``copied_from`` (the source reference). Labels, module order, states and
-branches are kept: before replaying a checkpoint whose parent is not the one
-just written, the parent's copy is loaded (``store.load``), which makes it the
-parent of the next save, exactly as in a notebook that went back in time.
+Copies are exact. :func:`copy_sessions` and :func:`import_bundle` write
+each session oldest first through the stores' one write path, told where
+each checkpoint goes (:class:`~nb_sessions.stores.base.At`): the copy keeps
+every checkpoint's ``seq`` (gaps left by ``prune`` or ``delete`` included),
+``created_at``, ``parent`` (even one pruned in the source), ``label``,
+module order, ``metadata`` (as it is: nothing is added, not even this
+version's ``nb_sessions_version``) and state, so ``history()`` of source and
+copy compare equal field by field but for ``size``, which is how many bytes
+the destination stores (its own layout). A store refuses a seq its session
+has already reached (:class:`~nb_sessions.errors.ConflictError`) and numbers
+the session's next checkpoint past the last one copied: after a source
+deleted its latest checkpoint, the next save of the source and of the copy
+may take different numbers.
+
+Where a checkpoint came from is the copy's own record (:class:`Copied`),
+not the checkpoint's metadata. Copies made before copies were exact were
+renumbered and re-stamped and carry ``original_seq``,
+``original_created_at``, ``copied_from`` (and ``bundle`` or
+``original_parent``) in their metadata; those are metadata like any other,
+read as before and kept as they are by later copies.
+
+A session already in the destination is refused before anything is
+written; a session that fails midway (an error, Ctrl-C) is deleted from the
+destination again. A process killed outright cannot clean up: the partial
+session stays, and copying again refuses it by name until it is deleted.
 """
 
 from __future__ import annotations
@@ -47,12 +62,12 @@ from .errors import (
     ConflictError,
     Hint,
     InvalidIdError,
-    KeyRequiredError,
     NbSessionsError,
+    PlaintextRefusedError,
     SessionNotFoundError,
     StoreCorruptedError,
 )
-from .stores.base import BaseStore, Checkpoint, Ref, SessionKey, _InSession, parse_ref, validate_id
+from .stores.base import At, BaseStore, Checkpoint, SessionKey, _InSession, parse_ref, validate_id
 
 __all__ = [
     "FORMAT",
@@ -146,12 +161,12 @@ class Bundle:
 
 @dataclass(frozen=True)
 class Copied:
-    """One session replayed into a store: where it came from and the checkpoints written."""
+    """One session copied into a store: where it came from and the checkpoints written."""
 
     source: str
     target: str
     checkpoints: tuple[Checkpoint, ...]
-    #: Original seq -> seq in the destination.
+    #: Source seq -> seq in the destination (the same number: copies are exact).
     seq_map: Mapping[int, int]
 
 
@@ -227,13 +242,24 @@ def write_bundle(
     return len(histories), total
 
 
-def _refuse_plaintext(store: BaseStore, plaintext: bool) -> None:
-    if not plaintext and getattr(store, "encrypted", False):
-        raise KeyRequiredError(
+def _refuse_plaintext(store: BaseStore, plaintext: bool, into: BaseStore | None = None) -> None:
+    """Refuse to write an encrypted store's data in plaintext (a file, or ``into`` a plain store) unless told to."""
+    if plaintext or not getattr(store, "encrypted", False):
+        return
+    if into is None:
+        raise PlaintextRefusedError(
             f"{store.location} is encrypted and an export file is plaintext: pass plaintext=True "
             "(nb-sessions export --plaintext) to write it anyway, or copy the sessions into another "
             "encrypted store (copy_sessions / nb-sessions copy --to-key)",
             location=store.location,
+        )
+    if not getattr(into, "encrypted", False):
+        raise PlaintextRefusedError(
+            f"{store.location} is encrypted and {into.location} is not: copying would store the "
+            "sessions there in plaintext. Open the destination with a key to copy them encrypted "
+            "(nb-sessions copy --to-key/--to-key-file), or pass plaintext=True (nb-sessions copy "
+            "--plaintext) to copy them into a plain store anyway",
+            location=into.location,
         )
 
 
@@ -367,8 +393,8 @@ def _read_checkpoint(item: Any, key: SessionKey, where: str) -> BundleCheckpoint
         raise bad("label is not a string")
     if not isinstance(metadata, dict):
         raise bad("metadata is not an object")
-    if not isinstance(created, str):
-        raise bad("created_at is not a string")
+    if not isinstance(created, str) or _time(created) is None:
+        raise bad(f"created_at {created!r} is not an ISO 8601 time")
     expected = item.get("sha256")
     try:
         actual = state_digest(state)
@@ -385,6 +411,24 @@ def _read_checkpoint(item: Any, key: SessionKey, where: str) -> BundleCheckpoint
     )
 
 
+def _time(text: str) -> datetime | None:
+    """A bundle's ``created_at`` as a UTC datetime (one without a zone is UTC); None if it is no ISO 8601 time."""
+    try:
+        when = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
+    except (TypeError, ValueError):
+        return None
+    return (when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+
+
+def _bundle_entry(key: SessionKey, c: BundleCheckpoint, where: str) -> _Entry:
+    ref = f"{key}@{c.seq}"
+    created = _time(c.created_at)
+    if created is None:
+        raise StoreCorruptedError(f"checkpoint {ref} ({where}): created_at {c.created_at!r} is not an ISO 8601 time",
+                                  location=where)
+    return _Entry(c.seq, c.parent, created, c.label, c.metadata, ref, functools.partial(_given, c.state))
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -393,7 +437,7 @@ def _is_int(value: Any) -> bool:
 
 
 class _Holder:
-    """A stand-in module: hands a stored state to ``store.save`` and takes one from ``store.load``."""
+    """A stand-in module: hands a stored state to ``store.save``."""
 
     def __init__(self, state: Any = None) -> None:
         self.state = state
@@ -412,11 +456,11 @@ def _holders(states: Mapping[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class _Entry:
-    """A checkpoint to replay; ``read()`` returns its state (lazily, for copies)."""
+    """A checkpoint to copy; ``read()`` returns its state (lazily, for copies)."""
 
     seq: int
     parent: int | None
-    created_at: str
+    created_at: datetime
     label: str | None
     metadata: Mapping[str, Any]
     ref: str
@@ -428,14 +472,10 @@ def _replay(
     key: SessionKey,
     entries: Sequence[_Entry],
     source: str,
-    note: Mapping[str, Any],
     tick: Callable[[str], None],
 ) -> Copied:
-    """Write ``entries`` oldest first as a new session ``key`` of ``dst``; delete the partial session on failure."""
-    session = key  # the key itself, never re-parsed: ids may hold '@'
+    """Write ``entries`` oldest first, exactly, as a new session ``key`` of ``dst``; delete it on failure."""
     written: list[Checkpoint] = []
-    seq_map: dict[int, int] = {}
-    modules_of: dict[int, tuple[str, ...]] = {}
     try:
         for entry in entries:
             state = entry.read()
@@ -443,21 +483,10 @@ def _replay(
                 raise NbSessionsError(
                     f"{entry.ref} holds no modules; a store cannot keep an empty checkpoint"
                 )
-            meta = dict(entry.metadata)  # save() stamps its own nb_sessions_version
-            meta.setdefault("original_seq", entry.seq)
-            meta.setdefault("original_created_at", entry.created_at)
-            meta["copied_from"] = entry.ref
-            meta.update(note)
-            parent = seq_map.get(entry.parent) if entry.parent is not None else None
-            if entry.parent is not None and parent is None:
-                meta["original_parent"] = entry.parent  # pruned in the source: the copy follows on
-            if parent is not None and written and parent != written[-1].seq:
-                # Go back to the parent's copy, as a notebook would: the next save branches from it.
-                dst.load(Ref(key, seq=parent), strict=False, **_holders(dict.fromkeys(modules_of[parent])))
-            # Past the options: a module may be called 'label' or 'metadata'.
-            cp = run_sync(dst._asave(session, entry.label, meta, None, _holders(state)))
-            seq_map[entry.seq] = cp.seq
-            modules_of[cp.seq] = tuple(state)
+            # Past the options: a module may be called 'label' or 'metadata'. The key itself,
+            # never re-parsed: ids may hold '@'.
+            at = At(entry.seq, entry.created_at, entry.parent)
+            cp = run_sync(dst._asave(key, entry.label, dict(entry.metadata), None, _holders(state), at=at))
             written.append(cp)
             tick(entry.ref)
     except BaseException:
@@ -465,7 +494,7 @@ def _replay(
             with contextlib.suppress(NbSessionsError):
                 dst.delete(key)
         raise
-    return Copied(source, str(key), tuple(written), seq_map)
+    return Copied(source, str(key), tuple(written), {cp.seq: cp.seq for cp in written})
 
 
 def _given(state: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -508,27 +537,29 @@ def copy_sessions(
     sessions: Sequence[str | SessionKey] | None = None,
     *,
     progress: ProgressCallback | None = None,
+    plaintext: bool = False,
 ) -> list[Copied]:
-    """Copy whole sessions (every one of ``src`` when ``sessions`` is None), history and labels kept.
+    """Copy whole sessions (every one of ``src`` when ``sessions`` is None) exactly: see the module docstring.
 
     Sessions that already exist in ``dst`` are refused before anything is
-    written; a session that fails midway is removed from ``dst`` again.
+    written; a session that fails midway is removed from ``dst`` again. From
+    an encrypted store into a plain one only with ``plaintext=True``
+    (:class:`~nb_sessions.errors.PlaintextRefusedError` otherwise).
     """
     if Path(src.location).resolve() == Path(dst.location).resolve():
-        from .errors import InvalidIdError
-
         raise InvalidIdError(f"source and destination are the same store ({src.location})")
+    _refuse_plaintext(src, plaintext, into=dst)
     histories = _histories(src, sessions)
     _refuse_existing(dst, [key for key, _ in histories])
     tick = _counter(sum(len(h) for _, h in histories), progress)
     out = []
     for key, history in histories:
         entries = [
-            _Entry(cp.seq, cp.parent, cp.created_at.isoformat(), cp.label, cp.metadata, cp.ref,
+            _Entry(cp.seq, cp.parent, cp.created_at, cp.label, cp.metadata, cp.ref,
                    functools.partial(src.get_state, cp))
             for cp in history
         ]
-        out.append(_replay(dst, key, entries, f"{src.location}#{key}", {}, tick))
+        out.append(_replay(dst, key, entries, f"{src.location}#{key}", tick))
     return out
 
 
@@ -540,7 +571,7 @@ def import_bundle(
     progress: ProgressCallback | None = None,
     rename: SessionKey | None = None,
 ) -> list[Copied]:
-    """Replay a verified bundle's sessions (or only ``sessions``) into ``dst``, history kept.
+    """Copy a verified bundle's sessions (or only ``sessions``) into ``dst`` exactly, as :func:`copy_sessions` does.
 
     ``rename`` imports the one chosen session under that key instead of its own.
     """
@@ -566,15 +597,10 @@ def import_bundle(
         chosen = [dataclasses.replace(chosen[0], user_id=rename.user_id, session_id=rename.session_id)]
     _refuse_existing(dst, [s.key for s in chosen])
     tick = _counter(sum(len(s.checkpoints) for s in chosen), progress)
-    note = {"bundle": Path(bundle.path).name} if bundle.path else {}
     out = []
     for s in chosen:
-        entries = [
-            _Entry(c.seq, c.parent, c.created_at, c.label, c.metadata, f"{s.key}@{c.seq}",
-                   functools.partial(_given, c.state))
-            for c in s.checkpoints
-        ]
-        out.append(_replay(dst, s.key, entries, f"{bundle.path}#{s.key}", note, tick))
+        entries = [_bundle_entry(s.key, c, bundle.path) for c in s.checkpoints]
+        out.append(_replay(dst, s.key, entries, f"{bundle.path}#{s.key}", tick))
     return out
 
 

@@ -743,15 +743,10 @@ def cmd_copy(ctx: _Ctx) -> int:
     args = ctx.args
     src = ctx.store(args.src)
     dst = ctx.store(args.dst, must_exist=False, key=args.to_key, key_file=args.to_key_file, own_key=True)
-    if (args.to_key or args.to_key_file) is None and getattr(src, "encrypted", False) and not getattr(
-        dst, "encrypted", False
-    ) and not args.plaintext:
-        raise UsageError(
-            f"{args.src} is encrypted and {args.dst} would be plain: pass --to-key/--to-key-file to encrypt "
-            "the copy, or --plaintext to copy the sessions into a plain store"
-        )
     with ctx.progress("copy") as bar:
-        copied = bundle.copy_sessions(src, dst, args.sessions or None, progress=bar.update)
+        copied = bundle.copy_sessions(
+            src, dst, args.sessions or None, progress=bar.update, plaintext=args.plaintext
+        )
     return _report_copies(ctx, copied, "copied")
 
 

@@ -23,6 +23,7 @@ __all__ = [
     "NbSessionsError",
     "NotSerializableError",
     "NothingToLoadError",
+    "PlaintextRefusedError",
     "ReadOnlyStoreError",
     "SessionNotFoundError",
     "SessionNotFoundValueError",
@@ -241,6 +242,15 @@ class KeyRequiredError(StoreError):
     def __init__(self, message: str, *, location: str = "") -> None:
         super().__init__(message)
         self.location = location
+
+
+class PlaintextRefusedError(KeyRequiredError):
+    """An encrypted store's data would be written in plaintext (an export file, a copy into a plain store).
+
+    Nothing was written. ``location`` names where it would have gone; the
+    message says how to allow it (``plaintext=True``, ``--plaintext``) or to
+    copy into an encrypted store instead.
+    """
 
 
 class WrongKeyError(StoreError):

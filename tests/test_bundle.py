@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -63,6 +64,12 @@ def fingerprint(store: nbs.BaseStore, session: str) -> list[tuple[Any, ...]]:
     ]
 
 
+def exact(store: nbs.BaseStore, session: str | nbs.SessionKey) -> list[tuple[nbs.Checkpoint, bytes]]:
+    """Per checkpoint, oldest first: the checkpoint as ``history()`` gives it (``size`` aside, which is
+    the store's own) and its exact state bytes. Two stores' lists are equal when a copy is exact."""
+    return [(dataclasses.replace(cp, size=0), codec.dumps(store.get_state(cp))) for cp in store.history(session)]
+
+
 def new_store(tmp_path: Path, kind: str, name: str) -> nbs.BaseStore:
     return nbs.open_store(tmp_path / (f"{name}.db" if kind == "sqlite" else name))
 
@@ -113,12 +120,41 @@ async def test_bundle_round_trip_keeps_every_checkpoint(tmp_path: Path, kind: st
     extra = dst.get_state("alice@sum")["extra"]["value"]
     assert math.isnan(extra["nan"]) and extra["inf"] == -math.inf
     assert extra["lone"] == TRICKY["lone"] and extra["big"] == 2**70
-    originals = src.history("alice")
-    for cp, original in zip(dst.history("alice"), originals, strict=True):
-        assert cp.metadata["original_seq"] == original.seq
-        assert cp.metadata["original_created_at"] == original.created_at.isoformat()
-        assert cp.metadata["copied_from"] == original.ref
-        assert cp.metadata["bundle"] == "all.nbs.json"
+    for session in ("alice", "u7/bob"):
+        assert exact(dst, session) == exact(src, session)  # seq, time, parent, label, metadata as they were
+    assert all("original_seq" not in cp.metadata for cp in dst.history("alice"))
+
+
+def test_a_bundle_import_keeps_gaps_times_and_parents_that_are_gone(tmp_path: Path) -> None:
+    state = {"m": {"x": 1}}
+    cps = [
+        {"seq": seq, "parent": parent, "created_at": created, "label": label, "metadata": meta,
+         "modules": ["m"], "sha256": bundle.state_digest(state), "state": state}
+        for seq, parent, created, label, meta in [
+            (3, 2, "2025-05-01T10:00:00.123456+02:00", "kept", {"note": 1}),
+            (7, 3, "2025-05-02T10:00:00Z", None, {"original_seq": 1, "copied_from": "old@1"}),
+            (9, 4, "2025-05-03T10:00:00", None, {}),
+        ]
+    ]
+    path = tmp_path / "b.json"
+    path.write_bytes(codec.dumps({"format": bundle.FORMAT, "version": 1,
+                                  "sessions": [{"user_id": "u", "session_id": "s", "checkpoints": cps}]}))
+    dst = new_store(tmp_path, "sqlite", "dst")
+    (copied,) = bundle.import_bundle(dst, bundle.read_bundle(path))
+    assert copied.seq_map == {3: 3, 7: 7, 9: 9}
+    got = [(c.seq, c.parent, c.created_at.isoformat(), c.label, dict(c.metadata)) for c in dst.history("u/s")]
+    assert got == [
+        (3, 2, "2025-05-01T08:00:00.123456+00:00", "kept", {"note": 1}),
+        # An old copy's provenance is metadata like any other: kept as it is.
+        (7, 3, "2025-05-02T10:00:00+00:00", None, {"original_seq": 1, "copied_from": "old@1"}),
+        (9, 4, "2025-05-03T10:00:00+00:00", None, {}),  # a time without a zone is UTC
+    ]
+    assert dst.save("u/s", m=Box(2)).seq == 10  # numbering goes on past the last one copied
+    cps[0]["created_at"] = "yesterday"
+    path.write_bytes(codec.dumps({"format": bundle.FORMAT, "version": 1,
+                                  "sessions": [{"user_id": "", "session_id": "t", "checkpoints": cps}]}))
+    with pytest.raises(StoreCorruptedError, match=r"checkpoint t@3 .*'yesterday' is not an ISO 8601 time"):
+        bundle.read_bundle(path)
 
 
 async def test_bundle_to_a_stream_and_only_named_sessions(tmp_path: Path) -> None:
@@ -217,27 +253,31 @@ async def test_copy_keeps_history_labels_branches_and_states(tmp_path: Path, src
     ]
 
 
-async def test_copy_renumbers_gaps_and_keeps_the_first_origin(tmp_path: Path) -> None:
+async def test_copy_keeps_gaps_times_and_parents_that_are_gone(tmp_path: Path) -> None:
     src = new_store(tmp_path, "sqlite", "src")
     await populate(src, "alice")
     src.delete("alice@2")  # @3 and @4 now have a parent that is gone
     mid = new_store(tmp_path, "sqlite", "mid")
     (copied,) = bundle.copy_sessions(src, mid, ["alice"])
-    assert copied.seq_map == {1: 1, 3: 2, 4: 3}
-    history = mid.history("alice")
-    assert [(c.seq, c.label, c.metadata["original_seq"]) for c in history] == [
-        (1, "sum", 1), (2, None, 3), (3, "branch", 4)
-    ]
-    assert history[1].metadata["original_parent"] == 2
-    originals = {c.seq: c.created_at.isoformat() for c in src.history("alice")}
+    assert copied.seq_map == {1: 1, 3: 3, 4: 4}
+    assert [(c.seq, c.parent, c.label) for c in mid.history("alice")] == [(1, None, "sum"), (3, 2, None), (4, 2, "branch")]
+    assert exact(mid, "alice") == exact(src, "alice")
+    assert not {"original_seq", "original_created_at", "copied_from"} & set(mid.checkpoint("alice@3").metadata)
 
     last = new_store(tmp_path, "json", "last")
     bundle.copy_sessions(mid, last)
-    again = last.history("alice")
-    assert [c.metadata["original_created_at"] for c in again] == [originals[1], originals[3], originals[4]]
-    assert [c.metadata["original_seq"] for c in again] == [1, 3, 4]
-    assert [c.metadata["copied_from"] for c in again] == ["alice@1", "alice@2", "alice@3"]
-    assert fingerprint(last, "alice") == fingerprint(mid, "alice")
+    assert exact(last, "alice") == exact(src, "alice")
+    assert last.save("alice", agent=Box(1)).seq == 5
+
+
+def test_a_copy_of_an_old_copy_keeps_its_provenance_metadata(tmp_path: Path) -> None:
+    src = new_store(tmp_path, "json", "src")
+    old = {"original_seq": 4, "original_created_at": "2024-01-01T00:00:00+00:00", "copied_from": "a@4"}
+    src.save("a", None, old, box=Box(1))
+    dst = new_store(tmp_path, "sqlite", "dst")
+    bundle.copy_sessions(src, dst)
+    assert dict(dst.checkpoint("a@1").metadata) == {**old, "nb_sessions_version": nbs.__version__}
+    assert exact(dst, "a") == exact(src, "a")
 
 
 async def test_copy_refuses_existing_sessions_and_the_same_store(tmp_path: Path) -> None:

@@ -55,7 +55,7 @@ from ..errors import (
     StoreCorruptedError,
     StoreError,
 )
-from .base import BaseStore, Checkpoint, PruneResult, SessionInfo, SessionKey, parse_ref
+from .base import At, BaseStore, Checkpoint, PruneResult, SessionInfo, SessionKey, parse_ref
 
 __all__ = [
     "AgentScope1RedisSource",
@@ -142,6 +142,8 @@ class ReadOnlySource(BaseStore):
         label: str | None,
         metadata: dict[str, Any],
         parent: int | None,
+        *,
+        at: At | None = None,
     ) -> Checkpoint:
         raise self._refuse(f"save a checkpoint of {key}")
 

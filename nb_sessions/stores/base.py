@@ -2,7 +2,9 @@
 
 A backend implements a handful of async primitives on already-validated keys
 (``_write``, ``_read``, ``_history``, ``_sessions``, ``_delete``,
-``_set_label``, ``_vacuum``). Everything users call lives here, once: the
+``_set_label``, ``_vacuum``). ``_write`` numbers and stamps a new checkpoint
+itself, or, given ``at`` (an :class:`At`), writes it at the seq, time and
+parent an exact copy keeps from its source. Everything users call lives here, once: the
 reference grammar, id validation, turning live objects into states and back
 (all or nothing), prune policy, fork, and the sync twins that run on the
 private loop.
@@ -26,6 +28,7 @@ from .._loop import run_sync
 from ..chunks import materialize
 from ..errors import (
     CheckpointNotFoundError,
+    ConflictError,
     Hint,
     InvalidIdError,
     NbSessionsError,
@@ -393,6 +396,45 @@ class VacuumResult(int):
         return f"<VacuumResult {self}>"
 
 
+class At(NamedTuple):
+    """Where an exact copy writes a checkpoint: its source's seq, time and parent, kept as they are.
+
+    The store writes the checkpoint under ``seq`` (refusing a number the
+    session has already reached, see :meth:`seq_after`) and numbers the
+    session's next checkpoint past it; ``parent`` is kept even when that
+    checkpoint is not in the session (pruned in the source).
+    """
+
+    seq: int
+    created_at: datetime
+    parent: int | None
+
+    def seq_after(self, key: SessionKey, next_seq: int, location: str) -> int:
+        """``seq``, when the session (whose next number is ``next_seq``) has not reached it; else ConflictError."""
+        if self.seq < next_seq:
+            raise ConflictError(
+                f"cannot write {key}@{self.seq} in {location}: session {key} there has numbered its "
+                f"checkpoints up to {next_seq - 1} already. An exact copy writes a session oldest first "
+                "into a destination that does not have it: delete it there first, or copy into another store"
+            )
+        return self.seq
+
+
+def _checked_at(at: At) -> At:
+    """``at`` with its time in UTC; InvalidIdError for a seq, time or parent no checkpoint can have."""
+    seq, created_at, parent = at
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
+        raise InvalidIdError(f"a checkpoint number must be a positive int, got {seq!r}", value=seq)
+    if parent is not None and (not isinstance(parent, int) or isinstance(parent, bool) or parent < 1):
+        raise InvalidIdError(f"checkpoint {seq}: parent must be a positive int or None, got {parent!r}", value=parent)
+    if not isinstance(created_at, datetime) or created_at.utcoffset() is None:
+        raise InvalidIdError(
+            f"checkpoint {seq}: created_at must be a datetime with a time zone, got {created_at!r}",
+            value=created_at,
+        )
+    return At(seq, created_at.astimezone(timezone.utc), parent)
+
+
 class BaseStore:
     """The checkpoint store API; backends fill in the async primitives.
 
@@ -417,7 +459,17 @@ class BaseStore:
         label: str | None,
         metadata: dict[str, Any],
         parent: int | None,
+        *,
+        at: At | None = None,
     ) -> Checkpoint:
+        """Write a new checkpoint: the session's next seq now (``parent`` a hint), or exactly ``at``.
+
+        Without ``at`` the store picks the next seq and the current time, and
+        a ``parent`` no longer in the session becomes its latest checkpoint.
+        With ``at`` it writes ``at.seq``, ``at.created_at`` and ``at.parent``
+        as given (``at.seq_after`` refuses a seq the session has reached),
+        in the same transaction that moves the session's next seq past it.
+        """
         raise NotImplementedError
 
     async def _read(self, cp: Checkpoint) -> dict[str, Any]:
@@ -479,8 +531,14 @@ class BaseStore:
         metadata: Any,
         user_id: Any,
         modules: Mapping[str, Any],
+        *,
+        at: At | None = None,
     ) -> Checkpoint:
-        """:meth:`asave` with the modules apart from the options (bundles and copies use it)."""
+        """:meth:`asave` with the modules apart from the options (bundles and copies use it).
+
+        ``at``: an exact copy's checkpoint, written at its source's seq, time and
+        parent, with ``metadata`` kept as given (no ``nb_sessions_version`` stamped).
+        """
         ref = parse_ref(session, user_id)
         if not ref.is_latest:
             raise InvalidIdError(
@@ -500,7 +558,9 @@ class BaseStore:
             raise NotSerializableError(
                 "metadata", type(metadata).__name__, "metadata must be a dict of JSON values (or None)."
             )
-        meta = {**dict(metadata or {}), "nb_sessions_version": _package_version()}
+        if at is not None:
+            at = _checked_at(at)
+        meta = dict(metadata or {}) if at is not None else {**dict(metadata or {}), "nb_sessions_version": _package_version()}
         bad = codec.find_unserializable(meta, "metadata")
         if bad is not None:
             from ..errors import NotSerializableError
@@ -514,6 +574,8 @@ class BaseStore:
                     # A private copy: a redactor that edits in place must not strip the live agent.
                     state = self.redact(name, copy.deepcopy(materialize({name: state})[name]))
                 states[name] = state
+        if at is not None:
+            return await self._write(ref.key, states, label, meta, at.parent, at=at)
         return await self._write(ref.key, states, label, meta, self._parents.get(ref.key))
 
     async def aload(

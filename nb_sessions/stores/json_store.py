@@ -52,7 +52,7 @@ from ..errors import (
 from ..generations import conversation_path, v2
 from ._fs import atomic_write, clean_temp_files, open_regular, read_regular, run_blocking
 from ._pack import EntryPack, PackState, Ranges, check_ranges, from_ranges, to_ranges
-from .base import BaseStore, Checkpoint, Redactor, SessionInfo, SessionKey, utcnow, validate_id
+from .base import At, BaseStore, Checkpoint, Redactor, SessionInfo, SessionKey, utcnow, validate_id
 
 if TYPE_CHECKING:
     from ..search import Hit
@@ -367,6 +367,8 @@ class JSONStore(BaseStore):
         label: str | None,
         metadata: dict[str, Any],
         parent: int | None,
+        *,
+        at: At | None = None,
     ) -> Checkpoint:
         def job(check_abort: Callable[[], None]) -> Checkpoint:
             skeleton, chunks = split(states)
@@ -375,6 +377,8 @@ class JSONStore(BaseStore):
             with self._locked(key, check_abort):
                 index = self._adopt_latest_file(key)
                 seq = int(index["next_seq"])
+                if at is not None:  # an exact copy: its source's seq
+                    seq = at.seq_after(key, seq, str(self.path))
                 entries = index["checkpoints"]
                 if label is not None and any(e.get("label") == label for e in entries):
                     raise ConflictError(
@@ -382,7 +386,7 @@ class JSONStore(BaseStore):
                         "label, or move it first with store.label(ref, None)"
                     )
                 known = {e["seq"] for e in entries}
-                chosen = parent if parent in known else (entries[-1]["seq"] if entries else None)
+                chosen = parent if parent in known or at is not None else (entries[-1]["seq"] if entries else None)
                 hdir = self._own_history_dir(key)
                 pack_state = PackState.from_json(index.get("pack"))
                 if not pack_state.uid:
@@ -427,7 +431,8 @@ class JSONStore(BaseStore):
                 size = latest.size()
                 now = utcnow()
                 entry: dict[str, Any] = {
-                    "seq": seq, "parent": chosen, "created_at": now.isoformat(), "label": label,
+                    "seq": seq, "parent": chosen, "label": label,
+                    "created_at": (now if at is None else at.created_at).isoformat(),
                     "modules": list(states), "size": size, "metadata": metadata,
                     "hash": blob_hash(skeleton_data).hex(),  # of <seq>.json, checked on every read
                 }

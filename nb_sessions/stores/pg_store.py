@@ -51,7 +51,7 @@ from ._planned import (
     store_plans,
     verified_array,
 )
-from .base import BaseStore, Checkpoint, Redactor, SessionInfo, SessionKey, utcnow, validate_id
+from .base import At, BaseStore, Checkpoint, Redactor, SessionInfo, SessionKey, utcnow, validate_id
 from .row_hash import key_hash, relabelled, row_hash, verify_facts, verify_row
 
 if TYPE_CHECKING:
@@ -385,6 +385,7 @@ class PostgresStore(BaseStore):
         parent: int | None,
         *,
         uid: uuid.UUID | None = None,
+        at: At | None = None,
     ) -> Checkpoint:
         """Save once, retrying a lost connection under the same checkpoint id (idempotent on it)."""
         uid = uid or uuid.uuid4()
@@ -393,7 +394,7 @@ class PostgresStore(BaseStore):
         async def attempt() -> Checkpoint:
             nonlocal lost
             try:
-                return await self._write_once(key, states, label, metadata, parent, uid=uid)
+                return await self._write_once(key, states, label, metadata, parent, uid=uid, at=at)
             except _ConnectionLost:
                 lost = True
                 raise
@@ -422,6 +423,7 @@ class PostgresStore(BaseStore):
         parent: int | None,
         *,
         uid: uuid.UUID | None = None,
+        at: At | None = None,
     ) -> Checkpoint:
         psycopg = _psycopg()
         uid = uid or uuid.uuid4()  # idempotent retries: the same id commits at most once
@@ -433,7 +435,7 @@ class PostgresStore(BaseStore):
             cache = self._caches.get(key)
             plans, remembered = cache.plan(chunks)
             size = len(skeleton_data) + sum(plan.size for plan in plans)
-            now = utcnow()
+            now = utcnow() if at is None else at.created_at
             payloads: list[list[int]] = []
             try:
                 async with self._connect() as conn, conn.transaction():
@@ -452,12 +454,14 @@ class PostgresStore(BaseStore):
                         raise _Stale
                     payloads = await store_plans(_PostgresRows(conn), plans, cache.entry_ids)
                     sid, seq = await self._allocate(conn, key, now)
+                    if at is not None:  # an exact copy: its source's seq and parent, as they are
+                        seq = at.seq_after(key, seq, self.location)
                     cur = await conn.execute(
                         "SELECT max(seq), coalesce(bool_or(seq = %s), false) FROM nbs_checkpoints WHERE session = %s",
                         (parent, sid),
                     )
                     latest, known = await cur.fetchone()
-                    parent = parent if known else latest  # a parent deleted meanwhile: the latest
+                    parent = parent if known or at is not None else latest  # a parent deleted meanwhile: the latest
                     refs = chunk_rows(plans, payloads)
                     chunk_data = codec.dumps(refs) if refs else None
                     facts = _facts(

@@ -74,7 +74,17 @@ from ._planned import (
 from ._planned import (
     live_segments as _live_segments,
 )
-from .base import BaseStore, Checkpoint, Redactor, Ref, SessionInfo, SessionKey, utcnow, validate_id
+from .base import (
+    At,
+    BaseStore,
+    Checkpoint,
+    Redactor,
+    Ref,
+    SessionInfo,
+    SessionKey,
+    utcnow,
+    validate_id,
+)
 from .migrations import apply_migrations, latest_version
 from .row_hash import key_hash, relabelled, row_hash, verify_facts, verify_row
 from .space import CheckpointSpace, SessionSpace, module_bytes
@@ -365,6 +375,8 @@ class SQLiteStore(BaseStore):
         label: str | None,
         metadata: dict[str, Any],
         parent: int | None,
+        *,
+        at: At | None = None,
     ) -> Checkpoint:
         if not self._ready:
             await self._setup()  # an encrypted store's keyed hash plans the entries
@@ -376,7 +388,7 @@ class SQLiteStore(BaseStore):
             cache = self._caches.get(key, self._cipher.mac if self._cipher is not None else None)
             plans, remembered = cache.plan(chunks)
             size = len(skeleton_data) + sum(plan.size for plan in plans)
-            now = utcnow()
+            now = utcnow() if at is None else at.created_at
             async with self._connect() as db:
                 await self._begin(db)
                 try:
@@ -387,7 +399,10 @@ class SQLiteStore(BaseStore):
                         continue
                     payloads = await store_plans(_SQLiteRows(db, self._cipher), plans, cache.entry_ids)
                     sid, seq = await self._allocate(db, key, now)
-                    parent = await self._choose_parent(db, key, sid, seq, parent)
+                    if at is not None:  # an exact copy: its source's seq and parent, as they are
+                        seq, parent = at.seq_after(key, seq, str(self.path)), at.parent
+                    else:
+                        parent = await self._choose_parent(db, key, sid, seq, parent)
                     refs = chunk_rows(plans, payloads)
                     stored_state, stored_meta = skeleton_data, meta_text
                     if self._cipher is not None:  # bound to this checkpoint and its entries, in order

@@ -189,11 +189,11 @@ def _check_state(state: Any, cp: Any, expected: dict[tuple[SessionKey, int], Any
 def _check_replayed(store: Any, fresh: Any, expected: dict[tuple[SessionKey, int], Any]) -> None:
     """Every checkpoint an import or a copy wrote holds what the source holds at its origin.
 
-    Replays number checkpoints afresh; the source's number is in the metadata.
+    Copies are exact: a checkpoint keeps its source's number.
     """
     for s in fresh.sessions():
         for cp in fresh.history(s.key):
-            original = store.checkpoint(Ref(cp.key, seq=cp.metadata["original_seq"]))
+            original = store.checkpoint(Ref(cp.key, seq=cp.seq))
             if fresh.get_state(cp) != store.get_state(original):
                 raise AssertionError(f"WRONG COPY of {original.key}@{original.seq}")
             _check_state(store.get_state(original), original, expected)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import math
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 
 import nb_sessions as nbs
+from nb_sessions._loop import run_sync
 from nb_sessions.errors import (
     CheckpointNotFoundError,
     ConflictError,
@@ -18,6 +19,7 @@ from nb_sessions.errors import (
     SessionNotFoundError,
     StateMismatchError,
 )
+from nb_sessions.stores.base import At, SessionKey
 from tests.conftest import Box
 
 
@@ -52,6 +54,32 @@ def test_parent_follows_the_checkpoint_last_loaded(store: nbs.BaseStore) -> None
     store.load("s@1", box=box)
     cp = store.save("s", box=box)
     assert (cp.seq, cp.parent) == (3, 1)
+
+
+def test_an_exact_copy_writes_at_the_seq_time_and_parent_given(store: nbs.BaseStore) -> None:
+    """The primitive copies use: a checkpoint written where its source had it, numbering going on past it."""
+    key = SessionKey("u", "s")
+    when = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=timezone(timedelta(hours=2)))
+
+    def write(seq: int, parent: int | None, value: int) -> nbs.Checkpoint:
+        return run_sync(store._asave(key, f"v{value}", {"k": value}, None, {"box": Box(value)}, at=At(seq, when, parent)))
+
+    first = write(3, 1, 1)  # a parent pruned in the source stays as it is
+    assert (first.seq, first.parent, first.created_at, first.label) == (3, 1, when, "v1")
+    assert first.metadata == {"k": 1}  # as given: no nb_sessions_version stamped
+    second = write(5, None, 2)
+    assert [(c.seq, c.parent, c.created_at, dict(c.metadata)) for c in store.history(key)] == [
+        (3, 1, when, {"k": 1}), (5, None, when, {"k": 2})
+    ]
+    assert store.history(key)[-1] == second
+    for seq in (5, 4, 1):
+        with pytest.raises(ConflictError, match=rf"u/s@{seq} .*up to 5 already"):
+            write(seq, None, 9)
+    assert [c.seq for c in store.history(key)] == [3, 5]
+    assert store.get_state("u/s@3") == {"box": {"value": 1}}
+    after = store.save(key, box=Box(3))
+    assert (after.seq, after.parent) == (6, 5)
+    assert after.created_at > when
 
 
 def test_user_ids_key_sessions_apart(store: nbs.BaseStore) -> None:
