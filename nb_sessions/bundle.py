@@ -20,9 +20,10 @@ each checkpoint goes (:class:`~nb_sessions.stores.base.At`): the copy keeps
 every checkpoint's ``seq`` (gaps left by ``prune`` or ``delete`` included),
 ``created_at``, ``parent`` (even one pruned in the source), ``label``,
 module order, ``metadata`` (as it is: nothing is added, not even this
-version's ``nb_sessions_version``) and state, so ``history()`` of source and
-copy compare equal field by field but for ``size``, which is how many bytes
-the destination stores (its own layout). A store refuses a seq its session
+version's ``nb_sessions_version``) and state (which a destination opened
+with a ``redact`` hook redacts, as on every write), so ``history()`` of
+source and copy compare equal field by field but for ``size``, which is how
+many bytes the destination stores (its own layout). A store refuses a seq its session
 has already reached (:class:`~nb_sessions.errors.ConflictError`) and numbers
 the session's next checkpoint past the last one copied: after a source
 deleted its latest checkpoint, the next save of the source and of the copy
