@@ -1,0 +1,181 @@
+"""An encrypted JSONStore folder: its header file, and its sealed indexes, checkpoint files and entries.
+
+A folder opened with a key keeps the header of :class:`~nb_sessions.crypto.Cipher`
+(the wrapped data key and its parameters) in ``.nb_sessions/.encryption.json``,
+made once (written whole, then linked into place, so two processes creating it
+at once end with one) and replaced whole by a rekey. Every other file of the
+history is sealed (AES-256-GCM); the associated data, which starts with the
+store id, binds each value to its place:
+
+===================================  ===============================================================
+file                                 sealed value [associated data]
+===================================  ===============================================================
+``<name>/index.json``                the history index: checkpoints, labels, metadata, entry ranges
+                                     [``index``, user id, session id]; around it a JSON envelope
+                                     holding the ids in the clear (to list sessions without the key)
+``<name>/<seq>.json``                the checkpoint's skeleton [``state``, user id, session id, seq,
+                                     creation time, digest of its entries' keyed hashes in order]
+``<name>/entries-<gen>.jsonl``       each list entry [``entry``, user id, session id, keyed hash];
+                                     the ``.idx`` records hold the keyed hash, never a content hash
+===================================  ===============================================================
+
+The sealed index is the session's manifest: it lists every checkpoint with the
+hash of its file, so a removed file, a file from another checkpoint, session or
+an earlier life of the session is a :class:`StoreCorruptedError` naming the
+checkpoint. AgentScope's latest file is not written (AgentScope could not read
+it encrypted); a file AgentScope writes into the folder is not part of the store.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from .. import codec
+from ..chunks import json_array
+from ..crypto import Cipher, open_checkpoint, seal_checkpoint
+from ..errors import StoreCorruptedError
+from ._fs import TEMP_SUFFIX, fsync_dir, read_regular
+from ._pack import EntryPack, check_ranges, from_ranges
+from .base import SessionKey
+
+__all__ = [
+    "HEADER", "OVERHEAD", "create_header", "envelope_ids", "is_sealed_index", "open_entries", "open_index",
+    "open_state", "seal_entries", "seal_index", "seal_state", "sealed_lists",
+]
+
+#: The header's file name inside the store's ``.nb_sessions`` folder (ids never start with ".").
+HEADER = ".encryption.json"
+#: Bytes a sealed value adds to its plaintext (nonce and tag).
+OVERHEAD = 28
+_ENVELOPE = "nb_sessions_sealed"
+
+
+def create_header(path: Path, header: bytes) -> None:
+    """Make the header file unless one exists; another process may win, then its header stands."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(header)
+            fh.flush()
+            os.fsync(fh.fileno())
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)  # never replaces: the first header made is the store's
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    fsync_dir(path.parent)
+
+
+# -- the index ------------------------------------------------------------------------
+
+
+def seal_index(cipher: Cipher, key: SessionKey, index: dict[str, Any]) -> bytes:
+    """The bytes of an encrypted session's ``index.json``: its ids in the clear, the index sealed."""
+    sealed = cipher.seal(codec.dumps(index), cipher.place("index", key.user_id, key.session_id))
+    return codec.dumps({
+        _ENVELOPE: 1, "user_id": key.user_id, "session_id": key.session_id,
+        "data": base64.b64encode(sealed).decode(),
+    })
+
+
+def is_sealed_index(parsed: Any) -> bool:
+    """True when a parsed ``index.json`` is the envelope of a sealed one."""
+    return isinstance(parsed, dict) and parsed.get(_ENVELOPE) == 1
+
+
+def envelope_ids(parsed: Any) -> tuple[Any, Any]:
+    """The (user id, session id) an envelope claims (checked when the index is opened)."""
+    return parsed.get("user_id", ""), parsed.get("session_id")
+
+
+def open_index(cipher: Cipher, key: SessionKey, parsed: Any, path: Path) -> Any:
+    """The index inside an envelope, opened for ``key``; StoreCorruptedError if altered or moved."""
+    where = f"session {key}: its history index"
+    if not is_sealed_index(parsed):
+        raise StoreCorruptedError(
+            f"{where} {path} is not sealed, in an encrypted store (written without the key, or edited); "
+            "move that session's folder away, the other sessions are intact",
+            location=str(path),
+        )
+    try:
+        blob = base64.b64decode(parsed["data"], validate=True)
+    except (KeyError, TypeError, ValueError, binascii.Error):
+        blob = b""
+    plain = cipher.open(blob, cipher.place("index", key.user_id, key.session_id), where, str(path))
+    return codec.loads(plain, str(path), trusted=True)
+
+
+# -- checkpoint files and entries ----------------------------------------------------------
+
+
+def seal_state(cipher: Cipher, key: SessionKey, seq: int, created: str, state: bytes, hashes: Sequence[bytes]) -> bytes:
+    """A checkpoint's skeleton file, bound to its place and to its entries in order."""
+    return seal_checkpoint(cipher, key, seq, created, state, b"", hashes)[0]
+
+
+def open_state(
+    cipher: Cipher, key: SessionKey, entry: dict[str, Any], data: bytes, hashes: Sequence[bytes], path: Path
+) -> bytes:
+    """The skeleton sealed by :func:`seal_state`, given its entries' keyed hashes as read."""
+    seq = entry["seq"]
+    return open_checkpoint(cipher, key, seq, entry["created_at"], data, hashes, f"checkpoint {key}@{seq}", str(path))
+
+
+def _entry_place(cipher: Cipher, key: SessionKey, h: bytes) -> bytes:
+    return cipher.place("entry", key.user_id, key.session_id, h)
+
+
+def seal_entries(cipher: Cipher, key: SessionKey, blobs: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """``(keyed hash, sealed entry)`` for the pack, from ``(keyed hash, entry)``."""
+    return [(h, cipher.seal(data, _entry_place(cipher, key, h))) for h, data in blobs]
+
+
+def open_entries(
+    cipher: Cipher, key: SessionKey, pack: EntryPack, ordinals: Sequence[int], where: str, hashes: list[bytes]
+) -> list[bytes]:
+    """The entries at ``ordinals``, opened; their keyed hashes are appended to ``hashes`` in order."""
+    out = []
+    location = str(pack.data_path)
+    for n, (data, h) in zip(ordinals, pack.records(ordinals, where), strict=True):
+        out.append(cipher.open(data, _entry_place(cipher, key, h), f"{where} entry {n}", location))
+        hashes.append(h)
+    return out
+
+
+def check_entry(cipher: Cipher, key: SessionKey, pack: EntryPack) -> Any:
+    """A check for :meth:`EntryPack.compact`: each entry kept must open."""
+
+    def check(data: bytes, h: bytes, n: int) -> None:
+        cipher.open(data, _entry_place(cipher, key, h), f"session {key} entry {n}", str(pack.data_path))
+
+    return check
+
+
+def sealed_lists(
+    cipher: Cipher, key: SessionKey, pack: EntryPack, chunks: Any, where: str, hashes: list[bytes]
+) -> Iterator[tuple[tuple[str | int, ...], Any]]:
+    """Each long list of a checkpoint (its path and decoded entries), opened from the pack."""
+    for p, ranges in chunks or ():
+        parts = open_entries(cipher, key, pack, from_ranges(check_ranges(ranges)), where, hashes)
+        exact = any(part[:1] == b" " for part in parts)
+        yield tuple(p), codec.loads(json_array(parts), f"{where} ({p})", trusted=not exact)
+
+
+def read_file(path: Path, ref: str) -> bytes:
+    """A checkpoint file's bytes; a missing one is named."""
+    try:
+        return read_regular(path)
+    except FileNotFoundError:
+        raise StoreCorruptedError(
+            f"checkpoint {ref}: its file {path} is missing (removed outside nb_sessions); delete the "
+            f"checkpoint (store.delete({ref!r})) or restore the file from a backup",
+            location=str(path),
+        ) from None
