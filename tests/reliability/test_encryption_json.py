@@ -269,27 +269,54 @@ def test_rekey_rewraps_the_data_key(tmp_path: Path, capsys: pytest.CaptureFixtur
         nbs.open_store(tmp_path / "plain").rekey("x")  # type: ignore[attr-defined]
 
 
-def test_rekey_killed_at_any_instant_leaves_one_key_working(tmp_path: Path) -> None:
-    """A real process rekeys and is killed -9 after a growing delay; the folder opens with one of the keys."""
+_REKEY_CHILD = """
+import os, signal, sys
+import nb_sessions as nbs
+folder, old, new, point = sys.argv[1:5]
+s = nbs.open_store(folder, key=old)
+s.history("alice")  # the header opened: what follows is the rekey itself
+real_replace, real_fsync = os.replace, os.fsync
+
+def die(at):
+    if point == at:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+def fsync(fd):
+    die("before-fsync")  # the new header written to its temp file, not yet flushed
+    real_fsync(fd)
+
+def replace(a, b):
+    die("before-replace")
+    real_replace(a, b)
+    die("after-replace")  # renamed, the folder not yet flushed
+
+os.fsync, os.replace = fsync, replace
+print("ready", flush=True)
+s.rekey(new)
+die("after-rekey")
+"""
+
+
+@pytest.mark.parametrize("spread", ["points", "timed"])
+def test_rekey_killed_at_any_instant_leaves_one_key_working(tmp_path: Path, spread: str) -> None:
+    """A real process rekeys and is killed -9 (at named points, or after growing delays); one key opens."""
     folder, _ = _encrypted(tmp_path, key="key one")
-    code = (
-        "import sys, nb_sessions as nbs\n"
-        "s = nbs.open_store(sys.argv[1], key=sys.argv[2])\n"
-        "s.history('alice')\n"  # the header opened: the kill lands in the rekey itself
-        "print('ready', flush=True)\n"
-        "s.rekey(sys.argv[3])\n"
-    )
     keys = ["key one", "key two"]
+    points = ["before-fsync", "before-replace", "after-replace", "after-rekey"] if spread == "points" else [
+        f"timed-{step}" for step in range(10)
+    ]
     rotated = 0
-    for step in range(10):
+    for step, point in enumerate(points):
         proc = subprocess.Popen(
-            [sys.executable, "-c", code, str(folder), keys[0], keys[1]], stdout=subprocess.PIPE,
-            env={**os.environ, "PYTHONPATH": os.getcwd()},
+            [sys.executable, "-c", _REKEY_CHILD, str(folder), keys[0], keys[1], point],
+            stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": os.getcwd()},
         )
         assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
-        time.sleep(step * 0.004)  # kill points spread over the rekey (not a timed assertion)
-        proc.send_signal(signal.SIGKILL)
+        if spread == "timed":
+            time.sleep(step * 0.04)  # kill points spread over the rekey and past it (not a timed assertion)
+            proc.send_signal(signal.SIGKILL)
         proc.wait()
+        assert proc.returncode == -signal.SIGKILL or (spread == "timed" and proc.returncode == 0)
         opened = []
         for k in keys:
             try:
@@ -299,14 +326,16 @@ def test_rekey_killed_at_any_instant_leaves_one_key_working(tmp_path: Path) -> N
                 opened.append(k)
             except nbs.WrongKeyError:
                 pass
-        assert len(opened) == 1, f"kill point {step}: the folder opens with {opened}"
+        assert len(opened) == 1, f"kill point {point}: the folder opens with {opened}"
         if opened[0] == keys[1]:
             keys.reverse()  # rotate back next time
             rotated += 1
+    if spread == "points":
+        assert rotated == 2, "killed after the replace, the new key opens it (and before, the old)"
     # A save cleans up whatever temp file a killed rekey left.
     nbs.open_store(folder, key=keys[0]).save("alice", box=Box({"x": 1}))
     assert not [p for p in folder.rglob("*") if p.name.endswith(".nbs-tmp")]
-    print(f"rekey kill points: 10, rotated: {rotated}, not yet rotated: {10 - rotated}")
+    print(f"rekey kill points ({spread}): {len(points)}, rotated: {rotated}")
 
 
 # -- copies and bundles ---------------------------------------------------------------------
