@@ -365,3 +365,15 @@ def test_copy_both_ways_and_bundles(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["import", str(out), "--store", str(into), "--key", "k2"]) == 0
     assert len(nbs.open_store(into, key="k2").history("alice")) == 2
     assert all(SECRET.encode() not in data for data in _files(into).values())
+
+
+def test_entry_places_are_the_ciphers_places() -> None:
+    """The load's shortcut builds exactly the associated data ``Cipher.place`` would."""
+    from nb_sessions.crypto import Cipher
+    from nb_sessions.stores._json_sealed import entry_places
+    from nb_sessions.stores.base import SessionKey
+
+    cipher = Cipher.create(TEST_KEY)
+    key = SessionKey("u", "s\u00e9ssion")
+    for h in (b"", b"x" * 16, bytes(range(40))):
+        assert entry_places(cipher, key)(h) == cipher.place("entry", "u", "s\u00e9ssion", h)
