@@ -870,16 +870,22 @@ class JSONStore(BaseStore):
 
         return await asyncio.to_thread(guarded)
 
-    def _skeleton_bytes(self, key: SessionKey, index: dict[str, Any], entry: dict[str, Any]) -> bytes:
-        """A checkpoint's skeleton file as JSON (an encrypted one opened, its entries' hashes read)."""
+    def _skeleton_bytes(
+        self, key: SessionKey, index: dict[str, Any], entry: dict[str, Any], known: list[bytes] | None = None
+    ) -> bytes:
+        """A checkpoint's skeleton file as JSON (an encrypted one opened: its entries' hashes
+        read from the pack, or taken from ``known``, the pack's hashes by ordinal)."""
         path = self._history_dir(key) / f"{entry['seq']}.json"
         data = read_regular(path)
         cipher = self._crypt()
         if cipher is None:
             return data
-        pack = EntryPack(path.parent, PackState.from_json(index.get("pack")))
         ordinals = [n for _, ranges in entry.get("chunks") or () for n in from_ranges(check_ranges(ranges))]
-        hashes = [h for _, h in pack.records(ordinals, f"checkpoint {key}@{entry['seq']}")]
+        if known is not None and all(0 <= n < len(known) for n in ordinals):
+            hashes = [known[n] for n in ordinals]
+        else:
+            pack = EntryPack(path.parent, PackState.from_json(index.get("pack")))
+            hashes = [h for _, h in pack.records(ordinals, f"checkpoint {key}@{entry['seq']}")]
         return sealed.open_state(cipher, key, entry, data, hashes, path)
 
     def _read_sealed(self, cp: Checkpoint) -> dict[str, Any]:
@@ -1085,6 +1091,7 @@ class JSONStore(BaseStore):
                             hits += [Hit(key.session_id, key.user_id, cp.seq, p, m) for p, m in scan_state(state, text)]
                     continue
                 found: dict[int, Any] = {}
+                hashes: list[bytes] = []  # an encrypted pack's keyed hashes, by ordinal
                 if "pack" in index:
                     pack = EntryPack(self._history_dir(key), PackState.from_json(index["pack"]))
                     with contextlib.suppress(StoreCorruptedError):
@@ -1092,7 +1099,7 @@ class JSONStore(BaseStore):
                         every = range(pack.state.count)
                         for n, data in (
                             pack.iter_entries() if cipher is None
-                            else enumerate(sealed.open_entries(cipher, key, pack, every, str(pack.data_path), []))
+                            else enumerate(sealed.open_entries(cipher, key, pack, every, str(pack.data_path), hashes))
                         ):
                             if prefilter and needle not in data.lower():
                                 continue
@@ -1103,7 +1110,7 @@ class JSONStore(BaseStore):
                 for entry in index["checkpoints"]:
                     seq = entry["seq"]
                     with contextlib.suppress(StoreCorruptedError, OSError):
-                        skeleton = codec.loads(self._skeleton_bytes(key, index, entry))
+                        skeleton = codec.loads(self._skeleton_bytes(key, index, entry, hashes or None))
                         hits += [Hit(key.session_id, key.user_id, seq, p, m) for p, m in scan_state(skeleton, text)]
                     for p, ranges in entry.get("chunks", ()):
                         where = path_text(conversation_path(p))
