@@ -377,3 +377,25 @@ def test_entry_places_are_the_ciphers_places() -> None:
     key = SessionKey("u", "s\u00e9ssion")
     for h in (b"", b"x" * 16, bytes(range(40))):
         assert entry_places(cipher, key)(h) == cipher.place("entry", "u", "s\u00e9ssion", h)
+
+
+def test_vacuum_compacts_a_sealed_pack_and_stats_count_it(tmp_path: Path) -> None:
+    folder = tmp_path / "enc"
+    store = nbs.open_store(folder, key=TEST_KEY)
+    store.save("alice", box=Box([{"role": "user", "content": f"{SECRET} old {n}"} for n in range(50)]))
+    store.save("alice", box=Box([{"role": "user", "content": f"new {n}"} for n in range(50)]))
+    store.delete("alice@1")
+    assert store.vacuum() > 0
+    assert (folder / HIDDEN / "alice" / "entries-2.jsonl").exists()
+    assert not (folder / HIDDEN / "alice" / "entries-1.jsonl").exists()
+    assert nbs.open_store(folder, key=TEST_KEY).get_state("alice")["box"]["value"][49] == {
+        "role": "user", "content": "new 49"}
+    assert all(SECRET.encode() not in data for data in _files(folder).values())
+    # Space accounting opens the skeletons and counts each sealed entry as stored (50 x ~28 bytes more).
+    assert store.stats().modules["own_bytes"].sum() > 50 * (28 + len("new 00"))
+    # A damaged entry is not copied into the new generation unnoticed.
+    store.save("alice", box=Box([{"role": "user", "content": f"third {n}"} for n in range(50)]))
+    store.delete("alice@2")
+    _flip(folder / HIDDEN / "alice" / "entries-2.jsonl", 0.99)
+    with pytest.raises(nbs.StoreCorruptedError, match="session alice entry"):
+        store.vacuum()
