@@ -46,14 +46,12 @@ from ._pack import EntryPack, check_ranges, from_ranges
 from .base import SessionKey
 
 __all__ = [
-    "HEADER", "OVERHEAD", "create_header", "envelope_ids", "is_sealed_index", "open_entries", "open_index",
-    "open_state", "seal_entries", "seal_index", "seal_state", "sealed_lists",
+    "HEADER", "check_entry", "create_header", "entry_places", "envelope_ids", "is_sealed_index", "open_entries",
+    "open_index", "open_state", "read_file", "seal_entries", "seal_index", "seal_state", "sealed_lists",
 ]
 
 #: The header's file name inside the store's ``.nb_sessions`` folder (ids never start with ".").
 HEADER = ".encryption.json"
-#: Bytes a sealed value adds to its plaintext (nonce and tag).
-OVERHEAD = 28
 _ENVELOPE = "nb_sessions_sealed"
 
 
@@ -66,8 +64,17 @@ def create_header(path: Path, header: bytes) -> None:
             fh.write(header)
             fh.flush()
             os.fsync(fh.fileno())
-        with contextlib.suppress(FileExistsError):
+        try:
             os.link(tmp, path)  # never replaces: the first header made is the store's
+        except FileExistsError:
+            pass
+        except OSError:  # a file system without hard links: create it exclusively instead
+            with contextlib.suppress(FileExistsError):
+                out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(out, "wb") as fh:
+                    fh.write(header)
+                    fh.flush()
+                    os.fsync(fh.fileno())
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

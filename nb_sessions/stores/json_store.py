@@ -564,24 +564,24 @@ class JSONStore(BaseStore):
                 ranges = [(path, to_ranges(ns)) for path, ns in lists]
                 chunk_rows = [[list(path), r] for path, r in ranges]
                 _check_bare(index, states, key)
+                latest = None if cipher is not None else _Layout.of(
+                    *_unwrap_bare(index, skeleton, ranges), written, f"checkpoint {key}@{seq}"
+                )
+                # An encrypted folder writes no latest file: the size of the state, as SQLite counts it.
+                size = latest.size() if latest is not None else len(skeleton_data) + sum(p.size for p in plans)
                 now = utcnow()
-                latest: _Layout | None = None
-                if cipher is None:
-                    latest = _Layout.of(*_unwrap_bare(index, skeleton, ranges), written, f"checkpoint {key}@{seq}")
-                    size = latest.size()
-                    stored = skeleton_data
-                else:  # no latest file: the size of the state, as SQLite counts it
-                    size = len(skeleton_data) + sum(plan.size for plan in plans)
-                    hashes = [h for plan in plans for seg in plan.segments for h in seg.hashes]
-                    stored = sealed.seal_state(cipher, key, seq, now.isoformat(), skeleton_data, hashes)
                 entry: dict[str, Any] = {
                     "seq": seq, "parent": chosen, "created_at": now.isoformat(), "label": label,
                     "modules": list(states), "size": size, "metadata": metadata,
-                    "hash": blob_hash(stored).hex(),  # of <seq>.json, checked on every read
+                    "hash": blob_hash(skeleton_data).hex(),  # of <seq>.json, checked on every read
                 }
                 if chunk_rows:
                     entry["chunks"] = chunk_rows
-                atomic_write(hdir / f"{seq}.json", stored)
+                if cipher is not None:  # sealed to its place (creation time included) and its entries in order
+                    hashes = [h for plan in plans for seg in plan.segments for h in seg.hashes]
+                    skeleton_data = sealed.seal_state(cipher, key, seq, entry["created_at"], skeleton_data, hashes)
+                    entry["hash"] = blob_hash(skeleton_data).hex()
+                atomic_write(hdir / f"{seq}.json", skeleton_data)
                 ns = int(now.timestamp() * 1e9)
                 new_index = {
                     **index, "format": INDEX_FORMAT, "next_seq": seq + 1,
