@@ -46,7 +46,8 @@ from ._pack import EntryPack, check_ranges, from_ranges
 from .base import SessionKey
 
 __all__ = [
-    "HEADER", "check_entry", "create_header", "entry_places", "envelope_ids", "is_sealed_index", "open_entries",
+    "HEADER", "check_entry", "create_header", "entry_places", "envelope_ids", "headerless", "is_sealed_index",
+    "open_entries",
     "open_index", "open_state", "read_file", "seal_entries", "seal_index", "seal_state", "sealed_lists",
 ]
 
@@ -116,8 +117,25 @@ def open_index(cipher: Cipher, key: SessionKey, parsed: Any, path: Path) -> Any:
         blob = base64.b64decode(parsed["data"], validate=True)
     except (KeyError, TypeError, ValueError, binascii.Error):
         blob = b""
-    plain = cipher.open(blob, cipher.place("index", key.user_id, key.session_id), where, str(path))
+    try:
+        plain = cipher.open(blob, cipher.place("index", key.user_id, key.session_id), where, str(path))
+    except StoreCorruptedError:
+        raise StoreCorruptedError(
+            f"{where} {path} fails its authentication (altered, damaged, or another session's index); "
+            f"restore the folder {path.parent.name} from a backup, or move it away to drop this session; "
+            "the other sessions are intact",
+            location=str(path),
+        ) from None
     return codec.loads(plain, str(path), trusted=True)
+
+
+def headerless(path: Path, header: Path) -> StoreCorruptedError:
+    """The error for a sealed index in a folder whose header is gone."""
+    return StoreCorruptedError(
+        f"{path} is sealed (an encrypted store) but {header} is missing: the header holding the store's "
+        "wrapped key was removed; restore it from a backup, nothing else opens these sessions",
+        location=str(header),
+    )
 
 
 # -- checkpoint files and entries ----------------------------------------------------------

@@ -160,6 +160,12 @@ class JSONStore(BaseStore):
             if self._key is None:
                 return None
             if self._holds_sessions():
+                for index_path in (self.path / HIDDEN).glob("*/index.json"):
+                    parsed = None
+                    with contextlib.suppress(StoreError, OSError):
+                        parsed = codec.loads(read_regular(index_path))
+                    if sealed.is_sealed_index(parsed):
+                        raise sealed.headerless(index_path, header)
                 raise KeyRequiredError(
                     f"{self.path} is a plain (unencrypted) JSON store and a key was given; nb_sessions does not "
                     "encrypt a store in place. Copy its sessions into a new encrypted store: "
@@ -343,6 +349,8 @@ class JSONStore(BaseStore):
             if sealed.is_sealed_index(index) and sealed.envelope_ids(index) != tuple(key):
                 return None  # another session whose file name collides with this one
             index = sealed.open_index(cipher, key, index, path)
+        elif sealed.is_sealed_index(index):
+            raise sealed.headerless(path, self._header_path)
         if not isinstance(index, dict) or not isinstance(index.get("checkpoints"), list):
             raise StoreCorruptedError(
                 f"{path} is not a history index; move it away to see the latest file alone",

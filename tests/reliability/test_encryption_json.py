@@ -144,8 +144,9 @@ def test_two_processes_creating_the_store_end_with_one_header(tmp_path: Path) ->
 
 
 def _flip(path: Path, at: float = 0.5) -> None:
+    """Flip a bit of the byte at ``at`` (a fraction of the file's length, or, if negative, a byte from its end)."""
     data = bytearray(path.read_bytes())
-    data[int(len(data) * at)] ^= 0x01
+    data[int(at) if at < 0 else int(len(data) * at)] ^= 0x01
     path.write_bytes(bytes(data))
 
 
@@ -157,7 +158,7 @@ def _tamper(folder: Path, kind: str) -> str:
     elif kind == "flip-entry":
         _flip(alice / "entries-1.jsonl", 0.9)
     elif kind == "flip-entry-record":  # a byte of an .idx record's keyed hash
-        _flip(alice / "entries-1.idx", 0.99)
+        _flip(alice / "entries-1.idx", -10)  # the last record: offset (8 bytes), length (4), keyed hash (16)
     elif kind == "flip-index":
         _flip(alice / "index.json", 0.7)
         return "session alice"
@@ -399,3 +400,21 @@ def test_vacuum_compacts_a_sealed_pack_and_stats_count_it(tmp_path: Path) -> Non
     _flip(folder / HIDDEN / "alice" / "entries-2.jsonl", 0.99)
     with pytest.raises(nbs.StoreCorruptedError, match="session alice entry"):
         store.vacuum()
+
+
+@pytest.mark.parametrize("key", [TEST_KEY, None])
+def test_a_removed_header_is_named_not_taken_for_a_plain_store(
+    tmp_path: Path, key: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NB_SESSIONS_KEY", raising=False)
+    folder, _ = _encrypted(tmp_path)
+    (folder / HIDDEN / ".encryption.json").unlink()
+    with pytest.raises(nbs.StoreCorruptedError, match=r"is sealed .*encryption.json is missing"):
+        nbs.open_store(folder, key=key).history("alice")
+
+
+def test_a_damaged_index_says_what_to_do(tmp_path: Path) -> None:
+    folder, _ = _encrypted(tmp_path)
+    _flip(folder / HIDDEN / "alice" / "index.json", 0.7)
+    with pytest.raises(nbs.StoreCorruptedError, match=r"fails its authentication .*restore the folder alice"):
+        nbs.open_store(folder, key=TEST_KEY).history("alice")
