@@ -157,7 +157,8 @@ def open_state(
 def entry_places(cipher: Cipher, key: SessionKey) -> Callable[[bytes], bytes]:
     """``h -> cipher.place("entry", user id, session id, h)``, the common prefix built once (10,000 entries a load)."""
     prefix = cipher.place("entry", key.user_id, key.session_id)
-    return lambda h: prefix + len(h).to_bytes(4, "big") + h
+    keyed = prefix + (16).to_bytes(4, "big")  # every keyed hash is 16 bytes
+    return lambda h: keyed + h if len(h) == 16 else prefix + len(h).to_bytes(4, "big") + h
 
 
 def seal_entries(cipher: Cipher, key: SessionKey, blobs: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
