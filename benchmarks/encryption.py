@@ -1,7 +1,11 @@
-"""What encryption at rest costs: the same session in a plain and an encrypted SQLite store, one run.
+"""What encryption at rest costs: the same session in a plain and an encrypted store, one run.
 
-    .venv/bin/python -m benchmarks.encryption [--n 100000] [--checkpoints 20] [--reps 5]
-                                              [--smoke] [--out FILE]
+    .venv/bin/python -m benchmarks.encryption [--store sqlite|json] [--n 100000] [--checkpoints 20]
+                                              [--reps 5] [--smoke] [--out FILE]
+
+``--store`` picks the kind: SQLite files (the default) or JSON folders. A
+plain JSON folder loads the latest checkpoint from AgentScope's latest file;
+an encrypted one writes no such file and opens its sealed history instead.
 
 The workload of ``workload.py`` (an agent whose memory holds N ~1 KB
 messages) is saved as checkpoint 1 into both stores, then grows by 10
@@ -15,6 +19,7 @@ load; search has none). Never fails on a missed target.
 
 from __future__ import annotations
 
+import functools
 import statistics
 import sys
 from pathlib import Path
@@ -30,9 +35,11 @@ TARGETS = {"save": 1.3, "load": 1.3, "first": 1.3, "search": None}
 KEY = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 
 
-def run(n: int, checkpoints: int, reps: int, tmp: Path) -> dict[str, Any]:
+def run(n: int, checkpoints: int, reps: int, tmp: Path, kind: str = "sqlite") -> dict[str, Any]:
     work = Workload(n, keep_dicts=False)
-    stores = {"plain": nbs.open_store(tmp / "plain.db"), "encrypted": nbs.open_store(tmp / "enc.db", key=KEY)}
+    suffix = ".db" if kind == "sqlite" else ""
+    paths = {"plain": tmp / f"plain{suffix}", "encrypted": tmp / f"enc{suffix}"}
+    stores = {"plain": nbs.open_store(paths["plain"]), "encrypted": nbs.open_store(paths["encrypted"], key=KEY)}
     times: dict[str, list[float]] = {f"{s}_{o}": [] for s in stores for o in ("first", "save", "load", "search")}
     for name, store in stores.items():
         times[f"{name}_first"].append(timed(lambda s=store: s.save("bench", agent=work.agent)))  # type: ignore[misc]
@@ -64,16 +71,19 @@ def run(n: int, checkpoints: int, reps: int, tmp: Path) -> dict[str, Any]:
          "ratio": med[f"encrypted_{k}"] / med[f"plain_{k}"], "target": TARGETS[k]}
         for f, k in rows
     ]
-    out.append({"figure": f"Disk after {checkpoints} checkpoints", "encrypted": disk(tmp / "enc.db"),
-                "plain": disk(tmp / "plain.db"), "ratio": disk(tmp / "enc.db") / disk(tmp / "plain.db"),
-                "target": None})
-    return {"n": n, "checkpoints": checkpoints, "reps": reps, "messages_at_end": work.n, "rows": out}
+    sizes = {name: disk(path) for name, path in paths.items()}
+    out.append({"figure": f"Disk after {checkpoints} checkpoints", "encrypted": sizes["encrypted"],
+                "plain": sizes["plain"], "ratio": sizes["encrypted"] / sizes["plain"], "target": None})
+    return {"store": kind, "n": n, "checkpoints": checkpoints, "reps": reps, "messages_at_end": work.n, "rows": out}
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = side_by_side.parser("python -m benchmarks.encryption", __doc__ or "", checkpoints=20).parse_args(argv)
-    figures = side_by_side.run_in_temp(args, "nbs-bench-enc-", run)
-    print(f"Encryption at rest, SQLite: {args.n} messages, +10 per checkpoint, {args.checkpoints} checkpoints, "
+    p = side_by_side.parser("python -m benchmarks.encryption", __doc__ or "", checkpoints=20)
+    p.add_argument("--store", choices=("sqlite", "json"), default="sqlite", help="SQLite files or JSON folders")
+    args = p.parse_args(argv)
+    figures = side_by_side.run_in_temp(args, "nbs-bench-enc-", functools.partial(run, kind=args.store))
+    name = {"sqlite": "SQLite", "json": "JSON store"}[args.store]
+    print(f"Encryption at rest, {name}: {args.n} messages, +10 per checkpoint, {args.checkpoints} checkpoints, "
           f"median of {figures['reps']}")
     side_by_side.print_table(figures, "encrypted", "plain", ("encrypted", "plain"), 42)
     side_by_side.write_out(args, figures)

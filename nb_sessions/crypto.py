@@ -25,7 +25,7 @@ import contextlib
 import hashlib
 import hmac
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -297,3 +297,23 @@ def check_manifest(
 
 def _header_aad(store_id: bytes, params: dict[str, Any]) -> bytes:
     return b"nb_sessions data key v1\0" + store_id + orjson.dumps(params, option=orjson.OPT_SORT_KEYS)
+
+
+def open_values(
+    cipher: Cipher, values: Iterable[tuple[bytes, bytes]], where: Callable[[int], str], location: str
+) -> list[bytes]:
+    """The plaintexts of many ``(blob, aad)`` pairs, as :meth:`Cipher.open` gives each (a load opens thousands).
+
+    ``where(i)`` names the i-th value in the StoreCorruptedError of one that does not open.
+    """
+    from cryptography.exceptions import InvalidTag
+
+    decrypt = cipher._aes.decrypt
+    out = []
+    for i, (blob, aad) in enumerate(values):
+        try:
+            out.append(decrypt(blob[:_NONCE], blob[_NONCE:], aad))
+        except (InvalidTag, ValueError, TypeError):
+            cipher.open(blob, aad, where(i), location)  # raises the named error
+            raise StoreCorruptedError(f"{where(i)}: an encrypted value does not open", location=location) from None
+    return out

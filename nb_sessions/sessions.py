@@ -111,8 +111,9 @@ class SQLiteSession(StoreSession):
     """The same API over an SQLite file (AgentScope's ``as_session`` rows load too).
 
     ``key`` opens (or creates) the file encrypted at rest; an encrypted file opened
-    without one takes ``NB_SESSIONS_KEY``. The JSON store writes AgentScope's
-    plaintext latest file, so :class:`JSONSession` has no encrypted form.
+    without one takes ``NB_SESSIONS_KEY``. :class:`JSONSession` keeps AgentScope's
+    plaintext latest file, which an encrypted JSON folder does not write, so it has
+    no encrypted form (``open_store(folder, key=...)`` gives an encrypted JSONStore).
     """
 
     def __init__(self, sqlite_path: str | os.PathLike[str] = "nb_sessions.db", *, key: KeySource | None = None) -> None:

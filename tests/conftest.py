@@ -42,7 +42,7 @@ def pg_url(pg_server: str) -> str:
     return pg_server_module.fresh_database(pg_server)
 
 
-@pytest.fixture(params=["sqlite", "json", "postgres", "sqlite-encrypted"])
+@pytest.fixture(params=["sqlite", "json", "postgres", "sqlite-encrypted", "json-encrypted"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> nbs.BaseStore:
     """A fresh store of each kind (and encrypted at rest where the kind supports it)."""
     if request.param == "postgres":

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -59,8 +61,10 @@ def test_postgres_benchmark_smoke_run_prints_ratios_and_verdicts(tmp_path: Path,
     assert "LangGraph" in run.stdout and "ratio" in run.stdout
 
 
-def test_encryption_benchmark_smoke_run_prints_ratios(tmp_path: Path) -> None:
-    run, figures = smoke("benchmarks.encryption", tmp_path)
+@pytest.mark.parametrize("kind", ["sqlite", "json"])
+def test_encryption_benchmark_smoke_run_prints_ratios(tmp_path: Path, kind: str) -> None:
+    run, figures = smoke("benchmarks.encryption", tmp_path, "--store", kind)
+    assert figures["store"] == kind
     names = [row["figure"] for row in figures["rows"]]
     for expected in ("Save +10 msgs", "Load latest", "Search one word, whole session history"):
         assert expected in names, names

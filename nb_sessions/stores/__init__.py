@@ -57,10 +57,11 @@ def open_store(
     :mod:`~nb_sessions.stores.agentscope_sources`); so does a ``.db`` file
     that is an AgentScope 2.x database.
 
-    ``key`` encrypts a new SQLite store at rest (32 raw bytes, their base64
+    ``key`` encrypts a new SQLite store or JSON folder at rest (32 raw bytes, their base64
     text, a passphrase, a key file as a ``Path``, or a callable returning
-    one); JSON folders and PostgreSQL URLs refuse a key by name, for now; an encrypted store opened without ``key`` takes
-    ``NB_SESSIONS_KEY``. See docs/reliability.md, "Encryption at rest".
+    one); PostgreSQL URLs refuse a key by name, for now; an encrypted store opened without ``key`` takes
+    ``NB_SESSIONS_KEY``. An encrypted JSON folder writes no AgentScope latest file
+    (see :class:`JSONStore`). See docs/reliability.md, "Encryption at rest".
 
     Opening changes nothing on disk. The first write creates the file or
     folder and any missing parent folders, each owner-only, whatever the kind.
@@ -82,10 +83,4 @@ def open_store(
             # An app's database: read it in place, never add nb_sessions' tables to it.
             return open_source(f"agentscope+sqlite:///{p.absolute()}")
         return SQLiteStore(p, redact=redact, key=key)
-    if key is not None:
-        raise KeyRequiredError(
-            f"{p}: encryption at rest is built for SQLite stores only so far; use a .db path with key=..., "
-            "or open the JSON folder without a key",
-            location=str(p),
-        )
-    return JSONStore(p, redact=redact)
+    return JSONStore(p, redact=redact, key=key)

@@ -16,7 +16,7 @@ import io
 import mmap
 import os
 import struct
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -254,13 +254,49 @@ class EntryPack:
             location=str(self.data_path),
         )
 
+    def records(self, ordinals: Sequence[int], where: str) -> list[tuple[bytes, bytes]]:
+        """``(data, hash)`` of the entries at ``ordinals``, as stored: bounds checked, not verified.
+
+        An encrypted store's entries are ciphertexts under a keyed hash; it
+        verifies each by opening it (see ``_json_sealed``).
+        """
+        if not ordinals:
+            return []
+        raw = self._read_index()
+        out = []
+        with self._mapped(where) as data:
+            for n in ordinals:
+                if not 0 <= n < self.state.count:
+                    raise StoreCorruptedError(
+                        f"{where}: entry {n} is beyond the {self.state.count} in {self.data_path.name}",
+                        location=str(self.data_path),
+                    )
+                offset, length, h = _RECORD.unpack_from(raw, n * _RECORD.size)
+                if offset + length > self.state.nbytes:
+                    raise self._damaged(where)
+                out.append((data[offset:offset + length], h))
+        return out
+
     def iter_entries(self) -> Iterable[tuple[int, bytes]]:
         """``(ordinal, data)`` for every committed entry."""
         return enumerate(self.read(range(self.state.count), str(self.data_path)))
 
-    def compact(self, keep: Sequence[int]) -> tuple[EntryPack, dict[int, int]]:
-        """Write the next generation holding only ``keep`` (sorted ordinals); return it and old -> new ordinals."""
-        old = self.read(keep, str(self.data_path))
+    def compact(
+        self, keep: Sequence[int], check: Callable[[bytes, bytes, int], None] | None = None
+    ) -> tuple[EntryPack, dict[int, int]]:
+        """Write the next generation holding only ``keep`` (sorted ordinals); return it and old -> new ordinals.
+
+        ``check(data, hash, ordinal)`` verifies each entry kept where the hash is not
+        the content hash (an encrypted store's keyed hash); by default it is.
+        """
+        where = str(self.data_path)
+        if check is None:
+            old = self.read(keep, where)
+        else:
+            pairs = self.records(keep, where)
+            for n, (data, h) in zip(keep, pairs, strict=True):
+                check(data, h, n)
+            old = [data for data, _ in pairs]
         raw = self._read_index()
         hashes = [_RECORD.unpack_from(raw, n * _RECORD.size)[2] for n in keep]
         fresh = EntryPack(self.folder, PackState(self.state.gen + 1, 0, 0, self.state.uid))

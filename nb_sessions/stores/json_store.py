@@ -25,9 +25,11 @@ latest file bare, so ``AgentState.model_validate_json`` still reads it.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import dataclasses
 import errno
+import logging
 import os
 import secrets
 import shutil
@@ -42,14 +44,17 @@ import filelock
 
 from .. import codec
 from ..chunks import ChunkCache, assemble, blob_hash, path_text, split
+from ..crypto import ENV_KEY, Cipher, KeySource, key_from_env, resolve_key
 from ..errors import (
     CheckpointNotFoundError,
     ConflictError,
     InvalidIdError,
+    KeyRequiredError,
     StoreCorruptedError,
     StoreError,
 )
 from ..generations import conversation_path, v2
+from . import _json_sealed as sealed
 from ._fs import atomic_write, clean_temp_files, open_regular, read_regular, run_blocking
 from ._pack import EntryPack, PackState, Ranges, check_ranges, from_ranges, to_ranges
 from .base import At, BaseStore, Checkpoint, Redactor, SessionInfo, SessionKey, utcnow, validate_id
@@ -59,6 +64,8 @@ if TYPE_CHECKING:
     from .space import SessionSpace
 
 __all__ = ["JSONStore"]
+
+log = logging.getLogger("nb_sessions")
 
 HIDDEN = ".nb_sessions"
 INDEX_FORMAT = 2
@@ -73,12 +80,30 @@ def stem_for(key: SessionKey) -> str:
 
 
 class JSONStore(BaseStore):
-    """Checkpoints as JSON files in a folder (created on first write, owner-only files)."""
+    """Checkpoints as JSON files in a folder (created on first write, owner-only files).
+
+    ``key`` encrypts a new folder at rest (32 raw bytes, their base64 text, a
+    passphrase, a key file as a ``Path``, or a callable returning one); an
+    encrypted folder opened without one takes ``NB_SESSIONS_KEY``. An encrypted
+    folder writes **no AgentScope latest file** (``<name>.json``): AgentScope
+    could not read it encrypted, and a plaintext copy would defeat the key. Its
+    history files are sealed instead (see :mod:`._json_sealed` and
+    docs/reliability.md, "Encryption at rest"). A plain folder that already
+    holds sessions is refused with a key: nb_sessions never encrypts in place.
+    """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, timeout: float = 60.0, redact: Redactor | None = None
+        self,
+        path: str | os.PathLike[str],
+        *,
+        timeout: float = 60.0,
+        redact: Redactor | None = None,
+        key: KeySource | None = None,
     ) -> None:
         super().__init__(redact=redact)
+        self._key = resolve_key(key) if key is not None else None
+        self._cipher: Cipher | None = None
+        self._header_seen: tuple[int, int, int, int] | None = None
         self.path = Path(path).expanduser().absolute()
         self.timeout = timeout
         self._cleaned = False
@@ -90,6 +115,101 @@ class JSONStore(BaseStore):
     def location(self) -> str:
         """The folder."""
         return str(self.path)
+
+    # -- encryption at rest ------------------------------------------------------
+
+    @property
+    def _header_path(self) -> Path:
+        return self.path / HIDDEN / sealed.HEADER
+
+    def _crypt(self, create: bool = False) -> Cipher | None:
+        """The folder's cipher (None for a plain folder); ``create`` makes the header of a new keyed folder.
+
+        Raises KeyRequiredError for an encrypted folder without a key (nor
+        ``NB_SESSIONS_KEY``) and for a plain folder holding sessions opened with
+        one; WrongKeyError when the key does not open the header. Nothing is written then.
+        """
+        header = self._header_path
+        for _ in range(2):
+            seen = _file_identity(header)
+            if seen is not None and seen == self._header_seen and self._cipher is not None:
+                return self._cipher
+            try:
+                data = read_regular(header)
+            except FileNotFoundError:
+                data = None
+            if data is not None:
+                material = self._key if self._key is not None else key_from_env()
+                if material is None:
+                    raise KeyRequiredError(
+                        f"{self.path} is an encrypted JSON store and no key was given; nothing was changed. "
+                        f"Pass key=... to open_store, set {ENV_KEY}, or give --key to nb-sessions",
+                        location=str(self.path),
+                    )
+                cipher = self._cipher
+                if cipher is None or _store_id(data) != cipher.store_id:
+                    cipher = Cipher.open_header(data, material, str(self.path))
+                self._cipher, self._header_seen = cipher, seen  # a rekey elsewhere keeps the data key
+                return cipher
+            if self._cipher is not None:
+                raise StoreCorruptedError(
+                    f"{header} is gone: this encrypted store's header (its wrapped key) was removed while "
+                    "it was open; restore it from a backup, nothing else opens the store",
+                    location=str(header),
+                )
+            if self._key is None:
+                return None
+            if self._holds_sessions():
+                for index_path in (self.path / HIDDEN).glob("*/index.json"):
+                    parsed = None
+                    with contextlib.suppress(StoreError, OSError):
+                        parsed = codec.loads(read_regular(index_path))
+                    if sealed.is_sealed_index(parsed):
+                        raise sealed.headerless(index_path, header)
+                raise KeyRequiredError(
+                    f"{self.path} is a plain (unencrypted) JSON store and a key was given; nb_sessions does not "
+                    "encrypt a store in place. Copy its sessions into a new encrypted store: "
+                    f"nb-sessions copy {self.path} NEW_FOLDER --to-key ... (or store.copy_sessions), then remove "
+                    "the plain folder",
+                    location=str(self.path),
+                )
+            if not create:
+                return None  # an empty folder, encrypted by its first write
+            (self.path / HIDDEN).mkdir(mode=0o700, exist_ok=True)
+            sealed.create_header(header, Cipher.create(self._key).header)
+        raise StoreError(f"{header} kept changing while it was read; retry")  # pragma: no cover
+
+    def _holds_sessions(self) -> bool:
+        """True when the folder holds a plain session (a history index, or an AgentScope file)."""
+        if not self.path.is_dir():
+            return False
+        return any((self.path / HIDDEN).glob("*/index.json")) or any(
+            not f.name.startswith(".") for f in self.path.glob("*.json")
+        )
+
+    @property
+    def encrypted(self) -> bool:
+        """Whether this folder is encrypted at rest (a folder not made yet: whether a key was given)."""
+        if self._header_path.exists():
+            return self._crypt() is not None
+        return self._key is not None
+
+    def rekey(self, new_key: KeySource) -> None:
+        """Re-wrap the data key of this encrypted folder with ``new_key``: one atomic replace of its header.
+
+        Nothing else is rewritten, so an interruption leaves the folder opening with
+        the old key or the new one, never neither. Other processes must reopen with the new key.
+        """
+        material = resolve_key(new_key)
+        cipher = self._crypt()
+        if cipher is None:
+            raise KeyRequiredError(
+                f"{self.path} is not encrypted; copy its sessions into a new store opened with key=... instead",
+                location=str(self.path),
+            )
+        new = cipher.rewrap(material)
+        atomic_write(self._header_path, new.header)
+        self._cipher, self._key, self._header_seen = new, material, _file_identity(self._header_path)
 
     async def _disk_bytes(self) -> int:
         def job() -> int:
@@ -114,24 +234,29 @@ class JSONStore(BaseStore):
             pack = EntryPack(hdir, PackState.from_json(index["pack"])) if "pack" in index else None
             entries = {e["seq"]: e for e in index["checkpoints"]}
             stem = stem_for(key)
+            encrypted = self._crypt() is not None
             out = []
             for cp in history:
                 entry = entries.get(cp.seq, {})
                 where = f"checkpoint {cp.ref}"
-                skeleton = hdir / f"{cp.seq}.json"
                 try:
-                    own = module_bytes(skeleton.read_bytes(), 0, where)
+                    own = module_bytes(self._skeleton_bytes(key, index, entry) if entry else b"", 0, where)
                 except FileNotFoundError:
                     own = {"*": 0}
                 pieces: dict[str, dict[str, int]] = {}
                 for path, ranges in entry.get("chunks") or ():
                     ordinals = from_ranges(check_ranges(ranges))
-                    sizes = pack.read(ordinals, where) if pack is not None else []
+                    if pack is None:
+                        sizes: list[bytes] = []
+                    elif encrypted:  # what each takes on disk, sealed
+                        sizes = [data for data, _ in pack.records(ordinals, where)]
+                    else:
+                        sizes = pack.read(ordinals, where)
                     module = pieces.setdefault(str(path[0]), {})
                     for n, data in zip(ordinals, sizes, strict=False):
                         module[f"{stem}:entry:{n}"] = len(data)
                 out.append(CheckpointSpace(cp, own, pieces))
-            overhead = _size(self._latest_file(key)) + _size(hdir / "index.json")
+            overhead = (0 if encrypted else _size(self._latest_file(key))) + _size(hdir / "index.json")
             if pack is not None:
                 overhead += _size(pack.index_path)
             return SessionSpace(key, out, overhead)
@@ -197,6 +322,8 @@ class JSONStore(BaseStore):
 
     def was_reset(self, key: SessionKey) -> bool:
         """True when the session has a history but its latest file was deleted (AgentScope's reset)."""
+        if self._crypt() is not None:
+            return False  # an encrypted folder writes no latest file
         return not self._latest_file(key).exists() and self._read_index(key) is not None
 
     def _remove_history(self, key: SessionKey) -> None:
@@ -217,6 +344,13 @@ class JSONStore(BaseStore):
         except OSError as exc:
             raise StoreError(f"cannot read {path}: {exc}") from exc
         index = codec.loads(data, str(path))
+        cipher = self._crypt()
+        if cipher is not None:
+            if sealed.is_sealed_index(index) and sealed.envelope_ids(index) != tuple(key):
+                return None  # another session whose file name collides with this one
+            index = sealed.open_index(cipher, key, index, path)
+        elif sealed.is_sealed_index(index):
+            raise sealed.headerless(path, self._header_path)
         if not isinstance(index, dict) or not isinstance(index.get("checkpoints"), list):
             raise StoreCorruptedError(
                 f"{path} is not a history index; move it away to see the latest file alone",
@@ -234,7 +368,9 @@ class JSONStore(BaseStore):
         return self._read_index(key) is None and (self._history_dir(key) / "index.json").exists()
 
     def _write_index(self, key: SessionKey, index: dict[str, Any], check: Callable[[], None] | None = None) -> None:
-        atomic_write(self._history_dir(key) / "index.json", codec.dumps(index), check)
+        cipher = self._crypt()
+        data = codec.dumps(index) if cipher is None else sealed.seal_index(cipher, key, index)
+        atomic_write(self._history_dir(key) / "index.json", data, check)
 
     def _cp_from_entry(self, key: SessionKey, entry: Any) -> Checkpoint:
         try:
@@ -256,6 +392,8 @@ class JSONStore(BaseStore):
 
     def _file_checkpoint(self, key: SessionKey, seq: int, parent: int | None, note: str) -> Checkpoint | None:
         """The latest file as a checkpoint of its own (AgentScope wrote it, or wrote it last)."""
+        if self._crypt() is not None:
+            return None  # not part of an encrypted store
         path = self._latest_file(key)
         try:
             st = path.stat()
@@ -281,6 +419,8 @@ class JSONStore(BaseStore):
 
     def _latest_changed(self, key: SessionKey, index: dict[str, Any]) -> bool:
         """True when the latest file is not the one our last save wrote."""
+        if self._crypt() is not None:
+            return False  # an encrypted store neither writes nor reads a latest file
         stamp = self._latest_stamp(key)
         # The second record: a save stopped between its index and its latest file left
         # the file that was there before in place: stale, not a foreign write.
@@ -320,6 +460,8 @@ class JSONStore(BaseStore):
 
     def _latest_is_current(self, key: SessionKey, index: dict[str, Any]) -> bool:
         """True when the latest file holds exactly the last checkpoint of the index."""
+        if self._crypt() is not None:
+            return False
         stamp = self._latest_stamp(key)
         return stamp is not None and (
             _same_stamp(stamp, index.get("latest_file")) or self._same_content(key, index, stamp)
@@ -374,6 +516,7 @@ class JSONStore(BaseStore):
             skeleton, chunks = split(states)
             skeleton_data = codec.dumps(skeleton)
             self._prepare_folder()
+            cipher = self._crypt(create=True)
             with self._locked(key, check_abort):
                 index = self._adopt_latest_file(key)
                 seq = int(index["next_seq"])
@@ -401,15 +544,21 @@ class JSONStore(BaseStore):
                         cache is not None
                         and (cache.pack.uid, cache.pack.gen) == (pack.state.uid, pack.state.gen)
                     )
-                    cache = _PackCache(pack.state, pack.hashes(), cache.chunks if same_gen and cache else None)
+                    cache = _PackCache(
+                        pack.state, pack.hashes(), cache.chunks if same_gen and cache else None,
+                        cipher.mac if cipher is not None else None,
+                    )
                     self._caches[key] = cache
                 with codec.paused_gc():
                     planned = [cache.chunks.plan(chunk) for chunk in chunks]
                 plans = [plan for plan, _ in planned]
                 ordinals = cache.ordinals
                 fresh = {h: d for plan in plans for h, d in plan.new.items() if h not in ordinals}
+                blobs = list(fresh.items())
+                if cipher is not None:
+                    blobs = sealed.seal_entries(cipher, key, blobs)
                 try:
-                    new_state = pack.append(list(fresh.items()))
+                    new_state = pack.append(blobs)
                 except BaseException:
                     self._caches.pop(key, None)
                     raise
@@ -427,8 +576,11 @@ class JSONStore(BaseStore):
                 ranges = [(path, to_ranges(ns)) for path, ns in lists]
                 chunk_rows = [[list(path), r] for path, r in ranges]
                 _check_bare(index, states, key)
-                latest = _Layout.of(*_unwrap_bare(index, skeleton, ranges), written, f"checkpoint {key}@{seq}")
-                size = latest.size()
+                latest = None if cipher is not None else _Layout.of(
+                    *_unwrap_bare(index, skeleton, ranges), written, f"checkpoint {key}@{seq}"
+                )
+                # An encrypted folder writes no latest file: the size of the state, as SQLite counts it.
+                size = latest.size() if latest is not None else len(skeleton_data) + sum(p.size for p in plans)
                 now = utcnow()
                 entry: dict[str, Any] = {
                     "seq": seq, "parent": chosen, "label": label,
@@ -438,16 +590,21 @@ class JSONStore(BaseStore):
                 }
                 if chunk_rows:
                     entry["chunks"] = chunk_rows
+                if cipher is not None:  # sealed to its place (creation time included) and its entries in order
+                    hashes = [h for plan in plans for seg in plan.segments for h in seg.hashes]
+                    skeleton_data = sealed.seal_state(cipher, key, seq, entry["created_at"], skeleton_data, hashes)
+                    entry["hash"] = blob_hash(skeleton_data).hex()
                 atomic_write(hdir / f"{seq}.json", skeleton_data)
                 ns = int(now.timestamp() * 1e9)
                 new_index = {
                     **index, "format": INDEX_FORMAT, "next_seq": seq + 1,
                     "checkpoints": [*entries, entry], "pack": new_state.to_json(),
-                    "latest_file": {"size": size, "mtime_ns": ns},
+                }
+                if latest is not None:
+                    new_index["latest_file"] = {"size": size, "mtime_ns": ns}
                     # What is on disk now, ours: if this save stops before it rewrites the
                     # file, the next one must not take the file for a foreign write.
-                    "stale_latest_file": self._latest_stamp(key),
-                }
+                    new_index["stale_latest_file"] = self._latest_stamp(key)
                 try:
                     self._write_index(key, new_index, check_abort)  # the commit point
                 except BaseException:
@@ -460,7 +617,11 @@ class JSONStore(BaseStore):
                 cache.chunks.remember(plans, payloads, remembered)
                 cache.pack = new_state
                 self._caches[key] = cache
-                self._write_latest(key, latest, ns)
+                if latest is not None:
+                    self._write_latest(key, latest, ns)
+                elif not entries:
+                    log.info("nb_sessions: %s is encrypted: no AgentScope latest file %s is written for %s",
+                             self.path, self._latest_file(key).name, key)
             return self._cp_from_entry(key, entry)
 
         try:
@@ -568,6 +729,8 @@ class JSONStore(BaseStore):
             index = {"format": INDEX_FORMAT, "user_id": key.user_id, "session_id": key.session_id,
                      "next_seq": 1, "checkpoints": []}
             note = "imported from an AgentScope JSONSession file"
+            if self._crypt() is not None:
+                return index  # an AgentScope file in an encrypted folder is not part of the store
         elif self._latest_changed(key, index):
             note = "the latest file, written outside nb_sessions"
         else:
@@ -610,6 +773,8 @@ class JSONStore(BaseStore):
 
         def job() -> dict[str, Any]:
             nonlocal from_history
+            if self._crypt() is not None:
+                return self._read_sealed(cp)
             entry: dict[str, Any] | None = None
             index: dict[str, Any] | None = None
             trusted = False  # written by our codec (see codec.loads)
@@ -718,18 +883,66 @@ class JSONStore(BaseStore):
 
         return await asyncio.to_thread(guarded)
 
+    def _skeleton_bytes(
+        self, key: SessionKey, index: dict[str, Any], entry: dict[str, Any], known: list[bytes] | None = None
+    ) -> bytes:
+        """A checkpoint's skeleton file as JSON (an encrypted one opened: its entries' hashes
+        read from the pack, or taken from ``known``, the pack's hashes by ordinal)."""
+        path = self._history_dir(key) / f"{entry['seq']}.json"
+        data = read_regular(path)
+        cipher = self._crypt()
+        if cipher is None:
+            return data
+        ordinals = [n for _, ranges in entry.get("chunks") or () for n in from_ranges(check_ranges(ranges))]
+        if known is not None and all(0 <= n < len(known) for n in ordinals):
+            hashes = [known[n] for n in ordinals]
+        else:
+            pack = EntryPack(path.parent, PackState.from_json(index.get("pack")))
+            hashes = [h for _, h in pack.records(ordinals, f"checkpoint {key}@{entry['seq']}")]
+        return sealed.open_state(cipher, key, entry, data, hashes, path)
+
+    def _read_sealed(self, cp: Checkpoint) -> dict[str, Any]:
+        """A checkpoint of an encrypted store: its entries opened first, then its skeleton bound to them."""
+        cipher = self._crypt()
+        assert cipher is not None
+        index = self._read_index(cp.key)
+        entry = next((e for e in (index["checkpoints"] if index else []) if e["seq"] == cp.seq), None)
+        if index is None or entry is None:
+            raise CheckpointNotFoundError(
+                f"checkpoint {cp.ref} is no longer in {self.path} (deleted meanwhile?)", ref=cp.ref
+            )
+        hdir = self._history_dir(cp.key)
+        path = hdir / f"{cp.seq}.json"
+        data = sealed.read_file(path, cp.ref)
+        self._verify_file(cp.ref, path, data, entry)
+        where = f"checkpoint {cp.ref}"
+        pack = EntryPack(hdir, PackState.from_json(index.get("pack")))
+        hashes: list[bytes] = []
+        lists = list(sealed.sealed_lists(cipher, cp.key, pack, entry.get("chunks"), where, hashes))
+        state = codec.loads(sealed.open_state(cipher, cp.key, entry, data, hashes, path), where, trusted=True)
+        if not isinstance(state, dict):
+            raise StoreCorruptedError(f"{where} ({path}) holds no object of module states", location=str(path))
+        try:
+            assemble(state, lists)
+        except (KeyError, IndexError, TypeError) as exc:
+            raise StoreCorruptedError(f"{where}: a stored list does not fit its place ({exc})", location=str(path)) from None
+        return state
+
     async def _sessions(self) -> list[SessionInfo]:
         return await asyncio.to_thread(self._sessions_sync)
 
     def _sessions_sync(self) -> list[SessionInfo]:
         if not self.path.is_dir():
             return []
+        cipher = self._crypt()  # a missing or wrong key is named here, not taken for "no sessions"
         keys: dict[str, SessionKey] = {}
         hidden = self.path / HIDDEN
         if hidden.is_dir():
             for index_path in hidden.glob("*/index.json"):
                 with contextlib.suppress(StoreCorruptedError, OSError):
                     index = codec.loads(read_regular(index_path), str(index_path))
+                    if cipher is not None and sealed.is_sealed_index(index):
+                        index = dict(zip(("user_id", "session_id"), sealed.envelope_ids(index), strict=True))
                     if isinstance(index, dict) and "session_id" in index:
                         key = _valid_key(index.get("user_id", ""), index["session_id"])
                         # An id that is a path, or names another folder than the one it lies in, is
@@ -737,7 +950,7 @@ class JSONStore(BaseStore):
                         if key is not None and self._history_dir(key) == index_path.parent:
                             keys[index_path.parent.name] = key
         for file in self.path.glob("*.json"):
-            if file.name.startswith(".") or file.stem in keys:
+            if file.name.startswith(".") or file.stem in keys or cipher is not None:
                 continue
             key = _valid_key("", file.stem)
             if key is not None:
@@ -746,7 +959,12 @@ class JSONStore(BaseStore):
         for key in keys.values():
             try:
                 history = self._history_sync(key)
-            except (StoreError, LookupError, ValueError):
+            except (StoreError, LookupError, ValueError) as exc:
+                if cipher is not None and isinstance(exc, StoreCorruptedError):
+                    # An encrypted session whose sealed index does not open is listed, empty, so
+                    # `check` names it (a plain one's damaged index leaves its latest file to list).
+                    infos.append(SessionInfo(session_id=key.session_id, user_id=key.user_id, checkpoints=0,
+                                             latest_seq=0, created_at=_EPOCH, updated_at=_EPOCH))
                 continue
             infos.append(SessionInfo(
                 session_id=key.session_id, user_id=key.user_id, checkpoints=len(history),
@@ -760,13 +978,15 @@ class JSONStore(BaseStore):
         def job(check_abort: Callable[[], None]) -> int:
             with self._locked(key, check_abort):
                 index = self._read_index(key)
-                if index is None and self._owned_by_other(key):
+                plain = self._crypt() is None  # an encrypted store has no latest file to remove
+                if index is None and (self._owned_by_other(key) or not plain):
                     raise self._not_found(key)  # the file and history are another session's
                 if index is None or seqs is None:
                     count = len(index["checkpoints"]) if index else 1
                     check_abort()
-                    with contextlib.suppress(FileNotFoundError):
-                        self._latest_file(key).unlink()
+                    if plain:
+                        with contextlib.suppress(FileNotFoundError):
+                            self._latest_file(key).unlink()
                     self._remove_history(key)
                     return count
                 index = self._adopt_latest_file(key)
@@ -776,12 +996,13 @@ class JSONStore(BaseStore):
                 left = [e for e in entries if e["seq"] not in doomed]
                 if not left:
                     check_abort()
-                    with contextlib.suppress(FileNotFoundError):
-                        self._latest_file(key).unlink()
+                    if plain:
+                        with contextlib.suppress(FileNotFoundError):
+                            self._latest_file(key).unlink()
                     self._remove_history(key)
                     return len(gone)
                 new_index = {**index, "checkpoints": left}
-                latest_moved = entries[-1] in gone
+                latest_moved = plain and entries[-1] in gone
                 hdir = self._history_dir(key)
                 if latest_moved:
                     latest = self._full_layout(key, index, left[-1])
@@ -840,7 +1061,10 @@ class JSONStore(BaseStore):
                     if len(live) == pack.state.count:
                         continue
                     before = _size(pack.data_path) + _size(pack.index_path)
-                    fresh, remap = pack.compact(live)
+                    cipher = self._crypt()
+                    fresh, remap = pack.compact(
+                        live, sealed.check_entry(cipher, key, pack) if cipher is not None else None
+                    )
                     checkpoints = [
                         {**e, "chunks": [[p, to_ranges([remap[n] for n in from_ranges(r)])] for p, r in e["chunks"]]}
                         if e.get("chunks") else e
@@ -868,8 +1092,11 @@ class JSONStore(BaseStore):
             needle = text.lower().encode("utf-8", "surrogatepass")  # a lone surrogate is a query too
             # A raw-bytes prefilter is exact only where JSON writes the text unescaped.
             prefilter = text.isascii() and not any(c in text for c in '"\\') and text.isprintable()
+            cipher = self._crypt()
             for key in keys:
                 index = self._read_index(key)
+                if index is None and cipher is not None:
+                    continue
                 if index is None:
                     for cp in self._history_sync(key):
                         with contextlib.suppress(StoreCorruptedError, OSError):
@@ -877,10 +1104,16 @@ class JSONStore(BaseStore):
                             hits += [Hit(key.session_id, key.user_id, cp.seq, p, m) for p, m in scan_state(state, text)]
                     continue
                 found: dict[int, Any] = {}
+                hashes: list[bytes] = []  # an encrypted pack's keyed hashes, by ordinal
                 if "pack" in index:
                     pack = EntryPack(self._history_dir(key), PackState.from_json(index["pack"]))
                     with contextlib.suppress(StoreCorruptedError):
-                        for n, data in pack.iter_entries():
+                        # An encrypted pack is opened in memory; nothing of it is written.
+                        every = range(pack.state.count)
+                        for n, data in (
+                            pack.iter_entries() if cipher is None
+                            else enumerate(sealed.open_entries(cipher, key, pack, every, str(pack.data_path), hashes))
+                        ):
                             if prefilter and needle not in data.lower():
                                 continue
                             with contextlib.suppress(StoreCorruptedError):
@@ -890,7 +1123,7 @@ class JSONStore(BaseStore):
                 for entry in index["checkpoints"]:
                     seq = entry["seq"]
                     with contextlib.suppress(StoreCorruptedError, OSError):
-                        skeleton = codec.loads(read_regular(self._history_dir(key) / f"{seq}.json"))
+                        skeleton = codec.loads(self._skeleton_bytes(key, index, entry, hashes or None))
                         hits += [Hit(key.session_id, key.user_id, seq, p, m) for p, m in scan_state(skeleton, text)]
                     for p, ranges in entry.get("chunks", ()):
                         where = path_text(conversation_path(p))
@@ -969,10 +1202,23 @@ class _Layout:
 class _PackCache:
     """What this process knows of a session's pack: valid while the pack state is unchanged."""
 
-    def __init__(self, pack: PackState, ordinals: dict[bytes, int], chunks: ChunkCache | None) -> None:
+    def __init__(
+        self, pack: PackState, ordinals: dict[bytes, int], chunks: ChunkCache | None,
+        hasher: Callable[[bytes], bytes] | None = None,
+    ) -> None:
         self.pack = pack
         self.ordinals = ordinals
-        self.chunks = chunks or ChunkCache()
+        self.chunks = chunks or (ChunkCache(hasher) if hasher is not None else ChunkCache())
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _store_id(header: bytes) -> bytes | None:
+    """The store id a header names (None when it cannot be read: opening it will say why)."""
+    with contextlib.suppress(Exception):
+        return base64.b64decode(codec.loads(header)["store"])
+    return None
 
 
 def _valid_key(user_id: Any, session_id: Any) -> SessionKey | None:

@@ -198,12 +198,6 @@ def test_rolled_back_latest_checkpoint_is_named(tmp_path: Path) -> None:
         nbs.open_store(path, key=TEST_KEY).load("alice", box=Box())
 
 
-def test_json_store_refuses_a_key_rather_than_writing_plaintext(tmp_path: Path) -> None:
-    with pytest.raises(nbs.KeyRequiredError, match="SQLite stores only"):
-        nbs.open_store(tmp_path / "folder", key=TEST_KEY)
-    assert not (tmp_path / "folder").exists()
-
-
 def test_an_edited_entry_out_of_order_loads(tmp_path: Path) -> None:
     """A list whose ids are not one run (an entry edited in place, stored later) reads back whole."""
     store = nbs.open_store(tmp_path / "enc.db", key=TEST_KEY)
