@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.postgres [--n 100000] [--checkpoints 100] [--reps 5]
         [--writers 16] [--writer-n 10000] [--writer-checkpoints 10] [--dsn URL] [--smoke]
+    .venv/bin/python -m benchmarks.postgres --pooling [--sessions 300 --writers 16 --rounds 5]
 
 One session (the workload of ``workload.py``: an AgentScope-shaped agent
 whose memory holds N ~1 KB messages, and a plan notebook) is saved as
@@ -246,32 +247,171 @@ async def _awriter(
     return spans
 
 
-def concurrent(
-    writers: int, n: int, checkpoints: int, ours_url: str, theirs_url: str
-) -> dict[str, Any]:
-    """Checkpoints per second of ``writers`` processes on ``writers`` sessions, ours then LangGraph's."""
+def in_processes(
+    count: int, target: Callable[..., None], args_of: Callable[[int], tuple[Any, ...]]
+) -> list[Any]:
+    """What ``count`` spawned processes put on their queue: each runs ``target(*args_of(i), barrier, out)``."""
     ctx = mp.get_context("spawn")
-    barrier = ctx.Barrier(writers)
+    barrier = ctx.Barrier(count)
     out = ctx.Queue()
-    procs = [
-        ctx.Process(target=_writer, args=(i, ours_url, theirs_url, n, checkpoints, barrier, out))
-        for i in range(writers)
-    ]
+    procs = [ctx.Process(target=target, args=(*args_of(i), barrier, out)) for i in range(count)]
     for p in procs:
         p.start()
     try:
-        results = [out.get(timeout=3600) for _ in procs]
+        return [out.get(timeout=3600) for _ in procs]
     finally:
         for p in procs:
             p.join(60)
             if p.is_alive():
                 p.kill()
+
+
+def concurrent(
+    writers: int, n: int, checkpoints: int, ours_url: str, theirs_url: str
+) -> dict[str, Any]:
+    """Checkpoints per second of ``writers`` processes on ``writers`` sessions, ours then LangGraph's."""
+    results = in_processes(writers, _writer, lambda i: (i, ours_url, theirs_url, n, checkpoints))
     figures: dict[str, Any] = {}
     for side in ("ours", "theirs"):
         spans = [r[side] for _, r in results]
         wall = max(end for _, end in spans) - min(start for start, _ in spans)
         figures[side] = {"wall_s": wall, "per_s": writers * checkpoints / wall}
     return figures
+
+
+# -- pooled connections against one connection per operation ------------------------
+
+
+class _ConnectionPerOperation:
+    """Stands in for a store's pools: every operation opens its own connection and closes it."""
+
+    def __init__(self, store: nbs.PostgresStore) -> None:
+        self.store = store
+
+    async def get(self, store: nbs.PostgresStore) -> _ConnectionPerOperation:
+        return self
+
+    async def checkout(self, location: str) -> Any:
+        import psycopg
+
+        return await psycopg.AsyncConnection.connect(
+            self.store.url, connect_timeout=self.store.connect_timeout
+        )
+
+    async def checkin(self, conn: Any) -> None:
+        await conn.close()
+
+
+async def pooling(url: str, reps: int) -> dict[str, Any]:
+    """Median small save and small load, pooled and with one connection per operation, interleaved."""
+    from tests.conftest import Box
+
+    pooled = nbs.PostgresStore(url)
+    direct = nbs.PostgresStore(url)
+    direct._pools = _ConnectionPerOperation(direct)  # type: ignore[assignment]
+    times: dict[str, list[float]] = {
+        k: [] for k in ("pooled_save", "direct_save", "pooled_load", "direct_load")
+    }
+    value = [{"role": "user", "content": "a small message"}] * 4
+    for store in (pooled, direct):  # warm up: migrations checked, a connection in the pool
+        await store.asave("small", agent=Box(value))
+    for i in range(reps):
+        sides = [("pooled", pooled), ("direct", direct)]
+        for name, store in sides if i % 2 else sides[::-1]:
+            times[f"{name}_save"].append(
+                await atimed(partial(store.asave, "small", agent=Box([*value, i])))
+            )
+            times[f"{name}_load"].append(await atimed(partial(store.aload, "small", agent=Box())))
+    await pooled.aclose()
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {
+        "rows": [
+            {
+                "figure": f"Small {what}",
+                "pooled": med[f"pooled_{op}"],
+                "direct": med[f"direct_{op}"],
+                "ratio": med[f"pooled_{op}"] / med[f"direct_{op}"],
+                "target": None,
+            }
+            for op, what in (("save", "save (asave)"), ("load", "load (aload)"))
+        ],
+        "times": times,
+    }
+
+
+# -- many sessions: processes saving small checkpoints concurrently -------------------
+
+
+def _session_writer(
+    index: int, url: str, sessions: list[str], rounds: int, barrier: Any, out: Any
+) -> None:
+    out.put(asyncio.run(_asession_writer(url, sessions, rounds, barrier)))
+
+
+async def _asession_writer(
+    url: str, sessions: list[str], rounds: int, barrier: Any
+) -> tuple[float, float, list[float]]:
+    """Each of ``sessions`` as its own task: ``rounds`` saves of a growing small chat; save latencies."""
+    from tests.conftest import Box
+
+    store = nbs.PostgresStore(url)
+    await store.asave("warm-" + sessions[0], agent=Box(0))
+    barrier.wait()
+    latencies: list[float] = []
+
+    async def run(session: str) -> None:
+        chat: list[dict[str, str]] = []
+        for r in range(rounds):
+            chat = [*chat, {"role": "user", "content": f"{session} turn {r}"}]
+            t0 = time.perf_counter()
+            await store.asave(session, agent=Box(chat))
+            latencies.append(time.perf_counter() - t0)
+
+    t0 = time.monotonic()
+    await asyncio.gather(*(run(s) for s in sessions))
+    end = time.monotonic()
+    await store.aclose()
+    return t0, end, latencies
+
+
+def many_sessions(url: str, sessions: int, writers: int, rounds: int) -> dict[str, Any]:
+    """Checkpoints per second and save latency percentiles of ``writers`` processes on ``sessions`` sessions."""
+    names = [f"s{i:04d}" for i in range(sessions)]
+    results = in_processes(writers, _session_writer, lambda i: (i, url, names[i::writers], rounds))
+    latencies = sorted(x for _, _, lat in results for x in lat)
+    wall = max(end for _, end, _ in results) - min(start for start, _, _ in results)
+    return {
+        "checkpoints": len(latencies),
+        "wall_s": wall,
+        "per_s": len(latencies) / wall,
+        "p50_s": latencies[len(latencies) // 2],
+        "p99_s": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+    }
+
+
+def small_runs(args: argparse.Namespace) -> int:
+    """``--pooling`` and ``--sessions``: the connection pool's figures, on a fresh database."""
+    from .side_by_side import print_table
+
+    started = time.perf_counter()
+    with databases(args.dsn) as (url, _):
+        if args.pooling:
+            figures = asyncio.run(pooling(url, 20 if args.smoke else 200))
+            print(
+                f"PostgreSQL connections: median of {len(figures['times']['pooled_save'])}, interleaved"
+            )
+            print_table(figures, "pooled", "direct", ("pooled", "per-op conn"), 24)
+        if args.sessions:
+            rounds = 2 if args.smoke else args.rounds
+            got = many_sessions(url, args.sessions, args.writers, rounds)
+            print(
+                f"PostgreSQL, {args.sessions} sessions x {rounds} saves from {args.writers} writer processes "
+                f"(pool of 4 each): {got['checkpoints']} checkpoints in {got['wall_s']:.1f} s = "
+                f"{got['per_s']:.0f} checkpoints/s; save latency p50 {got['p50_s'] * 1e3:.1f} ms, "
+                f"p99 {got['p99_s'] * 1e3:.1f} ms"
+            )
+    print(f"({time.perf_counter() - started:.0f} s)")
+    return 0
 
 
 # -- the run -----------------------------------------------------------------------
@@ -402,7 +542,21 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="folder for the SQLite store (default: a temp folder)",
     )
+    parser.add_argument(
+        "--pooling",
+        action="store_true",
+        help="only: a small save and load, pooled against one connection per operation",
+    )
+    parser.add_argument(
+        "--sessions",
+        type=int,
+        default=0,
+        help="only: this many sessions saved concurrently by --writers processes (checkpoints/s, p50/p99)",
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="saves per session with --sessions")
     args = parser.parse_args(argv)
+    if args.pooling or args.sessions:
+        return small_runs(args)
     if args.smoke:
         args.n, args.checkpoints, args.reps = 200, 4, 2
         args.writers, args.writer_n, args.writer_checkpoints = 4, 100, 2

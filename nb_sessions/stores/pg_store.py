@@ -19,10 +19,13 @@ clients may start at once.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import functools
+import os
 import uuid
 import warnings
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
@@ -217,6 +220,201 @@ def _psycopg() -> Any:
     return psycopg
 
 
+def _pool_class() -> Any:
+    try:
+        from psycopg_pool import AsyncConnectionPool
+    except ImportError as exc:
+        raise StoreError(
+            "a postgresql:// store needs psycopg_pool: pip install 'nb_sessions[postgres]' "
+            "(or pip install psycopg-pool)"
+        ) from exc
+    return AsyncConnectionPool
+
+
+@functools.cache
+def _watched_connection() -> Any:
+    """psycopg's async connection, telling its pool's waiting callers why a connection failed."""
+    base: Any = _psycopg().AsyncConnection
+
+    class Watched(base):  # type: ignore[misc]
+        @classmethod
+        async def connect(
+            cls, conninfo: str = "", *, nbs_failed: Callable[[BaseException], None], **kwargs: Any
+        ) -> Any:
+            try:
+                return await super().connect(conninfo, **kwargs)
+            except Exception as exc:
+                nbs_failed(exc)
+                raise
+
+    return Watched
+
+
+class _Pool:
+    """A psycopg_pool pool on one event loop of one process.
+
+    The pool opens connections in its own tasks; when one of them fails, the
+    callers waiting for a connection get that error at once (the message a
+    direct connection gives) instead of waiting for the acquire timeout.
+    """
+
+    def __init__(self, store: PostgresStore, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.timeout = store.connect_timeout
+        self._waiting: set[asyncio.Future[BaseException]] = set()
+        self.pool = _pool_class()(
+            store.url,
+            connection_class=_watched_connection(),
+            kwargs={"connect_timeout": store.connect_timeout, "nbs_failed": self._failed},
+            min_size=0,
+            max_size=store.pool_size,
+            open=False,
+            timeout=store.connect_timeout,
+            max_idle=60.0,  # an idle store gives its connections back to the server within minutes
+            name=f"nb_sessions {store.location}",
+        )
+        self.opening = loop.create_task(self.pool.open())
+
+    def _failed(self, exc: BaseException) -> None:
+        for waiter in self._waiting:
+            if not waiter.done():
+                waiter.set_result(exc)
+        self._waiting.clear()
+
+    async def checkout(self, location: str) -> Any:
+        """An idle connection that answers (a dead one is closed and the next tried)."""
+        psycopg = _psycopg()
+        await asyncio.shield(self.opening)
+        for _ in range(self.pool.max_size + 1):
+            conn = await self._get(location)
+            try:
+                await self.pool.check_connection(conn)
+            except psycopg.Error:
+                await conn.close()  # a killed backend or a restarted server: never handed out again
+                await self.pool.putconn(conn)
+                continue
+            except BaseException:
+                await self.pool.putconn(conn)
+                raise
+            return conn
+        raise _CannotConnect(
+            f"{location}: cannot connect (every pooled connection was broken); check the server runs"
+        )
+
+    async def _get(self, location: str) -> Any:
+        psycopg = _psycopg()
+        failed: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
+        self._waiting.add(failed)
+        getting = asyncio.ensure_future(self.pool.getconn())
+        try:
+            await asyncio.wait((getting, failed), return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            await self._abandon(getting)
+            raise
+        finally:
+            self._waiting.discard(failed)
+        if not getting.done():
+            await self._abandon(getting)
+            exc = failed.result()
+            raise _CannotConnect(
+                f"{location}: cannot connect ({str(exc).strip()}); check the server runs and the URL"
+            ) from exc
+        try:
+            return getting.result()
+        except psycopg.Error as exc:
+            raise _CannotConnect(
+                f"{location}: cannot connect (no connection within {self.timeout} s: {str(exc).strip()}); "
+                "check the server runs and the URL"
+            ) from exc
+
+    async def _abandon(self, getting: asyncio.Future[Any]) -> None:
+        getting.cancel()
+        await asyncio.wait((getting,))
+        if not getting.cancelled() and getting.exception() is None:
+            await self.pool.putconn(getting.result())
+
+    async def checkin(self, conn: Any) -> None:
+        """Give ``conn`` back idle, in the default isolation level; a connection that is not, closed."""
+        psycopg = _psycopg()
+        status = psycopg.pq.TransactionStatus
+        try:
+            state = conn.pgconn.transaction_status
+            if state == status.ACTIVE:  # cancelled in the middle of a statement
+                await conn.close()
+            elif state in (status.INTRANS, status.INERROR):
+                await conn.rollback()
+            if not conn.closed and conn.isolation_level is not None:
+                await conn.set_isolation_level(None)
+        except psycopg.Error:
+            await conn.close()
+        finally:
+            await self.pool.putconn(conn)
+
+
+class _Pools:
+    """A store's pools: one per process and event loop (a forked child never uses its parent's)."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.by_loop: dict[asyncio.AbstractEventLoop, _Pool] = {}
+        _ALL_POOLS.add(self)
+
+    async def get(self, store: PostgresStore) -> _Pool:
+        if self.pid != os.getpid():
+            # The parent's connections are the parent's: kept, never closed nor collected here
+            # (closing one would end the parent's session on the shared socket).
+            _FORKED.append(self.by_loop)
+            self.pid, self.by_loop = os.getpid(), {}
+        loop = asyncio.get_running_loop()
+        pool = self.by_loop.get(loop)
+        if pool is None:
+            for old in [old for old in self.by_loop if old.is_closed()]:
+                del self.by_loop[old]  # a finished loop's pool: its tasks are gone with it
+            pool = self.by_loop[loop] = _Pool(store, loop)
+        return pool
+
+    async def aclose(self) -> None:
+        """Close every pool of this process (waiting for those on the running loop and on live ones)."""
+        if self.pid != os.getpid():
+            return
+        pools, self.by_loop = self.by_loop, {}
+        running = asyncio.get_running_loop()
+        for loop, pool in pools.items():
+            if loop is running:
+                await pool.pool.close()
+            elif loop.is_running():
+                await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(pool.pool.close(), loop))
+
+    def close_soon(self, *, wait: bool = False) -> None:
+        """Close every pool of this process on its own loop; with ``wait``, until closed (5 s at most)."""
+        if self.pid != os.getpid():
+            return
+        pools, self.by_loop = self.by_loop, {}
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        for loop, pool in pools.items():
+            if loop.is_closed():
+                continue  # its tasks ended with it; the connections close when collected
+            done = asyncio.run_coroutine_threadsafe(pool.pool.close(), loop)
+            if wait and loop is not running and loop.is_running():
+                with contextlib.suppress(Exception):
+                    done.result(timeout=5)
+
+
+#: Every store's pools, closed at interpreter exit.
+_ALL_POOLS: weakref.WeakSet[_Pools] = weakref.WeakSet()
+#: Pools a forked child inherited: never touched, never collected.
+_FORKED: list[dict[asyncio.AbstractEventLoop, _Pool]] = []
+
+
+@atexit.register
+def _close_all_pools() -> None:
+    for pools in list(_ALL_POOLS):
+        pools.close_soon(wait=True)
+
+
 class PostgresStore(BaseStore):
     """Checkpoints in a PostgreSQL database, shared by every client that can reach it."""
 
@@ -228,10 +426,17 @@ class PostgresStore(BaseStore):
         connect_timeout: int = 10,
         retries: int = 3,
         retry_delay: float = 0.5,
+        pool_size: int = 4,
     ) -> None:
         super().__init__(redact=redact)
         self.url = url
         self.connect_timeout = connect_timeout
+        if pool_size < 1:
+            raise ValueError(f"pool_size must be at least 1, not {pool_size!r}")
+        #: The most connections this store holds open per process and event loop (see docs/postgres.md).
+        self.pool_size = pool_size
+        self._pools = _Pools()
+        weakref.finalize(self, self._pools.close_soon)
         #: A call whose server could not be reached is run again this many times, waiting
         #: ``retry_delay`` seconds, then twice that, and so on; a save keeps its checkpoint id.
         self.retries = retries
@@ -252,15 +457,14 @@ class PostgresStore(BaseStore):
 
     @contextlib.asynccontextmanager
     async def _connect(self, *, setup: bool = True) -> AsyncIterator[Any]:
+        """A connection of this store's pool, idle and in the default isolation level.
+
+        It goes back to the pool rolled back to that state; a broken one is closed
+        instead (and never handed out again). Errors are the named ones of this module.
+        """
         psycopg = _psycopg()
-        try:
-            conn = await psycopg.AsyncConnection.connect(
-                self.url, connect_timeout=self.connect_timeout
-            )
-        except psycopg.Error as exc:
-            raise _CannotConnect(
-                f"{self.location}: cannot connect ({str(exc).strip()}); check the server runs and the URL"
-            ) from exc
+        pool = await self._pools.get(self)
+        conn = await pool.checkout(self.location)
         try:
             if setup and not self._ready:
                 await self._migrate(conn)
@@ -273,6 +477,7 @@ class PostgresStore(BaseStore):
         except psycopg.errors.UndefinedTable as exc:
             raise self._no_tables() from exc
         except psycopg.OperationalError as exc:
+            await conn.close()  # whatever state it is in, it goes no further
             raise _ConnectionLost(
                 f"{self.location}: connection lost ({str(exc).strip()}); what was not acknowledged "
                 "was not committed. Retrying the call is safe"
@@ -288,7 +493,15 @@ class PostgresStore(BaseStore):
                 "nb_sessions (open the store once as their owner) and the server's log"
             ) from exc
         finally:
-            await conn.close()
+            await pool.checkin(conn)
+
+    async def aclose(self) -> None:
+        """Close the connections this store keeps open (it opens new ones if used again)."""
+        await self._pools.aclose()
+
+    def close(self) -> None:
+        """Close the connections this store keeps open (it opens new ones if used again)."""
+        self._pools.close_soon(wait=True)
 
     async def _retrying(self, what: str, call: Callable[[], Awaitable[_T]]) -> _T:
         """Run ``call``, again after a lost or refused connection (``retries`` times, backing off)."""
@@ -461,7 +674,9 @@ class PostgresStore(BaseStore):
                         (parent, sid),
                     )
                     latest, known = await cur.fetchone()
-                    parent = parent if known or at is not None else latest  # a parent deleted meanwhile: the latest
+                    parent = (
+                        parent if known or at is not None else latest
+                    )  # a parent deleted meanwhile: the latest
                     refs = chunk_rows(plans, payloads)
                     chunk_data = codec.dumps(refs) if refs else None
                     facts = _facts(
@@ -726,7 +941,9 @@ class PostgresStore(BaseStore):
         async with self._connect() as conn:
             try:
                 async with conn.transaction():
-                    cur = await conn.execute(_ROW_SQL + " AND c.seq = %s FOR UPDATE OF c", (*key, seq))
+                    cur = await conn.execute(
+                        _ROW_SQL + " AND c.seq = %s FOR UPDATE OF c", (*key, seq)
+                    )
                     row = await cur.fetchone()
                     if row is None:
                         return
