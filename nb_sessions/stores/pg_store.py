@@ -22,6 +22,7 @@ import asyncio
 import atexit
 import contextlib
 import functools
+import logging
 import os
 import uuid
 import warnings
@@ -220,7 +221,16 @@ def _psycopg() -> Any:
     return psycopg
 
 
+def _cannot_connect(location: str, exc: BaseException) -> _CannotConnect:
+    return _CannotConnect(
+        f"{location}: cannot connect ({str(exc).strip()}); check the server runs and the URL"
+    )
+
+
 def _pool_class() -> Any:
+    # The pool logs each failed reconnection; the caller gets it as a named error already, so
+    # without logging configured it is not printed (configured logging still receives it).
+    logging.getLogger("psycopg.pool").addHandler(logging.NullHandler())
     try:
         from psycopg_pool import AsyncConnectionPool
     except ImportError as exc:
@@ -239,13 +249,19 @@ def _watched_connection() -> Any:
     class Watched(base):  # type: ignore[misc]
         @classmethod
         async def connect(
-            cls, conninfo: str = "", *, nbs_failed: Callable[[BaseException], None], **kwargs: Any
+            cls,
+            conninfo: str = "",
+            *,
+            nbs_report: Callable[[BaseException | None], None],
+            **kwargs: Any,
         ) -> Any:
             try:
-                return await super().connect(conninfo, **kwargs)
+                conn = await super().connect(conninfo, **kwargs)
             except Exception as exc:
-                nbs_failed(exc)
+                nbs_report(exc)
                 raise
+            nbs_report(None)
+            return conn
 
     return Watched
 
@@ -255,27 +271,38 @@ class _Pool:
 
     The pool opens connections in its own tasks; when one of them fails, the
     callers waiting for a connection get that error at once (the message a
-    direct connection gives) instead of waiting for the acquire timeout.
+    direct connection gives) instead of waiting for the acquire timeout. Until
+    the pool connects again, callers connect directly (one connection per
+    operation, closed after it), so an unreachable server fails each attempt
+    at once and a server back serves the next attempt, whatever the pool's own
+    reconnection schedule.
     """
 
     def __init__(self, store: PostgresStore, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.timeout = store.connect_timeout
+        self.url = store.url
+        self.failing = False
+        self._direct: weakref.WeakSet[Any] = weakref.WeakSet()
         self._waiting: set[asyncio.Future[BaseException]] = set()
         self.pool = _pool_class()(
             store.url,
             connection_class=_watched_connection(),
-            kwargs={"connect_timeout": store.connect_timeout, "nbs_failed": self._failed},
+            kwargs={"connect_timeout": store.connect_timeout, "nbs_report": self._report},
             min_size=0,
             max_size=store.pool_size,
             open=False,
             timeout=store.connect_timeout,
             max_idle=60.0,  # an idle store gives its connections back to the server within minutes
+            reconnect_timeout=60.0,
             name=f"nb_sessions {store.location}",
         )
         self.opening = loop.create_task(self.pool.open())
 
-    def _failed(self, exc: BaseException) -> None:
+    def _report(self, exc: BaseException | None) -> None:
+        self.failing = exc is not None
+        if exc is None:
+            return
         for waiter in self._waiting:
             if not waiter.done():
                 waiter.set_result(exc)
@@ -285,6 +312,13 @@ class _Pool:
         """An idle connection that answers (a dead one is closed and the next tried)."""
         psycopg = _psycopg()
         await asyncio.shield(self.opening)
+        if self.failing:
+            try:
+                conn = await psycopg.AsyncConnection.connect(self.url, connect_timeout=self.timeout)
+            except psycopg.Error as exc:
+                raise _cannot_connect(location, exc) from exc
+            self._direct.add(conn)
+            return conn
         for _ in range(self.pool.max_size + 1):
             conn = await self._get(location)
             try:
@@ -316,9 +350,7 @@ class _Pool:
         if not getting.done():
             await self._abandon(getting)
             exc = failed.result()
-            raise _CannotConnect(
-                f"{location}: cannot connect ({str(exc).strip()}); check the server runs and the URL"
-            ) from exc
+            raise _cannot_connect(location, exc) from exc
         try:
             return getting.result()
         except psycopg.Error as exc:
@@ -336,6 +368,9 @@ class _Pool:
     async def checkin(self, conn: Any) -> None:
         """Give ``conn`` back idle, in the default isolation level; a connection that is not, closed."""
         psycopg = _psycopg()
+        if conn in self._direct:
+            await conn.close()
+            return
         status = psycopg.pq.TransactionStatus
         try:
             state = conn.pgconn.transaction_status

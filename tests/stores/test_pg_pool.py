@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import psycopg
+import pytest
 
 import nb_sessions as nbs
 
@@ -137,3 +139,18 @@ def test_pools_close_at_exit_without_warnings(pg_url: str) -> None:
     assert done.stdout.strip() == "3"
     assert done.stderr == ""
     assert _backends(pg_url) == []
+
+
+def test_an_unreachable_server_is_named_on_every_call_as_a_direct_connection_names_it() -> None:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    store = nbs.PostgresStore(
+        f"postgresql://postgres@127.0.0.1:{port}/postgres", retries=1, retry_delay=0.01
+    )
+    for call in (store.sessions, lambda: store.save("s", agent=Box(1)), store.sessions):
+        with pytest.raises(
+            nbs.StoreError, match=r"(?s)cannot connect .*refused.*check the server runs"
+        ):
+            call()
+    store.close()
