@@ -24,6 +24,7 @@ import contextlib
 import functools
 import logging
 import os
+import threading
 import uuid
 import warnings
 import weakref
@@ -392,27 +393,30 @@ class _Pools:
     def __init__(self) -> None:
         self.pid = os.getpid()
         self.by_loop: dict[asyncio.AbstractEventLoop, _Pool] = {}
+        self._lock = threading.RLock()  # loops in several threads (the private one, a notebook's)
         _ALL_POOLS.add(self)
 
     async def get(self, store: PostgresStore) -> _Pool:
-        if self.pid != os.getpid():
-            # The parent's connections are the parent's: kept, never closed nor collected here
-            # (closing one would end the parent's session on the shared socket).
-            _FORKED.append(self.by_loop)
-            self.pid, self.by_loop = os.getpid(), {}
         loop = asyncio.get_running_loop()
-        pool = self.by_loop.get(loop)
-        if pool is None:
-            for old in [old for old in self.by_loop if old.is_closed()]:
-                del self.by_loop[old]  # a finished loop's pool: its tasks are gone with it
-            pool = self.by_loop[loop] = _Pool(store, loop)
+        with self._lock:
+            if self.pid != os.getpid():
+                # The parent's connections are the parent's: kept, never closed nor collected
+                # here (closing one would end the parent's session on the shared socket).
+                _FORKED.append(self.by_loop)
+                self.pid, self.by_loop = os.getpid(), {}
+            pool = self.by_loop.get(loop)
+            if pool is None:
+                for old in [old for old in self.by_loop if old.is_closed()]:
+                    del self.by_loop[old]  # a finished loop's pool: its tasks are gone with it
+                pool = self.by_loop[loop] = _Pool(store, loop)
         return pool
 
     async def aclose(self) -> None:
         """Close every pool of this process (waiting for those on the running loop and on live ones)."""
         if self.pid != os.getpid():
             return
-        pools, self.by_loop = self.by_loop, {}
+        with self._lock:
+            pools, self.by_loop = self.by_loop, {}
         running = asyncio.get_running_loop()
         for loop, pool in pools.items():
             if loop is running:
@@ -424,7 +428,8 @@ class _Pools:
         """Close every pool of this process on its own loop; with ``wait``, until closed (5 s at most)."""
         if self.pid != os.getpid():
             return
-        pools, self.by_loop = self.by_loop, {}
+        with self._lock:
+            pools, self.by_loop = self.by_loop, {}
         try:
             running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
