@@ -2,7 +2,12 @@
 
 A small fixture of our own rather than pytest-postgresql: it needs only the
 server binaries, and it runs ``initdb`` and ``postgres`` as the ``postgres``
-OS user when the tests run as root (Debian's initdb refuses root).
+OS user when the tests run as root (Debian's initdb refuses root). It is the
+tests' one PostgreSQL server: ``tests/conftest.py`` starts it once per run
+(fixture ``pg_server``) and gives each test a fresh database (``pg_url``, or
+``pg_dsn`` of ``tests/servers.py``, which drops it afterwards); tests that stop
+and start a server take one of their own (:func:`own_server`). A missing
+binary fails the test saying how to get a server.
 """
 
 from __future__ import annotations
@@ -10,15 +15,17 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from .servers import free_port
 
 PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 HOW = (
@@ -37,23 +44,21 @@ def _bin(name: str) -> str:
     return found
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Server:
     """A throwaway server in a temporary folder, on a free loopback port; stop() and start() again."""
 
     def __init__(self) -> None:
         self.as_user: list[str] = []
         self.folder = Path(tempfile.mkdtemp(prefix="nbs-pg-"))
-        if os.geteuid() == 0:
+        if os.geteuid() == 0:  # PostgreSQL refuses to run as root: run it as the postgres user
+            if shutil.which("runuser") is None or not _has_user("postgres"):
+                pytest.fail(
+                    f"running as root needs a 'postgres' OS user and runuser: {HOW}", pytrace=False
+                )
             self.as_user = ["runuser", "-u", "postgres", "--"]
             shutil.chown(self.folder, "postgres")
         self.data = self.folder / "data"
-        subprocess.run(
+        done = subprocess.run(
             [
                 *self.as_user,
                 _bin("initdb"),
@@ -67,10 +72,13 @@ class Server:
                 "-E",
                 "UTF8",
             ],
-            check=True,
+            check=False,
             capture_output=True,
+            text=True,
         )
-        self.port = _free_port()
+        if done.returncode:
+            pytest.fail(f"initdb failed:\n{done.stderr[-3000:]}\n{HOW}", pytrace=False)
+        self.port = free_port()
         self.dsn = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -146,15 +154,33 @@ def server() -> Iterator[str]:
         yield srv.dsn
 
 
+def _has_user(name: str) -> bool:
+    import pwd
+
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
 def fresh_database(dsn: str) -> str:
-    """Create an empty database on the server of ``dsn``; return its URL."""
+    """Create an empty database on the server of ``dsn``; return its URL (``dsn``'s query kept)."""
     import psycopg
 
     name = "nbs_" + uuid.uuid4().hex[:12]
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
-    head, _, _ = dsn.rpartition("/")
-    return f"{head}/{name}"
+    return urllib.parse.urlunsplit(urllib.parse.urlsplit(dsn)._replace(path=f"/{name}"))
+
+
+def drop_database(dsn: str, url: str) -> None:
+    """Drop the database of ``url`` (made by :func:`fresh_database` on ``dsn``'s server), connections and all."""
+    import psycopg
+
+    name = urllib.parse.urlsplit(url).path.lstrip("/")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'.encode())
 
 
 def reader_url(url: str) -> str:

@@ -41,7 +41,7 @@ from tests.agentscope2 import (
     SessionConfig,
     TextBlock,
 )
-from tests.servers import pg_dsn, pg_server, redis_server, redis_url  # noqa: F401 - fixtures
+from tests.servers import pg_dsn, redis_server, redis_url  # noqa: F401 - fixtures
 from tests.stores.test_agentscope_real import agentscope_python, peer_states  # noqa: F401 - fixture
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "agentscope_2.0.11_agent_state.json"

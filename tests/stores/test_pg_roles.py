@@ -170,7 +170,7 @@ def test_grants_on_tables_made_before_the_default_privileges(deployment: Deploym
 
 
 def test_a_url_to_a_closed_port_is_a_named_error_saying_what_to_do() -> None:
-    port = pg_server_module._free_port()  # nothing listens there
+    port = pg_server_module.free_port()  # nothing listens there
     store = nbs.open_store(f"postgresql://alice:{PASSWORD}@127.0.0.1:{port}/agents")
     for call in (store.sessions, lambda: store.history("s"), lambda: store.get_state("s")):
         with pytest.raises(StoreError, match="cannot connect") as err:
