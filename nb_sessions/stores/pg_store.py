@@ -283,7 +283,8 @@ class _Pool:
         self.loop = loop
         self.timeout = store.connect_timeout
         self.url = store.url
-        self.failing = False
+        self.failing = False  # the pool's last connection attempt failed: connect directly
+        self.reconnecting = False  # the pool is still trying again in the background
         self._direct: weakref.WeakSet[Any] = weakref.WeakSet()
         self._waiting: set[asyncio.Future[BaseException]] = set()
         self.pool = _pool_class()(
@@ -296,18 +297,22 @@ class _Pool:
             timeout=store.connect_timeout,
             max_idle=60.0,  # an idle store gives its connections back to the server within minutes
             reconnect_timeout=60.0,
+            reconnect_failed=self._gave_up,
             name=f"nb_sessions {store.location}",
         )
         self.opening = loop.create_task(self.pool.open())
 
     def _report(self, exc: BaseException | None) -> None:
-        self.failing = exc is not None
+        self.failing = self.reconnecting = exc is not None
         if exc is None:
             return
         for waiter in self._waiting:
             if not waiter.done():
                 waiter.set_result(exc)
         self._waiting.clear()
+
+    def _gave_up(self, pool: Any) -> None:
+        self.reconnecting = False  # it tries again when asked for a connection
 
     async def checkout(self, location: str) -> Any:
         """An idle connection that answers (a dead one is closed and the next tried)."""
@@ -319,6 +324,8 @@ class _Pool:
             except psycopg.Error as exc:
                 raise _cannot_connect(location, exc) from exc
             self._direct.add(conn)
+            if not self.reconnecting:
+                self.failing = False  # the server is back and the pool gave up: use it again
             return conn
         for _ in range(self.pool.max_size + 1):
             conn = await self._get(location)

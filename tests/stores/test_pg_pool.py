@@ -154,3 +154,33 @@ def test_an_unreachable_server_is_named_on_every_call_as_a_direct_connection_nam
         ):
             call()
     store.close()
+
+
+def test_after_an_outage_the_store_pools_again() -> None:
+    """Down, the store connects directly; back, it uses its pool again, also after the pool gave up."""
+    import time
+
+    from .. import pg_server
+
+    if os.environ.get("NB_SESSIONS_TEST_PG_DSN"):
+        pytest.fail(
+            "this test stops its own server: unset NB_SESSIONS_TEST_PG_DSN for it", pytrace=False
+        )
+    with pg_server.own_server() as srv:
+        url = pg_server.fresh_database(srv.dsn)
+        store = nbs.PostgresStore(url, retries=0)
+        store.save("s", agent=Box(1))
+        (pool,) = store._pools.by_loop.values()
+        pool.pool.reconnect_timeout = 0.5  # the pool gives up its background reconnection soon
+        srv.stop()
+        with pytest.raises(nbs.StoreError, match="cannot connect"):
+            store.save("s", agent=Box(2))
+        while pool.reconnecting:  # the pool tries again in the background, then gives up
+            time.sleep(0.1)
+        srv.start()
+        assert store.save("s", agent=Box(3)).seq == 2  # a direct connection: the pool had failed
+        for i in range(3):
+            assert store.save("s", agent=Box(4 + i)).seq == 3 + i
+        assert not pool.failing
+        assert len(_backends(url)) == 1  # pooled again: one connection, kept open
+        store.close()
