@@ -14,6 +14,7 @@ from .diff import SessionDiff, diff
 from .errors import (
     CheckpointNotFoundError,
     ConflictError,
+    IncompleteSearchWarning,
     InvalidIdError,
     KeyRequiredError,
     MigrationError,
@@ -55,6 +56,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointNotFoundError",
     "ConflictError",
+    "IncompleteSearchWarning",
     "InvalidIdError",
     "JSONSession",
     "JSONStore",

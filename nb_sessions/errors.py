@@ -16,6 +16,7 @@ __all__ = [
     "CheckpointNotFoundError",
     "ConflictError",
     "Hint",
+    "IncompleteSearchWarning",
     "InvalidIdError",
     "KeyRequiredError",
     "MigrationError",
@@ -259,6 +260,18 @@ class WrongKeyError(StoreError):
     def __init__(self, message: str, *, location: str = "") -> None:
         super().__init__(message)
         self.location = location
+
+
+class IncompleteSearchWarning(RuntimeWarning):
+    """A search passed over stored pieces it could not read; ``unreadable`` names them.
+
+    The rest of the store still answered. ``nb-sessions check`` (or
+    ``store.check()``) says what is damaged and what to do about it.
+    """
+
+    def __init__(self, message: str, unreadable: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.unreadable = tuple(unreadable)
 
 
 def _join(prefix: str, path: str) -> str:

@@ -10,15 +10,28 @@ with the checkpoints it appears in.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
 from . import generations
+from .errors import NbSessionsError, StoreCorruptedError
 
-__all__ = ["SEARCH_COLUMNS", "Hit", "entry_message", "frame", "matches", "scan_state", "searchable_text"]
+__all__ = [
+    "SEARCH_COLUMNS",
+    "Hit",
+    "collect_unreadable",
+    "entry_message",
+    "frame",
+    "matches",
+    "scan_state",
+    "searchable_text",
+    "unless_unreadable",
+]
 
 SEARCH_COLUMNS = (
     "session", "user_id", "checkpoints", "first_seq", "last_seq", "path",
@@ -35,6 +48,38 @@ class Hit:
     seq: int
     path: str
     message: Mapping[str, Any]
+
+
+#: The places one search could not read (set by :func:`collect_unreadable`, filled by the stores).
+_unreadable: ContextVar[list[str] | None] = ContextVar("nb_sessions_search_unreadable", default=None)
+
+
+@contextlib.contextmanager
+def collect_unreadable() -> Iterator[list[str]]:
+    """Around one search: the list of places (checkpoints, stored entries) it had to pass over."""
+    found: list[str] = []
+    token = _unreadable.set(found)
+    try:
+        yield found
+    finally:
+        _unreadable.reset(token)
+
+
+@contextlib.contextmanager
+def unless_unreadable(where: str) -> Iterator[None]:
+    """Pass over one damaged or unreadable piece of a search (``where`` names it); the rest still answers.
+
+    The piece is recorded for :func:`collect_unreadable`: the search result says
+    what it could not read instead of silently leaving it out.
+    """
+    try:
+        yield
+    except (StoreCorruptedError, OSError) as exc:
+        if isinstance(exc, NbSessionsError) and not isinstance(exc, StoreCorruptedError):
+            raise  # a store that is unreachable or refuses: the whole search fails, by name
+        found = _unreadable.get()
+        if found is not None:
+            found.append(where)
 
 
 def searchable_text(message: Mapping[str, Any]) -> str:

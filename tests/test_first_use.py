@@ -181,9 +181,15 @@ async def _grow(store: nbs.BaseStore) -> ScriptedAgent:
     return agent
 
 
-@pytest.mark.parametrize("name", ["s.db", "folder"])
-async def test_stats_count_shared_messages_once(tmp_path: Path, name: str) -> None:
-    store = nbs.open_store(tmp_path / name)
+def _space_store(tmp_path: Path, name: str, request: pytest.FixtureRequest) -> nbs.BaseStore:
+    if name == "postgres":
+        return nbs.open_store(request.getfixturevalue("pg_url"))
+    return nbs.open_store(tmp_path / name)
+
+
+@pytest.mark.parametrize("name", ["s.db", "folder", "postgres"])
+async def test_stats_count_shared_messages_once(tmp_path: Path, name: str, request: pytest.FixtureRequest) -> None:
+    store = _space_store(tmp_path, name, request)
     await _grow(store)
     stats = await store.astats()
     assert list(stats.sessions["session"]) != [] and set(stats.sessions["session"]) == {
@@ -205,9 +211,11 @@ async def test_stats_count_shared_messages_once(tmp_path: Path, name: str) -> No
     assert "shared between checkpoints" in str(stats)
 
 
-@pytest.mark.parametrize("name", ["s.db", "folder"])
-async def test_prune_dry_run_says_how_many_bytes_it_would_free(tmp_path: Path, name: str) -> None:
-    store = nbs.open_store(tmp_path / name)
+@pytest.mark.parametrize("name", ["s.db", "folder", "postgres"])
+async def test_prune_dry_run_says_how_many_bytes_it_would_free(
+    tmp_path: Path, name: str, request: pytest.FixtureRequest
+) -> None:
+    store = _space_store(tmp_path, name, request)
     await _grow(store)
     preview = await store.aprune("alice", keep_last=1, dry_run=True)
     assert preview.bytes_reclaimed is not None and preview.bytes_reclaimed > 0
@@ -217,7 +225,7 @@ async def test_prune_dry_run_says_how_many_bytes_it_would_free(tmp_path: Path, n
     before = (await store.astats()).total_bytes
     await store.aprune("alice", keep_last=1)
     freed = before - (await store.astats()).total_bytes
-    if name == "s.db":
+    if name != "folder":
         assert freed == preview.bytes_reclaimed
     else:  # the JSON index also loses the removed checkpoints' entries
         assert preview.bytes_reclaimed <= freed < preview.bytes_reclaimed + 1000

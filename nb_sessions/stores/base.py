@@ -18,6 +18,7 @@ import difflib
 import html
 import re
 import sys
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -30,11 +31,11 @@ from ..errors import (
     CheckpointNotFoundError,
     ConflictError,
     Hint,
+    IncompleteSearchWarning,
     InvalidIdError,
     NbSessionsError,
     NothingToLoadError,
     SessionNotFoundError,
-    StoreCorruptedError,
 )
 from ..state import Stateful, as_stateful, load_modules, snapshot
 from .space import human_size
@@ -779,21 +780,33 @@ class BaseStore:
             await self._history_near(keys[0])  # raises SessionNotFoundError with advice
         else:
             keys = [info.key for info in await self.asessions()]
-        return search.frame(await self._search(text.strip(), keys), text.strip())
+        with search.collect_unreadable() as unreadable:
+            hits = await self._search(text.strip(), keys)
+        found = search.frame(hits, text.strip())
+        if unreadable:
+            places = list(dict.fromkeys(unreadable))
+            shown = ", ".join(places[:5]) + (f" and {len(places) - 5} more" if len(places) > 5 else "")
+            found.attrs["unreadable"] = places
+            warnings.warn(
+                IncompleteSearchWarning(
+                    f"nb_sessions: search of {self.location} could not read {shown}; the results leave "
+                    f"them out. See what is damaged with: nb-sessions --store {self.location} check",
+                    places,
+                ),
+                stacklevel=3,
+            )
+        return found
 
     async def _search(self, text: str, keys: list[SessionKey]) -> list[Hit]:
         """Find matching messages by reading every checkpoint (stores may do better)."""
-        from ..search import Hit, scan_state
+        from ..search import Hit, scan_state, unless_unreadable
 
         hits: list[Hit] = []
         for key in keys:
             for cp in await self._history(key):
-                try:
+                with unless_unreadable(cp.ref):  # `check` reports it; a search still answers from the rest
                     state = await self._read(cp)
-                except StoreCorruptedError:
-                    continue  # `check` reports it; a search still answers from the rest
-                for path, msg in scan_state(state, text):
-                    hits.append(Hit(key.session_id, key.user_id, cp.seq, path, msg))
+                    hits += [Hit(key.session_id, key.user_id, cp.seq, p, m) for p, m in scan_state(state, text)]
         return hits
 
     async def avacuum(self) -> VacuumResult:

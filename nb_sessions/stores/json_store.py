@@ -1085,7 +1085,14 @@ class JSONStore(BaseStore):
 
     async def _search(self, text: str, keys: list[SessionKey]) -> list[Hit]:
         """Scan each session's entry pack once, then map matches to the checkpoints using them."""
-        from ..search import Hit, entry_message, matches, scan_state, searchable_text
+        from ..search import (
+            Hit,
+            entry_message,
+            matches,
+            scan_state,
+            searchable_text,
+            unless_unreadable,
+        )
 
         def job() -> list[Hit]:
             hits: list[Hit] = []
@@ -1099,7 +1106,7 @@ class JSONStore(BaseStore):
                     continue
                 if index is None:
                     for cp in self._history_sync(key):
-                        with contextlib.suppress(StoreCorruptedError, OSError):
+                        with unless_unreadable(f"{cp.ref} ({self._latest_file(key).name})"):
                             state = codec.loads(read_regular(self._latest_file(key)))
                             hits += [Hit(key.session_id, key.user_id, cp.seq, p, m) for p, m in scan_state(state, text)]
                     continue
@@ -1107,7 +1114,7 @@ class JSONStore(BaseStore):
                 hashes: list[bytes] = []  # an encrypted pack's keyed hashes, by ordinal
                 if "pack" in index:
                     pack = EntryPack(self._history_dir(key), PackState.from_json(index["pack"]))
-                    with contextlib.suppress(StoreCorruptedError):
+                    with unless_unreadable(f"the stored entries of {key} ({pack.data_path.name})"):
                         # An encrypted pack is opened in memory; nothing of it is written.
                         every = range(pack.state.count)
                         for n, data in (
@@ -1116,13 +1123,13 @@ class JSONStore(BaseStore):
                         ):
                             if prefilter and needle not in data.lower():
                                 continue
-                            with contextlib.suppress(StoreCorruptedError):
+                            with unless_unreadable(f"stored entry {n} of {key}"):
                                 msg = entry_message(codec.loads(data))
                                 if msg is not None and matches(searchable_text(msg), text):
                                     found[n] = msg
                 for entry in index["checkpoints"]:
                     seq = entry["seq"]
-                    with contextlib.suppress(StoreCorruptedError, OSError):
+                    with unless_unreadable(f"{key}@{seq}"):
                         skeleton = codec.loads(self._skeleton_bytes(key, index, entry, hashes or None))
                         hits += [Hit(key.session_id, key.user_id, seq, p, m) for p, m in scan_state(skeleton, text)]
                     for p, ranges in entry.get("chunks", ()):

@@ -58,6 +58,7 @@ from ._planned import (
 )
 from .base import At, BaseStore, Checkpoint, Redactor, SessionInfo, SessionKey, utcnow, validate_id
 from .row_hash import key_hash, relabelled, row_hash, verify_facts, verify_row
+from .space import CheckpointSpace, SessionSpace, list_pieces, module_bytes
 
 if TYPE_CHECKING:
     from ..search import Hit
@@ -1019,7 +1020,14 @@ class PostgresStore(BaseStore):
         """Messages whose text contains ``text`` (case-insensitive): ILIKE on ``nbs_search`` (a
         pg_trgm index serves it, also for CJK), filled on first search like SQLite's FTS index;
         entries not indexed yet (a read-only role cannot index) are scanned. Skeletons are scanned."""
-        from ..search import Hit, entry_message, matches, scan_state, searchable_text
+        from ..search import (
+            Hit,
+            entry_message,
+            matches,
+            scan_state,
+            searchable_text,
+            unless_unreadable,
+        )
 
         psycopg = _psycopg()
         pattern = (
@@ -1041,7 +1049,7 @@ class PostgresStore(BaseStore):
                 )
                 found: dict[int, Mapping[str, Any]] = {}
                 for blob_id, data in await cur.fetchall():
-                    with contextlib.suppress(StoreCorruptedError):
+                    with unless_unreadable(f"stored entry {blob_id} (nbs_blobs)"):
                         msg = entry_message(codec.loads(loaded_entry(_bytes(data))))
                         if msg is not None and matches(searchable_text(msg), text):
                             found[int(blob_id)] = msg
@@ -1053,7 +1061,7 @@ class PostgresStore(BaseStore):
                         key,
                     )
                     for seq, skeleton, chunks in await cur.fetchall():
-                        with contextlib.suppress(StoreCorruptedError):
+                        with unless_unreadable(f"{key}@{seq}"):
                             state = codec.loads(_bytes(skeleton))
                             if isinstance(state, dict):
                                 hits += [
@@ -1086,7 +1094,7 @@ class PostgresStore(BaseStore):
 
     async def _update_index(self, conn: Any) -> None:
         """Index the entries stored since the last search (the index fills on first use)."""
-        from ..search import entry_message, searchable_text
+        from ..search import entry_message, searchable_text, unless_unreadable
 
         async with conn.transaction():
             cur = await conn.execute(
@@ -1109,7 +1117,7 @@ class PostgresStore(BaseStore):
             rows = await cur.fetchall()
             texts: list[tuple[int, str]] = []
             for blob_id, data in rows:
-                with contextlib.suppress(StoreCorruptedError):
+                with unless_unreadable(f"stored entry {blob_id} (nbs_blobs)"):
                     msg = entry_message(codec.loads(loaded_entry(_bytes(data))))
                     text = _pg_text(searchable_text(msg)) if msg is not None else None
                     if text:
@@ -1152,6 +1160,64 @@ class PostgresStore(BaseStore):
             freed = sum(int(r[0]) for r in await cur.fetchall())
             await conn.execute("UPDATE nbs_meta SET value = value + 1 WHERE key = 'gc_generation'")
             return freed
+
+    async def _space(self, key: SessionKey) -> SessionSpace:
+        """Each checkpoint's row (split by module) and the segments and entries it uses, by row id."""
+        history = await self._history(key)
+        rows = await self._space_rows(key)
+        by_seq = {cp.seq: cp for cp in history}
+        return SessionSpace(
+            key, [CheckpointSpace(by_seq[seq], own, pieces) for seq, own, pieces in rows if seq in by_seq]
+        )
+
+    @_retried_read
+    async def _space_rows(self, key: SessionKey) -> list[tuple[int, dict[str, int], dict[str, dict[str, int]]]]:
+        """One snapshot of the session's rows: skeleton and metadata bytes, its segments' and entries' sizes."""
+        psycopg = _psycopg()
+        async with self._connect() as conn:
+            await conn.set_isolation_level(psycopg.IsolationLevel.REPEATABLE_READ)
+            async with conn.transaction():
+                cur = await conn.execute(
+                    "SELECT c.seq, c.state, c.chunks, octet_length(c.metadata) "
+                    "+ coalesce(octet_length(array_to_string(c.modules, ',')), 0) FROM nbs_checkpoints c "
+                    "JOIN nbs_sessions s ON c.session = s.id WHERE s.user_id = %s AND s.session_id = %s",
+                    tuple(key),
+                )
+                found = [(int(seq), _bytes(state), chunks, int(extra)) for seq, state, chunks, extra in await cur.fetchall()]
+                refs = {
+                    seq: chunk_refs(_bytes(chunks), f"checkpoint {key}@{seq} in {self.location}") if chunks else []
+                    for seq, _, chunks, _ in found
+                }
+                cur = await conn.execute(
+                    "SELECT id, blobs, hash FROM nbs_segments WHERE id = ANY(%s)",
+                    (sorted({i for rows in refs.values() for _, ids in rows for i in ids}),),
+                )
+                segments = {int(i): (_bytes(packed), _bytes(h)) for i, packed, h in await cur.fetchall()}
+                entries = {
+                    i: segment_ids(packed, i, self.location, self.location, h) for i, (packed, h) in segments.items()
+                }
+                cur = await conn.execute(
+                    "SELECT id, octet_length(data) FROM nbs_blobs WHERE id = ANY(%s)",
+                    (sorted({e for ids in entries.values() for e in ids}),),
+                )
+                entry_sizes = {int(i): int(n) for i, n in await cur.fetchall()}
+        sizes = {i: len(packed) for i, (packed, _) in segments.items()}
+        return [
+            (seq, module_bytes(state, extra, f"checkpoint {key}@{seq}"), list_pieces(refs[seq], entries, sizes, entry_sizes))
+            for seq, state, _, extra in found
+        ]
+
+    @_retried_read
+    async def _disk_bytes(self) -> int:
+        """What the server keeps for this store: every nbs_* table of its schema, TOAST and indexes included."""
+        async with self._connect(setup=False) as conn:
+            cur = await conn.execute(
+                "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE c.relkind = 'r' AND c.relname LIKE 'nbs\\_%' AND n.nspname = current_schema()"
+            )
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
 
 
 class _Stale(Exception):

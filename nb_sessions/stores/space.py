@@ -30,6 +30,7 @@ __all__ = [
     "CheckpointSpace",
     "SessionSpace",
     "StoreStats",
+    "list_pieces",
     "module_bytes",
     "reclaimable",
     "store_stats",
@@ -253,6 +254,28 @@ def module_bytes(state: Any, extra: int, where: str) -> dict[str, int]:
     first = next(iter(split))
     split[first] += total - sum(split.values())  # the rounding, so the parts add up
     return split
+
+
+def list_pieces(
+    refs: Iterable[tuple[Sequence[Any], Sequence[int]]],
+    segments: Mapping[int, Sequence[int]],
+    segment_sizes: Mapping[int, int],
+    entry_sizes: Mapping[int, int],
+) -> dict[str, dict[str, int]]:
+    """A checkpoint's shared pieces per module, for stores that keep long lists as segments of entries.
+
+    ``refs`` are its list references ``(path, [segment id, ...])``; ``segments``
+    gives each segment's entry ids, ``segment_sizes`` and ``entry_sizes`` their
+    stored bytes (by row id, so a piece several checkpoints use is one piece).
+    """
+    pieces: dict[str, dict[str, int]] = {}
+    for path, seg_ids in refs:
+        module = pieces.setdefault(str(path[0]), {})
+        for seg in seg_ids:
+            module[f"segment:{seg}"] = segment_sizes.get(seg, 0)
+            for entry in segments.get(seg, ()):
+                module[f"entry:{entry}"] = entry_sizes.get(entry, 0)
+    return pieces
 
 
 def human_size(n: int) -> str:

@@ -87,7 +87,7 @@ from .base import (
 )
 from .migrations import apply_migrations, latest_version
 from .row_hash import key_hash, relabelled, row_hash, verify_facts, verify_row
-from .space import CheckpointSpace, SessionSpace, module_bytes
+from .space import CheckpointSpace, SessionSpace, list_pieces, module_bytes
 
 if TYPE_CHECKING:
     from ..search import Hit
@@ -1027,7 +1027,11 @@ class SQLiteStore(BaseStore):
 
     async def _search(self, text: str, keys: list[SessionKey]) -> list[Hit]:
         """Entries through the FTS index (or a scan for queries under 3 characters), skeletons by scanning."""
-        from ..search import Hit, scan_state  # search builds on views, which import the stores
+        from ..search import (  # search builds on views, which import the stores
+            Hit,
+            scan_state,
+            unless_unreadable,
+        )
 
         if self._cipher is not None:
             return await self._search_decrypted(text, keys)
@@ -1038,7 +1042,7 @@ class SQLiteStore(BaseStore):
             for key in keys:
                 legacy = await self._legacy_row(db, key)
                 if legacy is not None:
-                    with contextlib.suppress(StoreCorruptedError):
+                    with unless_unreadable(f"{key}@1"):
                         state = codec.loads(legacy[0])
                         if isinstance(state, dict):
                             hits += [Hit(key.session_id, "", 1, p, m) for p, m in scan_state(state, text)]
@@ -1049,7 +1053,7 @@ class SQLiteStore(BaseStore):
                 ) as cur:
                     rows = await cur.fetchall()
                 for seq, skeleton, chunks in rows:
-                    with contextlib.suppress(StoreCorruptedError):
+                    with unless_unreadable(f"{key}@{seq}"):
                         state = codec.loads(skeleton)
                         if isinstance(state, dict):
                             hits += [Hit(key.session_id, key.user_id, seq, p, m) for p, m in scan_state(state, text)]
@@ -1072,19 +1076,19 @@ class SQLiteStore(BaseStore):
 
     async def _search_decrypted(self, text: str, keys: list[SessionKey]) -> list[Hit]:
         """An encrypted store: each checkpoint decrypted and scanned in memory (no index on disk)."""
-        from ..search import Hit, scan_state
+        from ..search import Hit, scan_state, unless_unreadable
 
         hits: list[Hit] = []
         for key in keys:
             for cp in await self._history(key):
-                with contextlib.suppress(StoreCorruptedError):
+                with unless_unreadable(cp.ref):
                     state = await self._read(cp)
                     hits += [Hit(key.session_id, key.user_id, cp.seq, p, m) for p, m in scan_state(state, text)]
         return hits
 
     async def _matching_entries(self, db: aiosqlite.Connection, text: str) -> dict[int, Mapping[str, Any]]:
         """Blob id -> message for the stored entries whose searchable text contains ``text``."""
-        from ..search import entry_message, matches, searchable_text
+        from ..search import entry_message, matches, searchable_text, unless_unreadable
 
         if len(text) >= 3:
             await self._update_index(db)
@@ -1106,7 +1110,7 @@ class SQLiteStore(BaseStore):
                 rows = await cur.fetchall()
         found: dict[int, Mapping[str, Any]] = {}
         for blob_id, data in rows:
-            with contextlib.suppress(StoreCorruptedError):
+            with unless_unreadable(f"stored entry {blob_id} (nbs_blobs)"):
                 msg = entry_message(codec.loads(data))
                 if msg is not None and matches(searchable_text(msg), text):
                     found[int(blob_id)] = msg
@@ -1185,19 +1189,12 @@ class SQLiteStore(BaseStore):
             raise self._wrap(exc) from exc
         finally:
             conn.close()
-        out = []
-        for seq, state, _, extra in found:
-            own = module_bytes(state, extra, f"checkpoint {key}@{seq}")
-            pieces: dict[str, dict[str, int]] = {}
-            for path, seg_list in chunks[seq]:
-                module = pieces.setdefault(str(path[0]), {})
-                for seg in seg_list:
-                    packed = segs.get(seg, b"")
-                    module[f"segment:{seg}"] = len(packed)
-                    for blob in segment_ids(packed, seg, str(self.path), str(self.path)) if packed else ():
-                        module[f"entry:{blob}"] = blob_sizes.get(blob, 0)
-            out.append((seq, own, pieces))
-        return out
+        entries = {seg: segment_ids(packed, seg, str(self.path), str(self.path)) for seg, packed in segs.items()}
+        sizes = {seg: len(packed) for seg, packed in segs.items()}
+        return [
+            (seq, module_bytes(state, extra, f"checkpoint {key}@{seq}"), list_pieces(chunks[seq], entries, sizes, blob_sizes))
+            for seq, state, _, extra in found
+        ]
 
     def _disk_size(self) -> int:
         total = 0

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
+
+import pytest
+
 import nb_sessions as nbs
 from nb_sessions.agent import InMemoryMemory, Msg
 from nb_sessions.search import SEARCH_COLUMNS
@@ -103,3 +108,47 @@ async def test_search_finds_2x_text_in_every_block_kind_that_holds_text(store: n
                   "report.txt", "user wants weather"):
         df = await store.asearch(query)
         assert df["message_id"].tolist() == [reply["id"]], query
+
+
+def _damage_first_skeleton(store: nbs.BaseStore) -> None:
+    """Make s@1's stored skeleton unparseable, by hand, in the store's own files or tables."""
+    location = store.location
+    if location.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(location) as conn:
+            conn.execute(
+                "UPDATE nbs_checkpoints SET state = %s WHERE seq = 1 AND session = "
+                "(SELECT id FROM nbs_sessions WHERE session_id = 's')",
+                (b"{not json",),
+            )
+    elif location.endswith(".db"):
+        import sqlite3
+
+        with sqlite3.connect(location) as db:
+            db.execute("UPDATE nbs_checkpoints SET state = ? WHERE seq = 1", (b"{not json",))
+    else:
+        (Path(location) / ".nb_sessions" / "s" / "1.json").write_bytes(b"{not json")
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "json", "postgres"])
+async def test_a_search_says_which_checkpoints_it_could_not_read(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if kind == "postgres":
+        store = nbs.open_store(request.getfixturevalue("pg_url"))
+    else:
+        store = nbs.open_store(tmp_path / ("s.db" if kind == "sqlite" else "store"))
+    await store.asave("s", memory=await memory_with(["apple pie"]))  # short: kept in the skeleton
+    await store.asave("s", memory=await memory_with(["apple tart"]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an intact store answers without a warning
+        assert len(await store.asearch("apple")) == 2
+    _damage_first_skeleton(store)
+
+    with pytest.warns(nbs.IncompleteSearchWarning, match=r"could not read s@1.*check") as caught:
+        found = await store.asearch("apple")
+    # The rest still answers (s@1's list entries are intact: its message may still be found).
+    assert found[found["snippet"].str.contains("tart")]["checkpoints"].tolist() == ["2"]
+    assert found.attrs["unreadable"] == ["s@1"]
+    assert caught[0].message.unreadable == ("s@1",)  # type: ignore[union-attr]
