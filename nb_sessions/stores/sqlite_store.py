@@ -48,6 +48,7 @@ from ..crypto import (
     key_from_env,
     open_checkpoint,
     open_metadata,
+    open_values,
     resolve_key,
     seal_checkpoint,
 )
@@ -1496,9 +1497,8 @@ def _fetch_sealed(
     else:
         for sql, params in _id_queries("nbs_blobs", "data, hash", ids):
             blobs.update((i, (data, h)) for i, data, h in conn.execute(sql, params))
-    parts: list[bytes] = []
-    open_ = cipher.open
-    append, add_hash = parts.append, hashes.append
+    sealed: list[tuple[bytes, bytes]] = []
+    append, add_hash = sealed.append, hashes.append
     for i in ids:
         got = blobs.get(i)
         if got is None:
@@ -1508,8 +1508,10 @@ def _fetch_sealed(
         data, h = got
         if not isinstance(h, bytes):
             h = b""
-        append(open_(data, h, f"{where} ({path_text(tuple(path))}) entry {i}", location))
+        append((data, h))
         add_hash(h)
+    label = f"{where} ({path_text(tuple(path))})"  # named only for an entry that does not open
+    parts = open_values(cipher, sealed, lambda n: f"{label} entry {ids[n]}", location)
     return json_array(parts), any(p[:1] == b" " for p in parts)
 
 
