@@ -1076,15 +1076,100 @@ class SQLiteStore(BaseStore):
         return hits
 
     async def _search_decrypted(self, text: str, keys: list[SessionKey]) -> list[Hit]:
-        """An encrypted store: each checkpoint decrypted and scanned in memory (no index on disk)."""
-        from ..search import Hit, scan_state, unless_unreadable
+        """An encrypted store: skeletons opened per checkpoint, each distinct entry opened and matched once.
 
+        Nothing is written (an index would hold plaintext); only the matching
+        messages are kept in memory, by entry id, for every checkpoint using them.
+        """
+        histories = [(key, await self._history(key)) for key in keys]  # each checked against its manifest
+        await self._check_open()
+        return await asyncio.to_thread(self._search_sealed, text, histories)
+
+    def _search_sealed(self, text: str, histories: list[tuple[SessionKey, list[Checkpoint]]]) -> list[Hit]:
+        from ..search import (
+            Hit,
+            entry_message,
+            matches,
+            scan_state,
+            searchable_text,
+            unless_unreadable,
+        )
+
+        cipher = self._cipher
+        assert cipher is not None
+        location = str(self.path)
         hits: list[Hit] = []
-        for key in keys:
-            for cp in await self._history(key):
-                with unless_unreadable(cp.ref):
-                    state = await self._read(cp)
-                    hits += [Hit(key.session_id, key.user_id, cp.seq, p, m) for p, m in scan_state(state, text)]
+        entry_ids: dict[int, list[int]] = {}  # segment id -> its entry ids
+        hash_of: dict[int, bytes] = {}  # entry id -> its keyed hash (the associated data it opens with)
+        matched: dict[int, Mapping[str, Any] | None] = {}  # entry id -> its message, when it matches
+        try:
+            conn = sqlite3.connect(self._uri(), uri=True, timeout=self.timeout, isolation_level=None,
+                                   check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise self._wrap(exc) from exc
+        try:
+            conn.execute(_UNTRUSTED_SCHEMA)
+            conn.execute("BEGIN")  # one snapshot for the whole search
+            upto = _meta_int(conn.execute(_UPTO_SQL).fetchone(), _UPTO, self.path) or 0
+            for key, history in histories:
+                for cp in history:
+                    where = f"checkpoint {cp.ref} in {self.path}"
+                    with unless_unreadable(cp.ref):
+                        found = conn.execute(_ROW_SQL, (*cp.key, cp.seq)).fetchone()
+                        if found is None:
+                            continue  # deleted since the history was read
+                        row_id, stored, *fields = found
+                        if stored is not None or row_id > upto:
+                            verify_row(stored, cp.key, *fields, where=where, location=location)
+                        state, chunks = fields[-2:]
+                        lists: list[tuple[str, list[int]]] = []
+                        for path, seg_ids in chunk_refs(chunks, where) if chunks else ():
+                            missing = [i for i in seg_ids if i not in entry_ids]
+                            for sql, params in _id_queries("nbs_segments", "blobs, hash", missing):
+                                for i, packed, h in conn.execute(sql, params):
+                                    entry_ids[i] = list(segment_ids(packed, i, list_where(where, path), where, h))
+                            ids: list[int] = []
+                            for seg_id in seg_ids:
+                                if seg_id not in entry_ids:
+                                    raise StoreCorruptedError(
+                                        f"{where}: segment {seg_id} of {path_text(tuple(path))} is missing; "
+                                        "delete that checkpoint, the others are intact",
+                                        location=where,
+                                    )
+                                ids += entry_ids[seg_id]
+                            lists.append((path_text(conversation_path(path)), ids))
+                        every = [i for _, ids in lists for i in ids]
+                        for sql, params in _id_queries("nbs_blobs", "hash", [i for i in every if i not in hash_of]):
+                            hash_of.update((i, h if isinstance(h, bytes) else b"") for i, h in conn.execute(sql, params))
+                        if any(i not in hash_of for i in every):
+                            gone = next(i for i in every if i not in hash_of)
+                            raise StoreCorruptedError(
+                                f"{where}: entry {gone} is missing; delete that checkpoint, the others are intact",
+                                location=location,
+                            )
+                        skeleton = codec.loads(
+                            open_checkpoint(cipher, cp.key, cp.seq, fields[2], state, [hash_of[i] for i in every],
+                                            where, location),
+                            where,
+                        )
+                        if isinstance(skeleton, dict):
+                            hits += [Hit(key.session_id, key.user_id, cp.seq, p, m) for p, m in scan_state(skeleton, text)]
+                        new = [i for i in every if i not in matched]
+                        for sql, params in _id_queries("nbs_blobs", "data", new):
+                            for i, data in conn.execute(sql, params):
+                                plain = cipher.open(data, hash_of[i], f"{where} entry {i}", location)
+                                msg = entry_message(codec.loads(plain, f"{where} entry {i}"))
+                                matched[i] = msg if msg is not None and matches(searchable_text(msg), text) else None
+                        for place, ids in lists:
+                            hits += [
+                                Hit(key.session_id, key.user_id, cp.seq, place, msg)
+                                for msg in (matched.get(i) for i in ids) if msg is not None
+                            ]
+            conn.execute("COMMIT")
+        except (sqlite3.Error, UnicodeDecodeError) as exc:
+            raise self._wrap(exc) from exc
+        finally:
+            conn.close()
         return hits
 
     async def _matching_entries(self, db: aiosqlite.Connection, text: str) -> dict[int, Mapping[str, Any]]:
