@@ -59,7 +59,7 @@ def open_store(
 
     ``key`` encrypts a new SQLite store or JSON folder at rest (32 raw bytes, their base64
     text, a passphrase, a key file as a ``Path``, or a callable returning
-    one); PostgreSQL URLs refuse a key by name, for now; an encrypted store opened without ``key`` takes
+    one); PostgreSQL URLs and AgentScope's own storage refuse a key by name; an encrypted store opened without ``key`` takes
     ``NB_SESSIONS_KEY``. An encrypted JSON folder writes no AgentScope latest file
     (see :class:`JSONStore`). See docs/reliability.md, "Encryption at rest".
 
@@ -68,11 +68,20 @@ def open_store(
     """
     if isinstance(path, BaseStore):
         return path
+    if key is not None and isinstance(path, str) and is_source_url(path):
+        raise KeyRequiredError(
+            f"{path} is an AgentScope app's own storage, opened read-only as it is: a key does not apply. "
+            "Open it without a key; to keep its sessions encrypted, copy them into an encrypted store "
+            "(nb-sessions copy SOURCE new.db --to-key ...)",
+            location=str(path),
+        )
     if isinstance(path, str) and is_source_url(path):
         return open_source(path)
-    if key is not None and (is_postgres_url(path) or (isinstance(path, str) and is_source_url(path))):
+    if key is not None and is_postgres_url(path):
         raise KeyRequiredError(
-            f"encryption at rest is built for SQLite stores only so far, not for {path}; open it without a key",
+            f"encryption at rest is built for SQLite stores and JSON folders so far, not for PostgreSQL "
+            f"({path}); open it without a key, or keep encrypted sessions in a SQLite file "
+            "(nb-sessions copy URL new.db --to-key ...)",
             location=str(path),
         )
     if is_postgres_url(path):

@@ -224,8 +224,13 @@ def test_sqlite_session_drop_in_over_an_encrypted_store(tmp_path: Path, monkeypa
 
 
 def test_postgres_url_with_a_key_is_refused_before_connecting() -> None:
-    with pytest.raises(nbs.KeyRequiredError, match="SQLite stores only"):
+    with pytest.raises(nbs.KeyRequiredError, match="SQLite stores and JSON folders so far, not for PostgreSQL"):
         nbs.open_store("postgresql://nobody@127.0.0.1:1/none", key=TEST_KEY)
+
+
+def test_an_agentscope_source_with_a_key_is_refused_not_ignored() -> None:
+    with pytest.raises(nbs.KeyRequiredError, match="read-only as it is: a key does not apply"):
+        nbs.open_store("agentscope+redis://127.0.0.1:1/0", key=TEST_KEY)
 
 
 def test_search_opens_each_distinct_entry_once_and_finds_what_a_plain_store_finds(
