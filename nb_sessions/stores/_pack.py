@@ -135,6 +135,13 @@ class EntryPack:
 
     def _slices(self, data: mmap.mmap, ordinals: Sequence[int], raw: bytes, where: str) -> list[bytes]:
         out = []
+        for n, offset, length, h in self._located(ordinals, raw, where):
+            verify_entries(data, [(offset, length, h)], where, str(self.data_path), [n])
+            out.append(data[offset:offset + length])
+        return out
+
+    def _located(self, ordinals: Sequence[int], raw: bytes, where: str) -> Iterator[tuple[int, int, int, bytes]]:
+        """``(ordinal, offset, length, hash)`` of each entry at ``ordinals``, its bounds checked."""
         for n in ordinals:
             if not 0 <= n < self.state.count:
                 raise StoreCorruptedError(
@@ -144,9 +151,7 @@ class EntryPack:
             offset, length, h = _RECORD.unpack_from(raw, n * _RECORD.size)
             if offset + length > self.state.nbytes:
                 raise self._damaged(where)
-            verify_entries(data, [(offset, length, h)], where, str(self.data_path), [n])
-            out.append(data[offset:offset + length])
-        return out
+            yield n, offset, length, h
 
     def array_size(self, ranges: Ranges, where: str) -> int:
         """The length of :meth:`write_array`'s output for ``ranges``."""
@@ -263,19 +268,8 @@ class EntryPack:
         if not ordinals:
             return []
         raw = self._read_index()
-        out = []
         with self._mapped(where) as data:
-            for n in ordinals:
-                if not 0 <= n < self.state.count:
-                    raise StoreCorruptedError(
-                        f"{where}: entry {n} is beyond the {self.state.count} in {self.data_path.name}",
-                        location=str(self.data_path),
-                    )
-                offset, length, h = _RECORD.unpack_from(raw, n * _RECORD.size)
-                if offset + length > self.state.nbytes:
-                    raise self._damaged(where)
-                out.append((data[offset:offset + length], h))
-        return out
+            return [(data[offset:offset + length], h) for _, offset, length, h in self._located(ordinals, raw, where)]
 
     def iter_entries(self) -> Iterable[tuple[int, bytes]]:
         """``(ordinal, data)`` for every committed entry."""
