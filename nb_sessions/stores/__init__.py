@@ -57,10 +57,10 @@ def open_store(
     :mod:`~nb_sessions.stores.agentscope_sources`); so does a ``.db`` file
     that is an AgentScope 2.x database.
 
-    ``key`` encrypts a new SQLite store or JSON folder at rest (32 raw bytes, their base64
-    text, a passphrase, a key file as a ``Path``, or a callable returning
-    one); PostgreSQL URLs refuse a key by name, for now; an encrypted store opened without ``key`` takes
-    ``NB_SESSIONS_KEY``. An encrypted JSON folder writes no AgentScope latest file
+    ``key`` encrypts a new SQLite store, JSON folder or PostgreSQL database at rest (32 raw
+    bytes, their base64 text, a passphrase, a key file as a ``Path``, or a callable returning
+    one); an encrypted store opened without ``key`` takes ``NB_SESSIONS_KEY``. AgentScope
+    sources (read-only) take no key. An encrypted JSON folder writes no AgentScope latest file
     (see :class:`JSONStore`). See docs/reliability.md, "Encryption at rest".
 
     Opening changes nothing on disk. The first write creates the file or
@@ -69,14 +69,14 @@ def open_store(
     if isinstance(path, BaseStore):
         return path
     if isinstance(path, str) and is_source_url(path):
+        if key is not None:
+            raise KeyRequiredError(
+                f"{path} is an AgentScope app's own storage, read as it is: it takes no key; open it without one",
+                location=str(path),
+            )
         return open_source(path)
-    if key is not None and (is_postgres_url(path) or (isinstance(path, str) and is_source_url(path))):
-        raise KeyRequiredError(
-            f"encryption at rest is built for SQLite stores only so far, not for {path}; open it without a key",
-            location=str(path),
-        )
     if is_postgres_url(path):
-        return PostgresStore(str(path), redact=redact)
+        return PostgresStore(str(path), redact=redact, key=key)
     p = Path(path)
     if p.suffix.lower() in SQLITE_SUFFIXES:
         if is_agentscope2_sqlite(p):

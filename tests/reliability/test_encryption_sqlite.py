@@ -223,6 +223,6 @@ def test_sqlite_session_drop_in_over_an_encrypted_store(tmp_path: Path, monkeypa
     assert SECRET.encode() not in b"".join(_files(path).values())
 
 
-def test_postgres_url_with_a_key_is_refused_before_connecting() -> None:
-    with pytest.raises(nbs.KeyRequiredError, match="SQLite stores only"):
-        nbs.open_store("postgresql://nobody@127.0.0.1:1/none", key=TEST_KEY)
+def test_an_agentscope_source_with_a_key_is_refused() -> None:
+    with pytest.raises(nbs.KeyRequiredError, match="takes no key"):
+        nbs.open_store("agentscope+redis://127.0.0.1:1/0", key=TEST_KEY)
