@@ -13,7 +13,10 @@ Garbage collection (``vacuum``) and saves meet on the ``gc_generation`` row of
 segment or entry a save reuses is never collected under it. Every checkpoint
 row carries its hash (:mod:`.row_hash`) and every entry its content hash,
 checked on each read. Migrations run under an advisory lock, so several
-clients may start at once.
+clients may start at once. A store opened with a key is encrypted at rest
+(:mod:`._sealed` holds what it shares with the SQLite store; this module
+adds the SQL): its header is ``nbs_meta``'s ``encryption`` row, each
+session's sealed manifest ``nbs_sessions.manifest``.
 """
 
 from __future__ import annotations
@@ -421,9 +424,19 @@ class PostgresStore(BaseStore):
 
         async def read_header() -> bytes | None:
             async with conn.transaction():
-                cur = await conn.execute("SELECT data FROM nbs_meta WHERE key = %s", (HEADER_KEY,))
-                row = await cur.fetchone()
-            return None if row is None else _bytes(row[0])
+                cur = await conn.execute(
+                    "SELECT (SELECT data FROM nbs_meta WHERE key = %s), "
+                    "EXISTS (SELECT 1 FROM nbs_sessions WHERE manifest IS NOT NULL)",
+                    (HEADER_KEY,),
+                )
+                header, sealed = await cur.fetchone()
+            if header is None and sealed:  # sealed manifests: never take it for a plain store
+                raise StoreCorruptedError(
+                    f"{self.location}: the encryption header (nbs_meta row {HEADER_KEY!r}) is gone but its "
+                    "sessions are encrypted; nothing was changed. Restore the database from a backup",
+                    location=self.location,
+                )
+            return _bytes(header)  # type: ignore[no-any-return]
 
         async def create_header(header: bytes) -> bool:
             async with conn.transaction():

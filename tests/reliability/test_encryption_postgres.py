@@ -120,6 +120,20 @@ def test_a_plain_client_cannot_save_into_a_store_encrypted_since_it_opened(pg_ur
     assert _leaks(_text(_tables(pg_url))) == []
 
 
+@pytest.mark.parametrize("key", [TEST_KEY, None], ids=["with-key", "without-key"])
+def test_a_removed_header_is_named_not_taken_for_a_plain_store(
+    pg_url: str, key: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NB_SESSIONS_KEY", raising=False)
+    _save(nbs.open_store(pg_url, key=TEST_KEY))
+    with psycopg.connect(pg_url) as conn:
+        conn.execute("DELETE FROM nbs_meta WHERE key = 'encryption'")
+    before = _tables(pg_url)
+    with pytest.raises(nbs.StoreCorruptedError, match=r"encryption header .* is gone"):
+        nbs.open_store(pg_url, key=key).history("alice")
+    assert _tables(pg_url) == before
+
+
 def test_two_processes_creating_the_store_end_with_one_header(pg_url: str) -> None:
     """Real processes open one new database with the same key and save at once; every save reads back."""
     create_at_once(pg_url, TEST_KEY)
