@@ -517,8 +517,7 @@ class PostgresStore(BaseStore):
         meta_data = codec.dumps(metadata)
         modules = tuple(states)
         if not self._ready:
-            async with self._connect():
-                pass  # an encrypted store's keyed hash plans the entries
+            await self._opened()  # an encrypted store's keyed hash plans the entries
         cipher = self._cipher
         while True:  # twice at most: a new cache is never stale
             cache = self._caches.get(key, cipher.mac if cipher is not None else None)
@@ -917,6 +916,40 @@ class PostgresStore(BaseStore):
                     "first with store.label(ref, None)"
                 ) from exc
 
+    @property
+    def encrypted(self) -> bool:
+        """Whether this store is encrypted at rest (connects to find out)."""
+        if not self._ready:
+            run_sync(self._retrying(f"{self.location}: opening", self._opened))
+        return self._cipher is not None
+
+    async def _opened(self) -> None:
+        """Connect once: migrations applied, the key opened."""
+        async with self._connect():
+            pass
+
+    def rekey(self, new_key: KeySource) -> None:
+        """Re-wrap the data key of this encrypted store with ``new_key`` (one transaction updates the header).
+
+        The entries are not re-encrypted: only the wrapped data key changes, in one
+        statement, so an interruption leaves the store opening with the old key or
+        the new one, never neither. Other clients must reopen with the new key.
+        """
+        run_sync(self._rekey(resolve_key(new_key)))
+
+    async def _rekey(self, material: bytes | str) -> None:
+        async with self._connect() as conn:
+            if self._cipher is None:
+                raise not_encrypted(self.location)
+            new = self._cipher.rewrap(material)
+            async with conn.transaction():
+                cur = await conn.execute(
+                    "UPDATE nbs_meta SET data = %s WHERE key = %s", (new.header, HEADER_KEY)
+                )
+                if cur.rowcount != 1:
+                    self._check_header(False)
+            self._cipher, self._key = new, material
+
     @_retried_read
     async def _search(self, text: str, keys: list[SessionKey]) -> list[Hit]:
         """Messages whose text contains ``text`` (case-insensitive): ILIKE on ``nbs_search`` (a
@@ -926,8 +959,7 @@ class PostgresStore(BaseStore):
 
         psycopg = _psycopg()
         if not self._ready:
-            async with self._connect():
-                pass
+            await self._opened()
         if self._cipher is not None:
             return await self._search_decrypted(text, keys)
         pattern = (
@@ -1127,40 +1159,6 @@ class PostgresStore(BaseStore):
             freed = sum(int(r[0]) for r in await cur.fetchall())
             await conn.execute("UPDATE nbs_meta SET value = value + 1 WHERE key = 'gc_generation'")
             return freed
-
-
-    @property
-    def encrypted(self) -> bool:
-        """Whether this store is encrypted at rest (connects to find out)."""
-        if not self._ready:
-            run_sync(self._retrying(f"{self.location}: opening", self._opened))
-        return self._cipher is not None
-
-    async def _opened(self) -> None:
-        async with self._connect():
-            pass
-
-    def rekey(self, new_key: KeySource) -> None:
-        """Re-wrap the data key of this encrypted store with ``new_key`` (one transaction updates the header).
-
-        The entries are not re-encrypted: only the wrapped data key changes, in one
-        statement, so an interruption leaves the store opening with the old key or
-        the new one, never neither. Other clients must reopen with the new key.
-        """
-        run_sync(self._rekey(resolve_key(new_key)))
-
-    async def _rekey(self, material: bytes | str) -> None:
-        async with self._connect() as conn:
-            if self._cipher is None:
-                raise not_encrypted(self.location)
-            new = self._cipher.rewrap(material)
-            async with conn.transaction():
-                cur = await conn.execute(
-                    "UPDATE nbs_meta SET data = %s WHERE key = %s", (new.header, HEADER_KEY)
-                )
-                if cur.rowcount != 1:
-                    self._check_header(False)
-            self._cipher, self._key = new, material
 
 
 class _Stale(Exception):
