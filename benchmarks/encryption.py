@@ -1,11 +1,14 @@
 """What encryption at rest costs: the same session in a plain and an encrypted store, one run.
 
-    .venv/bin/python -m benchmarks.encryption [--store sqlite|json] [--n 100000] [--checkpoints 20]
+    .venv/bin/python -m benchmarks.encryption [--store sqlite|json|postgres] [--n 100000] [--checkpoints 20]
                                               [--reps 5] [--smoke] [--out FILE]
 
-``--store`` picks the kind: SQLite files (the default) or JSON folders. A
+``--store`` picks the kind: SQLite files (the default), JSON folders, or two
+databases on a throwaway PostgreSQL server (started as the tests do, see
+``tests/pg_server.py``; ``NB_SESSIONS_TEST_PG_DSN`` names an existing one). A
 plain JSON folder loads the latest checkpoint from AgentScope's latest file;
 an encrypted one writes no such file and opens its sealed history instead.
+PostgreSQL's disk figure is ``pg_total_relation_size`` of the ``nbs_*`` tables.
 
 The workload of ``workload.py`` (an agent whose memory holds N ~1 KB
 messages) is saved as checkpoint 1 into both stores, then grows by 10
@@ -19,6 +22,7 @@ load; search has none). Never fails on a missed target.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import statistics
 import sys
@@ -36,9 +40,26 @@ KEY = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 
 
 def run(n: int, checkpoints: int, reps: int, tmp: Path, kind: str = "sqlite") -> dict[str, Any]:
-    work = Workload(n, keep_dicts=False)
+    if kind == "postgres":
+        from benchmarks.postgres import databases
+
+        with databases(None) as (plain, encrypted):
+            return _run(n, checkpoints, reps, kind, {"plain": plain, "encrypted": encrypted})
     suffix = ".db" if kind == "sqlite" else ""
-    paths = {"plain": tmp / f"plain{suffix}", "encrypted": tmp / f"enc{suffix}"}
+    return _run(n, checkpoints, reps, kind, {"plain": tmp / f"plain{suffix}", "encrypted": tmp / f"enc{suffix}"})
+
+
+def _size(location: Path | str) -> int:
+    """A store's bytes: its file(s) or folder, or its nbs_* tables (with TOAST and indexes)."""
+    if isinstance(location, Path):
+        return disk(location)
+    from benchmarks.postgres import table_bytes
+
+    return sum(size for size, _ in asyncio.run(table_bytes(location, "nbs%")).values())
+
+
+def _run(n: int, checkpoints: int, reps: int, kind: str, paths: dict[str, Path | str]) -> dict[str, Any]:
+    work = Workload(n, keep_dicts=False)
     stores = {"plain": nbs.open_store(paths["plain"]), "encrypted": nbs.open_store(paths["encrypted"], key=KEY)}
     times: dict[str, list[float]] = {f"{s}_{o}": [] for s in stores for o in ("first", "save", "load", "search")}
     for name, store in stores.items():
@@ -71,7 +92,7 @@ def run(n: int, checkpoints: int, reps: int, tmp: Path, kind: str = "sqlite") ->
          "ratio": med[f"encrypted_{k}"] / med[f"plain_{k}"], "target": TARGETS[k]}
         for f, k in rows
     ]
-    sizes = {name: disk(path) for name, path in paths.items()}
+    sizes = {name: _size(path) for name, path in paths.items()}
     out.append({"figure": f"Disk after {checkpoints} checkpoints", "encrypted": sizes["encrypted"],
                 "plain": sizes["plain"], "ratio": sizes["encrypted"] / sizes["plain"], "target": None})
     return {"store": kind, "n": n, "checkpoints": checkpoints, "reps": reps, "messages_at_end": work.n, "rows": out}
@@ -79,10 +100,13 @@ def run(n: int, checkpoints: int, reps: int, tmp: Path, kind: str = "sqlite") ->
 
 def main(argv: list[str] | None = None) -> int:
     p = side_by_side.parser("python -m benchmarks.encryption", __doc__ or "", checkpoints=20)
-    p.add_argument("--store", choices=("sqlite", "json"), default="sqlite", help="SQLite files or JSON folders")
+    p.add_argument(
+        "--store", choices=("sqlite", "json", "postgres"), default="sqlite",
+        help="SQLite files, JSON folders, or PostgreSQL databases",
+    )
     args = p.parse_args(argv)
     figures = side_by_side.run_in_temp(args, "nbs-bench-enc-", functools.partial(run, kind=args.store))
-    name = {"sqlite": "SQLite", "json": "JSON store"}[args.store]
+    name = {"sqlite": "SQLite", "json": "JSON store", "postgres": "PostgreSQL"}[args.store]
     print(f"Encryption at rest, {name}: {args.n} messages, +10 per checkpoint, {args.checkpoints} checkpoints, "
           f"median of {figures['reps']}")
     side_by_side.print_table(figures, "encrypted", "plain", ("encrypted", "plain"), 42)

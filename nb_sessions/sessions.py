@@ -132,9 +132,9 @@ class PostgresSession(StoreSession):
 
     store: PostgresStore
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, key: KeySource | None = None) -> None:
         self.url = url
-        self.store = PostgresStore(url)
+        self.store = PostgresStore(url, key=key)
 
 
 #: AgentScope's defaults, taken by an option whose keyword carried a module.

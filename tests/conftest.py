@@ -42,13 +42,15 @@ def pg_url(pg_server: str) -> str:
     return pg_server_module.fresh_database(pg_server)
 
 
-@pytest.fixture(params=["sqlite", "json", "postgres", "sqlite-encrypted", "json-encrypted"])
+@pytest.fixture(
+    params=["sqlite", "json", "postgres", "sqlite-encrypted", "json-encrypted", "postgres-encrypted"]
+)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> nbs.BaseStore:
-    """A fresh store of each kind (and encrypted at rest where the kind supports it)."""
-    if request.param == "postgres":
-        return nbs.open_store(request.getfixturevalue("pg_url"))
+    """A fresh store of each kind, plain and encrypted at rest."""
     kind, _, encrypted = str(request.param).partition("-")
-    path = tmp_path / ("store.db" if kind == "sqlite" else "store")
+    path: Path | str = tmp_path / ("store.db" if kind == "sqlite" else "store")
+    if kind == "postgres":
+        path = request.getfixturevalue("pg_url")
     if not encrypted:
         return nbs.open_store(path)
     # Tests that reopen the store by its location alone get the key as a user would: from the environment.

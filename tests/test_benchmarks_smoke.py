@@ -61,7 +61,7 @@ def test_postgres_benchmark_smoke_run_prints_ratios_and_verdicts(tmp_path: Path,
     assert "LangGraph" in run.stdout and "ratio" in run.stdout
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "json"])
+@pytest.mark.parametrize("kind", ["sqlite", "json", "postgres"])
 def test_encryption_benchmark_smoke_run_prints_ratios(tmp_path: Path, kind: str) -> None:
     run, figures = smoke("benchmarks.encryption", tmp_path, "--store", kind)
     assert figures["store"] == kind

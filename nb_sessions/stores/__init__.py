@@ -57,10 +57,10 @@ def open_store(
     :mod:`~nb_sessions.stores.agentscope_sources`); so does a ``.db`` file
     that is an AgentScope 2.x database.
 
-    ``key`` encrypts a new SQLite store or JSON folder at rest (32 raw bytes, their base64
-    text, a passphrase, a key file as a ``Path``, or a callable returning
-    one); PostgreSQL URLs and AgentScope's own storage refuse a key by name; an encrypted store opened without ``key`` takes
-    ``NB_SESSIONS_KEY``. An encrypted JSON folder writes no AgentScope latest file
+    ``key`` encrypts a new SQLite store, JSON folder or PostgreSQL database at rest (32 raw
+    bytes, their base64 text, a passphrase, a key file as a ``Path``, or a callable returning
+    one); an encrypted store opened without ``key`` takes ``NB_SESSIONS_KEY``. AgentScope
+    sources (read-only) take no key. An encrypted JSON folder writes no AgentScope latest file
     (see :class:`JSONStore`). See docs/reliability.md, "Encryption at rest".
 
     Opening changes nothing on disk. The first write creates the file or
@@ -68,28 +68,27 @@ def open_store(
     """
     if isinstance(path, BaseStore):
         return path
-    if key is not None and isinstance(path, str) and is_source_url(path):
-        raise KeyRequiredError(
-            f"{path} is an AgentScope app's own storage, opened read-only as it is: a key does not apply. "
-            "Open it without a key; to keep its sessions encrypted, copy them into an encrypted store "
-            "(nb-sessions copy SOURCE new.db --to-key ...)",
-            location=str(path),
-        )
     if isinstance(path, str) and is_source_url(path):
+        _refuse_key_for_source(path, key)
         return open_source(path)
-    if key is not None and is_postgres_url(path):
-        raise KeyRequiredError(
-            f"encryption at rest is built for SQLite stores and JSON folders so far, not for PostgreSQL "
-            f"({path}); open it without a key, or keep encrypted sessions in a SQLite file "
-            "(nb-sessions copy URL new.db --to-key ...)",
-            location=str(path),
-        )
     if is_postgres_url(path):
-        return PostgresStore(str(path), redact=redact)
+        return PostgresStore(str(path), redact=redact, key=key)
     p = Path(path)
     if p.suffix.lower() in SQLITE_SUFFIXES:
         if is_agentscope2_sqlite(p):
             # An app's database: read it in place, never add nb_sessions' tables to it.
+            _refuse_key_for_source(str(p), key)
             return open_source(f"agentscope+sqlite:///{p.absolute()}")
         return SQLiteStore(p, redact=redact, key=key)
     return JSONStore(p, redact=redact, key=key)
+
+
+def _refuse_key_for_source(where: str, key: KeySource | None) -> None:
+    """An AgentScope app's own storage is read as it is: a key given for it is refused, never ignored."""
+    if key is not None:
+        raise KeyRequiredError(
+            f"{where} is an AgentScope app's own storage, opened read-only as it is: a key does not apply. "
+            "Open it without a key; to keep its sessions encrypted, copy them into an encrypted store "
+            "(nb-sessions copy SOURCE new.db --to-key ...)",
+            location=where,
+        )

@@ -13,7 +13,10 @@ Garbage collection (``vacuum``) and saves meet on the ``gc_generation`` row of
 segment or entry a save reuses is never collected under it. Every checkpoint
 row carries its hash (:mod:`.row_hash`) and every entry its content hash,
 checked on each read. Migrations run under an advisory lock, so several
-clients may start at once.
+clients may start at once. A store opened with a key is encrypted at rest
+(:mod:`._sealed` holds what it shares with the SQLite store; this module
+adds the SQL): its header is ``nbs_meta``'s ``encryption`` row, each
+session's sealed manifest ``nbs_sessions.manifest``.
 """
 
 from __future__ import annotations
@@ -33,11 +36,14 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from .. import codec
+from .._loop import run_sync
 from ..chunks import SEGMENT, assemble, path_text, split
+from ..crypto import Cipher, KeySource, open_checkpoint, open_metadata, resolve_key, seal_checkpoint
 from ..errors import (
     CheckpointNotFoundError,
     ConflictError,
     InvalidIdError,
+    KeyRequiredError,
     StoreCorruptedError,
     StoreError,
 )
@@ -55,6 +61,15 @@ from ._planned import (
     segment_ids,
     store_plans,
     verified_array,
+)
+from ._sealed import (
+    HEADER_KEY,
+    Row,
+    check_rows,
+    not_encrypted,
+    open_cipher,
+    open_entries,
+    resealed_manifest,
 )
 from .base import At, BaseStore, Checkpoint, Redactor, SessionInfo, SessionKey, utcnow, validate_id
 from .row_hash import key_hash, relabelled, row_hash, verify_facts, verify_row
@@ -183,9 +198,19 @@ _MIGRATIONS: tuple[_Migration, ...] = (
     # What search looks in: each entry's message text (NULL for entries that are not messages).
     "ALTER TABLE nbs_entries ADD COLUMN IF NOT EXISTS text text",
     _segmented,
+    # Encryption at rest: the header (the wrapped data key) as the bytes of nbs_meta's
+    # 'encryption' row, and each session's sealed manifest of its checkpoints.
+    "ALTER TABLE nbs_meta ADD COLUMN IF NOT EXISTS data bytea; "
+    "ALTER TABLE nbs_sessions ADD COLUMN IF NOT EXISTS manifest bytea",
 )
 #: The first schema version this code reads (migration 3 converts the data of older ones).
 _LAYOUT = 3
+#: The first schema version that can hold an encrypted store (migration 4).
+_SEALED = 4
+_SCHEMA_SQL = (
+    "SELECT CASE WHEN to_regclass('nbs_migrations') IS NULL THEN 0 "
+    "ELSE (SELECT coalesce(max(version), 0) FROM nbs_migrations) END"
+)
 #: Run after the migrations when the role may: trigram index for search (else search scans).
 _TRIGRAM = (
     "CREATE EXTENSION IF NOT EXISTS pg_trgm",
@@ -464,7 +489,12 @@ def _close_all_pools() -> None:
 
 
 class PostgresStore(BaseStore):
-    """Checkpoints in a PostgreSQL database, shared by every client that can reach it."""
+    """Checkpoints in a PostgreSQL database, shared by every client that can reach it.
+
+    ``key`` encrypts a new database's store at rest (see :mod:`nb_sessions.crypto`
+    and docs/reliability.md, "Encryption at rest"); an encrypted one opened
+    without ``key`` takes ``NB_SESSIONS_KEY``.
+    """
 
     def __init__(
         self,
@@ -475,8 +505,12 @@ class PostgresStore(BaseStore):
         retries: int = 3,
         retry_delay: float = 0.5,
         pool_size: int = 4,
+        key: KeySource | None = None,
     ) -> None:
         super().__init__(redact=redact)
+        self._key = resolve_key(key) if key is not None else None
+        self._cipher: Cipher | None = None
+        self._schema = 0  # the schema version found on opening
         self.url = url
         self.connect_timeout = connect_timeout
         if pool_size < 1:
@@ -572,6 +606,15 @@ class PostgresStore(BaseStore):
         )
 
     async def _migrate(self, conn: Any) -> None:
+        """Apply the missing migrations, then open the store's key (this client is ready only after both)."""
+        try:
+            await self._apply_migrations(conn)
+            await self._open_cipher(conn)
+        except BaseException:
+            self._ready = False
+            raise
+
+    async def _apply_migrations(self, conn: Any) -> None:
         """Apply missing migrations in order, recorded in ``nbs_migrations``, under an advisory lock."""
         psycopg = _psycopg()
         exists = True
@@ -618,17 +661,59 @@ class PostgresStore(BaseStore):
     async def _refuse_old_layout(self, conn: Any) -> None:
         """A role that may not migrate cannot read a schema older than migration 3 (which converts data)."""
         async with conn.transaction():
-            cur = await conn.execute(
-                "SELECT CASE WHEN to_regclass('nbs_migrations') IS NULL THEN 0 "
-                "ELSE (SELECT coalesce(max(version), 0) FROM nbs_migrations) END"
-            )
-            version = (await cur.fetchone())[0]
+            version = (await (await conn.execute(_SCHEMA_SQL)).fetchone())[0]
         if version < _LAYOUT:
             raise StoreError(
                 f"{self.location} has nb_sessions schema version {version}; this version of nb_sessions "
                 f"needs {_LAYOUT} or later, and this database role may not apply the migrations. Open the "
                 "store once as the role that owns its tables (or may create them), then again as this one"
             )
+
+    async def _open_cipher(self, conn: Any) -> None:
+        """Open the header with the key; make it for a new store opened with one (the first made stands)."""
+        async with conn.transaction():
+            self._schema = (await (await conn.execute(_SCHEMA_SQL)).fetchone())[0]
+        if self._schema < _SEALED:  # a role that may not migrate, on an older schema: a plain store
+            self._cipher = None
+            if self._key is not None:
+                raise StoreError(
+                    f"{self.location} has nb_sessions schema version {self._schema}; an encrypted store needs "
+                    f"{_SEALED}, and this database role may not apply the migrations. Open the store once as "
+                    "the role that owns its tables, then again as this one"
+                )
+            return
+
+        async def read_header() -> bytes | None:
+            async with conn.transaction():
+                cur = await conn.execute(
+                    "SELECT (SELECT data FROM nbs_meta WHERE key = %s), "
+                    "EXISTS (SELECT 1 FROM nbs_sessions WHERE manifest IS NOT NULL)",
+                    (HEADER_KEY,),
+                )
+                header, sealed = await cur.fetchone()
+            if header is None and sealed:  # sealed manifests: never take it for a plain store
+                raise StoreCorruptedError(
+                    f"{self.location}: the encryption header (nbs_meta row {HEADER_KEY!r}) is gone but its "
+                    "sessions are encrypted; nothing was changed. Restore the database from a backup",
+                    location=self.location,
+                )
+            return _bytes(header)  # type: ignore[no-any-return]
+
+        async def create_header(header: bytes) -> bool:
+            async with conn.transaction():
+                # Saves under way end first (they hold this row FOR SHARE), and a save that starts
+                # later reads the header under it: no plain checkpoint lands in an encrypted store.
+                await conn.execute("SELECT value FROM nbs_meta WHERE key = 'gc_generation' FOR UPDATE")
+                cur = await conn.execute("SELECT EXISTS (SELECT 1 FROM nbs_checkpoints)")
+                if (await cur.fetchone())[0]:
+                    return False
+                await conn.execute(
+                    "INSERT INTO nbs_meta (key, value, data) VALUES (%s, 0, %s) ON CONFLICT (key) DO NOTHING",
+                    (HEADER_KEY, header),
+                )
+            return True
+
+        self._cipher = await open_cipher(self._key, self.location, read_header, create_header)
 
     # -- primitives ----------------------------------------------------------
 
@@ -692,8 +777,11 @@ class PostgresStore(BaseStore):
         skeleton_data = codec.dumps(skeleton)
         meta_data = codec.dumps(metadata)
         modules = tuple(states)
+        if not self._ready:
+            await self._opened()  # an encrypted store's keyed hash plans the entries
+        cipher = self._cipher
         while True:  # twice at most: a new cache is never stale
-            cache = self._caches.get(key)
+            cache = self._caches.get(key, cipher.mac if cipher is not None else None)
             plans, remembered = cache.plan(chunks)
             size = len(skeleton_data) + sum(plan.size for plan in plans)
             now = utcnow() if at is None else at.created_at
@@ -713,30 +801,43 @@ class PostgresStore(BaseStore):
                         break
                     if not cache.fresh(generation):
                         raise _Stale
-                    payloads = await store_plans(_PostgresRows(conn), plans, cache.entry_ids)
+                    payloads = await store_plans(_PostgresRows(conn, cipher), plans, cache.entry_ids)
                     sid, seq = await self._allocate(conn, key, now)
                     if at is not None:  # an exact copy: its source's seq and parent, as they are
                         seq = at.seq_after(key, seq, self.location)
+                    # After the lock on gc_generation: a header made since this client opened is seen.
+                    header = _HEADER_SQL if self._schema >= _SEALED else ", NULL"
                     cur = await conn.execute(
-                        "SELECT max(seq), coalesce(bool_or(seq = %s), false) FROM nbs_checkpoints WHERE session = %s",
+                        f"SELECT max(seq), coalesce(bool_or(seq = %s), false){header} FROM nbs_checkpoints "
+                        "WHERE session = %s",
                         (parent, sid),
                     )
-                    latest, known = await cur.fetchone()
-                    parent = (
-                        parent if known or at is not None else latest
-                    )  # a parent deleted meanwhile: the latest
+                    latest, known, sealed = await cur.fetchone()
+                    self._check_header(sealed)
+                    parent = parent if known or at is not None else latest  # a parent deleted meanwhile: the latest
                     refs = chunk_rows(plans, payloads)
                     chunk_data = codec.dumps(refs) if refs else None
+                    stored_state, stored_meta, manifest = skeleton_data, meta_data, []
+                    if cipher is not None:  # bound to this checkpoint and its entries, in order
+                        created = _utc_text(now)
+                        stored_state, stored_meta = seal_checkpoint(
+                            cipher, key, seq, created, skeleton_data, meta_data,
+                            [h for plan in plans for seg in plan.segments for h in seg.hashes],
+                        )
+                        manifest = [await self._resealed(conn, key, sid, added=[(seq, created)])]
                     facts = _facts(
-                        seq, parent, now, label, meta_data, modules, size, skeleton_data, chunk_data
+                        seq, parent, now, label, stored_meta, modules, size, stored_state, chunk_data
                     )
                     await conn.execute(
-                        "WITH s AS (UPDATE nbs_sessions SET next_seq = %s, updated_at = %s WHERE id = %s) "
+                        "WITH s AS (UPDATE nbs_sessions SET next_seq = %s, updated_at = %s"
+                        + (", manifest = %s" if manifest else "")
+                        + " WHERE id = %s) "
                         "INSERT INTO nbs_checkpoints (session, seq, uid, parent, created_at, label, metadata, "
                         "modules, size, state, chunks, hash) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
                         (
                             seq + 1,
                             now,
+                            *manifest,
                             sid,
                             sid,
                             seq,
@@ -744,10 +845,10 @@ class PostgresStore(BaseStore):
                             parent,
                             now,
                             label,
-                            meta_data,
+                            stored_meta,
                             list(modules),
                             size,
-                            skeleton_data,
+                            stored_state,
                             chunk_data,
                             row_hash(key, *facts),
                         ),
@@ -799,6 +900,36 @@ class PostgresStore(BaseStore):
             )
         return int(sid), int(seq)
 
+    def _check_header(self, present: bool | None) -> None:
+        """Inside a save: the store is still encrypted, or still plain, as this client found it on opening."""
+        if present and self._cipher is None:
+            raise KeyRequiredError(
+                f"{self.location} was encrypted by another client since this one opened it; nothing was "
+                "saved. Open it again with its key",
+                location=self.location,
+            )
+        if present is False and self._cipher is not None:
+            raise StoreCorruptedError(
+                f"{self.location}: the encryption header (nbs_meta row {HEADER_KEY!r}) is gone; nothing was "
+                "saved. Restore the database from a backup",
+                location=self.location,
+            )
+
+    async def _resealed(
+        self, conn: Any, key: SessionKey, sid: int, *, gone: Sequence[int] = (), added: Sequence[Row] = ()
+    ) -> bytes:
+        """Under the session's row lock: its rows checked against its manifest, and the new manifest sealed."""
+        assert self._cipher is not None
+        cur = await conn.execute(
+            "SELECT s.manifest, c.seq, c.created_at FROM nbs_sessions s LEFT JOIN nbs_checkpoints c "
+            "ON c.session = s.id WHERE s.id = %s",
+            (sid,),
+        )
+        rows = await cur.fetchall()
+        found = {(int(seq), _utc_text(created)) for _, seq, created in rows if seq is not None}
+        sealed = _bytes(rows[0][0]) if rows else None
+        return resealed_manifest(self._cipher, key, sealed, found, self.location, gone=gone, added=added)
+
     @_retried_read
     async def _read(self, cp: Checkpoint) -> dict[str, Any]:
         psycopg = _psycopg()
@@ -817,7 +948,12 @@ class PostgresStore(BaseStore):
                 facts = _facts(*fields)
                 verify_row(_bytes(stored), cp.key, *facts, where=where, location=self.location)
                 state_data, chunk_data = facts[-2:]
-                lists = await self._read_lists(conn, chunk_data, where) if chunk_data else []
+                hashes: list[bytes] = []
+                lists = await self._read_lists(conn, chunk_data, where, hashes) if chunk_data else []
+        if self._cipher is not None:  # bound to this checkpoint and its entries' hashes, in order
+            state_data = open_checkpoint(
+                self._cipher, cp.key, cp.seq, facts[2], state_data, hashes, where, self.location
+            )
         state = codec.loads(state_data, where, trusted=True)
         if not isinstance(state, dict):
             raise StoreCorruptedError(f"{where} holds no object of module states", location=where)
@@ -830,9 +966,12 @@ class PostgresStore(BaseStore):
             ) from None
 
     async def _read_lists(
-        self, conn: Any, chunk_data: bytes, where: str
+        self, conn: Any, chunk_data: bytes, where: str, hashes: list[bytes]
     ) -> list[tuple[tuple[str | int, ...], list[Any]]]:
-        """A checkpoint's long lists: its segments, then their entries, in bulk (in the caller's snapshot)."""
+        """A checkpoint's long lists: its segments, then their entries, in bulk (in the caller's snapshot).
+
+        An encrypted store's entries are opened, and their keyed hashes appended to ``hashes`` in order.
+        """
         refs = chunk_refs(chunk_data, where)
         cur = await conn.execute(
             "SELECT id, blobs, hash FROM nbs_segments WHERE id = ANY(%s)",
@@ -868,17 +1007,37 @@ class PostgresStore(BaseStore):
                     f"{label}: entry {missing[0]} is missing; delete that checkpoint, the others are intact",
                     location=where,
                 )
-            body, exact = verified_array(
-                [entries[i] for i in entry_ids], entry_ids, label, "table nbs_blobs"
-            )
+            if self._cipher is not None:
+                body, exact = open_entries(
+                    self._cipher, entry_ids, entries, where, path, self.location, hashes
+                )
+            else:
+                body, exact = verified_array(
+                    [entries[i] for i in entry_ids], entry_ids, label, "table nbs_blobs"
+                )
             out.append((tuple(path), codec.loads(body, label, trusted=not exact)))
         return out
 
     @_retried_read
     async def _history(self, key: SessionKey) -> list[Checkpoint]:
+        psycopg = _psycopg()
         async with self._connect() as conn:
-            cur = await conn.execute(_ROW_SQL + " ORDER BY c.seq", key)
-            rows = await cur.fetchall()
+            cipher = self._cipher  # known once connected
+            if cipher is None:
+                cur = await conn.execute(_ROW_SQL + " ORDER BY c.seq", key)
+                rows = await cur.fetchall()
+            else:  # the rows and the manifest from one snapshot
+                await conn.set_isolation_level(psycopg.IsolationLevel.REPEATABLE_READ)
+                async with conn.transaction():
+                    cur = await conn.execute(_ROW_SQL + " ORDER BY c.seq", key)
+                    rows = await cur.fetchall()
+                    cur = await conn.execute(
+                        "SELECT manifest FROM nbs_sessions WHERE user_id = %s AND session_id = %s", key
+                    )
+                    sealed = await cur.fetchone()
+                if rows:
+                    found = {(int(r[2]), _utc_text(r[4])) for r in rows}
+                    check_rows(cipher, key, _bytes(sealed[0]) if sealed else None, found, self.location)
         if not rows:
             raise self._not_found(key)
         out = []
@@ -899,6 +1058,8 @@ class PostgresStore(BaseStore):
                     where=where,
                     location=self.location,
                 )
+                if cipher is not None:
+                    meta = open_metadata(cipher, key, seq, created, meta, where, self.location)
                 metadata = codec.loads(meta, where)
             except StoreCorruptedError:  # this checkpoint only: its read raises the named error
                 parent, size, label, metadata = None, 0, None, {"corrupted": True}
@@ -982,6 +1143,9 @@ class PostgresStore(BaseStore):
             ).fetchone()
             if left[0] == 0:
                 await conn.execute("DELETE FROM nbs_sessions WHERE id = %s", (sid,))
+            elif self._cipher is not None:  # under the row lock taken above
+                manifest = await self._resealed(conn, key, sid, gone=seqs or ())
+                await conn.execute("UPDATE nbs_sessions SET manifest = %s WHERE id = %s", (manifest, sid))
         return int(count)
 
     async def _set_label(self, key: SessionKey, seq: int, label: str | None) -> None:
@@ -1015,6 +1179,40 @@ class PostgresStore(BaseStore):
                     "first with store.label(ref, None)"
                 ) from exc
 
+    @property
+    def encrypted(self) -> bool:
+        """Whether this store is encrypted at rest (connects to find out)."""
+        if not self._ready:
+            run_sync(self._retrying(f"{self.location}: opening", self._opened))
+        return self._cipher is not None
+
+    async def _opened(self) -> None:
+        """Connect once: migrations applied, the key opened."""
+        async with self._connect():
+            pass
+
+    def rekey(self, new_key: KeySource) -> None:
+        """Re-wrap the data key of this encrypted store with ``new_key`` (one transaction updates the header).
+
+        The entries are not re-encrypted: only the wrapped data key changes, in one
+        statement, so an interruption leaves the store opening with the old key or
+        the new one, never neither. Other clients must reopen with the new key.
+        """
+        run_sync(self._rekey(resolve_key(new_key)))
+
+    async def _rekey(self, material: bytes | str) -> None:
+        async with self._connect() as conn:
+            if self._cipher is None:
+                raise not_encrypted(self.location)
+            new = self._cipher.rewrap(material)
+            async with conn.transaction():
+                cur = await conn.execute(
+                    "UPDATE nbs_meta SET data = %s WHERE key = %s", (new.header, HEADER_KEY)
+                )
+                if cur.rowcount != 1:
+                    self._check_header(False)
+            self._cipher, self._key = new, material
+
     @_retried_read
     async def _search(self, text: str, keys: list[SessionKey]) -> list[Hit]:
         """Messages whose text contains ``text`` (case-insensitive): ILIKE on ``nbs_search`` (a
@@ -1030,6 +1228,10 @@ class PostgresStore(BaseStore):
         )
 
         psycopg = _psycopg()
+        if not self._ready:
+            await self._opened()
+        if self._cipher is not None:
+            return await self._search_decrypted(text, keys)
         pattern = (
             "%"
             + (_pg_text(text) or "").replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -1092,10 +1294,98 @@ class PostgresStore(BaseStore):
                                 ]
         return hits
 
+    async def _search_decrypted(self, text: str, keys: list[SessionKey]) -> list[Hit]:
+        """An encrypted store: entries decrypted and scanned in memory, each distinct one once (no index).
+
+        In one snapshot, per checkpoint: its lists' entry ids (through the segments),
+        the entries not seen yet opened and matched, then its skeleton opened
+        (bound to those entries' hashes) and scanned. A damaged checkpoint is passed
+        over and named in the search's unreadable list, as by the plain search.
+        """
+        from ..search import (
+            Hit,
+            entry_message,
+            matches,
+            scan_state,
+            searchable_text,
+            unless_unreadable,
+        )
+
+        psycopg = _psycopg()
+        cipher = self._cipher
+        assert cipher is not None
+        hits: list[Hit] = []
+        segments: dict[int, Sequence[int]] = {}
+        entries: dict[int, tuple[bytes, Mapping[str, Any] | None]] = {}  # id -> keyed hash, message if it matches
+        async with self._connect() as conn:
+            await conn.set_isolation_level(psycopg.IsolationLevel.REPEATABLE_READ)
+            async with conn.transaction():
+                for key in keys:
+                    cur = await conn.execute(
+                        "SELECT c.seq, c.created_at, c.state, c.chunks FROM nbs_checkpoints c JOIN nbs_sessions s "
+                        "ON c.session = s.id WHERE s.user_id = %s AND s.session_id = %s ORDER BY c.seq",
+                        key,
+                    )
+                    for seq, created, skeleton, chunks in await cur.fetchall():
+                        where = f"checkpoint {key}@{seq} in {self.location}"
+                        with unless_unreadable(f"{key}@{seq}"):
+                            lists = []
+                            for path, seg_ids in chunk_refs(_bytes(chunks), where) if chunks is not None else []:
+                                missing = [i for i in seg_ids if i not in segments]
+                                if missing:
+                                    got = await conn.execute(
+                                        "SELECT id, blobs FROM nbs_segments WHERE id = ANY(%s)", (missing,)
+                                    )
+                                    for i, packed in await got.fetchall():
+                                        segments[int(i)] = segment_ids(_bytes(packed), i, where, where)
+                                ids: list[int] = []
+                                for seg_id in seg_ids:
+                                    if seg_id not in segments:
+                                        raise StoreCorruptedError(
+                                            f"{where}: segment {seg_id} of {path_text(tuple(path))} is missing; "
+                                            "delete that checkpoint, the others are intact",
+                                            location=self.location,
+                                        )
+                                    ids += segments[seg_id]
+                                lists.append((path, ids))
+                            new = sorted({i for _, ids in lists for i in ids} - entries.keys())
+                            if new:
+                                got = await conn.execute(
+                                    "SELECT id, data, hash FROM nbs_blobs WHERE id = ANY(%s)", (new,)
+                                )
+                                for i, data, h in await got.fetchall():
+                                    plain = cipher.open(_bytes(data), _bytes(h), f"{where} entry {i}", self.location)
+                                    msg = entry_message(codec.loads(plain, f"{where} entry {i}"))
+                                    if msg is not None and not matches(searchable_text(msg), text):
+                                        msg = None
+                                    entries[int(i)] = (_bytes(h), msg)
+                            gone = [i for _, ids in lists for i in ids if i not in entries]
+                            if gone:
+                                raise StoreCorruptedError(
+                                    f"{where}: entry {gone[0]} is missing; delete that checkpoint, the others are "
+                                    "intact",
+                                    location=self.location,
+                                )
+                            hashes = [entries[i][0] for _, ids in lists for i in ids]
+                            state = codec.loads(open_checkpoint(
+                                cipher, key, seq, _utc_text(created), _bytes(skeleton), hashes, where, self.location
+                            ), where)
+                            if isinstance(state, dict):
+                                hits += [Hit(key.session_id, key.user_id, seq, p, m) for p, m in scan_state(state, text)]
+                            for path, ids in lists:
+                                at = path_text(conversation_path(tuple(path)))
+                                for i in ids:
+                                    msg = entries[i][1]
+                                    if msg is not None:
+                                        hits.append(Hit(key.session_id, key.user_id, seq, at, msg))
+        return hits
+
     async def _update_index(self, conn: Any) -> None:
         """Index the entries stored since the last search (the index fills on first use)."""
         from ..search import entry_message, searchable_text, unless_unreadable
 
+        if self._cipher is not None:
+            return  # an encrypted store's nbs_search stays empty: it would hold plaintext
         async with conn.transaction():
             cur = await conn.execute(
                 "SELECT (SELECT value FROM nbs_meta WHERE key = 'search_indexed_upto'), "
@@ -1227,8 +1517,9 @@ class _Stale(Exception):
 class _PostgresRows:
     """The SQL of :func:`._planned.store_plans` for PostgreSQL (sorted by hash: one lock order)."""
 
-    def __init__(self, conn: Any) -> None:
+    def __init__(self, conn: Any, cipher: Cipher | None = None) -> None:
         self.conn = conn
+        self.cipher = cipher
 
     async def _insert(self, table: str, column: str, rows: Sequence[tuple[bytes, bytes]]) -> None:
         ordered = sorted(rows)
@@ -1245,6 +1536,9 @@ class _PostgresRows:
         return {bytes(h): int(i) for h, i in await cur.fetchall()}
 
     async def insert_entries(self, rows: Sequence[tuple[bytes, bytes]]) -> None:
+        if self.cipher is not None:  # each entry sealed, bound to its keyed hash
+            seal = self.cipher.seal
+            rows = [(h, seal(data, h)) for h, data in rows]
         await self._insert("nbs_blobs", "data", rows)
 
     async def entry_ids(self, hashes: Sequence[bytes]) -> dict[bytes, int]:
@@ -1265,6 +1559,15 @@ _ROW_SQL = (
 )
 
 
+# In a save, after the lock on gc_generation: whether the store has an encryption header.
+_HEADER_SQL = f", EXISTS (SELECT 1 FROM nbs_meta WHERE key = '{HEADER_KEY}')"
+
+
+def _utc_text(when: Any) -> Any:
+    """A ``timestamptz`` as the UTC ISO text the row hash, the seals and the manifest name it by."""
+    return when.astimezone(timezone.utc).isoformat() if isinstance(when, datetime) else when
+
+
 def _facts(*row: Any) -> tuple[Any, ...]:
     """A checkpoint row's values in the form :mod:`.row_hash` hashes them, as written and as read back.
 
@@ -1276,9 +1579,7 @@ def _facts(*row: Any) -> tuple[Any, ...]:
     if len(row) == 10:
         row = row[1:]  # the uid
     seq, parent, created, label, meta, modules, size, state, chunks = row
-    when = (
-        created.astimezone(timezone.utc).isoformat() if isinstance(created, datetime) else created
-    )
+    when = _utc_text(created)
     names = codec.dumps(list(modules)) if isinstance(modules, (list, tuple)) else modules
     return (seq, parent, when, label, _bytes(meta), names, size, _bytes(state), _bytes(chunks))
 

@@ -35,20 +35,15 @@ from .. import codec
 from .._loop import run_sync
 from ..chunks import (
     assemble,
-    json_array,
     path_text,
     split,
     verify_entries,
 )
 from ..crypto import (
-    ENV_KEY,
     Cipher,
     KeySource,
-    check_manifest,
-    key_from_env,
     open_checkpoint,
     open_metadata,
-    open_values,
     resolve_key,
     seal_checkpoint,
 )
@@ -56,7 +51,6 @@ from ..errors import (
     CheckpointNotFoundError,
     ConflictError,
     InvalidIdError,
-    KeyRequiredError,
     StoreCorruptedError,
     StoreError,
 )
@@ -74,6 +68,14 @@ from ._planned import (
 )
 from ._planned import (
     live_segments as _live_segments,
+)
+from ._sealed import (
+    HEADER_KEY,
+    check_rows,
+    not_encrypted,
+    open_cipher,
+    open_entries,
+    resealed_manifest,
 )
 from .base import (
     At,
@@ -721,8 +723,8 @@ class SQLiteStore(BaseStore):
                 rows = list(await cur.fetchall())
             upto = await _unhashed_upto(db, self.path)
             if self._cipher is not None and rows:
-                listed = await _open_manifest(db, self._cipher, key, rows[0][0], str(self.path))
-                check_manifest(listed, {(r[2], r[4]) for r in rows}, key, str(self.path))
+                sealed = await _sealed_manifest(db, await _session_id_of_row(db, rows[0][0]))
+                check_rows(self._cipher, key, sealed, {(r[2], r[4]) for r in rows}, str(self.path))
         if legacy is not None:
             out.append(self._legacy_checkpoint(key, legacy))
         for row_id, stored, seq, parent, created, label, meta, modules, size in rows:
@@ -1012,14 +1014,11 @@ class SQLiteStore(BaseStore):
     async def _rekey(self, material: bytes | str) -> None:
         async with self._connect() as db:
             if self._cipher is None:
-                raise KeyRequiredError(
-                    f"{self.path} is not encrypted; copy its sessions into a new store opened with key=... instead",
-                    location=str(self.path),
-                )
+                raise not_encrypted(str(self.path))
             new = self._cipher.rewrap(material)
             await self._begin(db)
             try:
-                await db.execute("UPDATE nbs_meta SET value = ? WHERE key = ?", (new.header, _CRYPTO_META))
+                await db.execute("UPDATE nbs_meta SET value = ? WHERE key = ?", (new.header, HEADER_KEY))
             except BaseException:
                 await _rollback(db)
                 raise
@@ -1531,49 +1530,29 @@ def _fetch_run_joined(conn: sqlite3.Connection, ids: Sequence[int], where: str) 
     return body, row[1] > 0
 
 
-_CRYPTO_META = "encryption"
-
-
 async def _open_cipher(db: aiosqlite.Connection, key: bytes | str | None, location: str) -> Cipher | None:
     """The store's cipher: its header opened with ``key`` (or NB_SESSIONS_KEY), created for a new store."""
-    async with db.execute("SELECT value FROM nbs_meta WHERE key = ?", (_CRYPTO_META,)) as cur:
-        row = await cur.fetchone()
-    if row is None:
-        if key is None:
-            return None
+
+    async def read_header() -> bytes | None:
+        async with db.execute("SELECT value FROM nbs_meta WHERE key = ?", (HEADER_KEY,)) as cur:
+            row = await cur.fetchone()
+        return None if row is None else row[0]
+
+    async def create_header(header: bytes) -> bool:
         async with db.execute("SELECT 1 FROM nbs_checkpoints LIMIT 1") as cur:
-            used = await cur.fetchone() is not None
-        if used:
-            raise KeyRequiredError(
-                f"{location} is a plain (unencrypted) store and a key was given; nb_sessions does not encrypt "
-                "a store in place. Copy its sessions into a new encrypted store: "
-                f"nb-sessions copy {location} NEW.db --to-key ... (or store.copy_sessions), then remove the plain file",
-                location=location,
-            )
-        cipher = Cipher.create(key)
-        await db.execute("INSERT OR IGNORE INTO nbs_meta (key, value) VALUES (?, ?)", (_CRYPTO_META, cipher.header))
-        return await _open_cipher(db, key, location)  # another process may have created it first
-    material = key if key is not None else key_from_env()
-    if material is None:
-        raise KeyRequiredError(
-            f"{location} is encrypted and no key was given; nothing was changed. Pass key=... to open_store, "
-            f"set {ENV_KEY}, or give --key to nb-sessions",
-            location=location,
-        )
-    return Cipher.open_header(row[0], material, location)
+            if await cur.fetchone() is not None:
+                return False
+        await db.execute("INSERT OR IGNORE INTO nbs_meta (key, value) VALUES (?, ?)", (HEADER_KEY, header))
+        return True
+
+    return await open_cipher(key, location, read_header, create_header)
 
 
 def _fetch_sealed(
     conn: sqlite3.Connection, ids: list[int], where: str, path: Any, *, cipher: Cipher, location: str,
     hashes: list[bytes],
 ) -> tuple[bytes, bool]:
-    """An encrypted store's entries ``ids`` as one JSON array, each opened with its keyed hash as associated data.
-
-    GCM with the hash as associated data already proves the pair (ciphertext, hash)
-    was written together by the key's holder, so the hash is not recomputed; the
-    ordered hashes go on to the skeleton's check (see ``_seal_checkpoint``). The
-    second value says whether an entry was written by the exact path (as ``_fetch_array``).
-    """
+    """An encrypted store's entries ``ids`` as one JSON array (see :func:`._sealed.open_entries`)."""
     blobs: dict[int, tuple[bytes, bytes]] = {}
     low, high = (min(ids), max(ids)) if ids else (0, -1)
     if ids and high - low < 2 * len(ids):  # mostly a run (a memory appended in order): one range query
@@ -1582,22 +1561,7 @@ def _fetch_sealed(
     else:
         for sql, params in _id_queries("nbs_blobs", "data, hash", ids):
             blobs.update((i, (data, h)) for i, data, h in conn.execute(sql, params))
-    sealed: list[tuple[bytes, bytes]] = []
-    append, add_hash = sealed.append, hashes.append
-    for i in ids:
-        got = blobs.get(i)
-        if got is None:
-            raise StoreCorruptedError(
-                f"{where}: entry {i} is missing; delete that checkpoint, the others are intact", location=location
-            )
-        data, h = got
-        if not isinstance(h, bytes):
-            h = b""
-        append((data, h))
-        add_hash(h)
-    label = f"{where} ({path_text(tuple(path))})"  # named only for an entry that does not open
-    parts = open_values(cipher, sealed, lambda n: f"{label} entry {ids[n]}", location)
-    return json_array(parts), any(p[:1] == b" " for p in parts)
+    return open_entries(cipher, ids, blobs, where, path, location, hashes)
 
 
 def _manifest_key(sid: Any) -> str:
@@ -1610,24 +1574,11 @@ async def _session_id_of_row(db: aiosqlite.Connection, row_id: Any) -> Any:
     return row[0] if row else None
 
 
-async def _open_manifest(
-    db: aiosqlite.Connection, cipher: Cipher, key: SessionKey, row_id: Any, location: str
-) -> set[tuple[int, str]] | None:
-    """The session's authenticated list of ``(seq, created_at)``; None when it has none yet."""
-    sid = await _session_id_of_row(db, row_id)
-    return await _manifest_of(db, cipher, key, sid, location)
-
-
-async def _manifest_of(
-    db: aiosqlite.Connection, cipher: Cipher, key: SessionKey, sid: Any, location: str
-) -> set[tuple[int, str]] | None:
+async def _sealed_manifest(db: aiosqlite.Connection, sid: Any) -> Any:
+    """The session's sealed manifest as stored (None when it has none)."""
     async with db.execute("SELECT value FROM nbs_meta WHERE key = ?", (_manifest_key(sid),)) as cur:
         row = await cur.fetchone()
-    if row is None:
-        return None
-    plain = cipher.open(row[0], cipher.place("manifest", key.user_id, key.session_id),
-                        f"session {key}: its manifest of checkpoints", location)
-    return {(int(seq), str(created)) for seq, created in codec.loads(plain)}
+    return row[0] if row else None
 
 
 async def _reseal_manifest(
@@ -1635,18 +1586,15 @@ async def _reseal_manifest(
     new: int | None = None, gone: Sequence[int] | None = None, empty: bool = False,
 ) -> None:
     """Inside a write's transaction: check the session's rows against its manifest, then seal the new list."""
-    async with db.execute("SELECT seq, created_at FROM nbs_checkpoints WHERE session = ?", (sid,)) as cur:
-        rows = {(int(seq), str(created)) for seq, created in await cur.fetchall()}
     if empty:
         await db.execute("DELETE FROM nbs_meta WHERE key = ?", (_manifest_key(sid),))
         return
-    listed = await _manifest_of(db, cipher, key, sid, location)
-    expected = {r for r in rows if r[0] != new}
-    if listed is not None and gone is not None:
-        listed = {r for r in listed if r[0] not in gone}
-    check_manifest(listed if listed is not None or expected else set(), expected, key, location)
-    body = codec.dumps(sorted(rows))
-    sealed = cipher.seal(body, cipher.place("manifest", key.user_id, key.session_id))
+    async with db.execute("SELECT seq, created_at FROM nbs_checkpoints WHERE session = ?", (sid,)) as cur:
+        rows = {(int(seq), str(created)) for seq, created in await cur.fetchall()}
+    sealed = resealed_manifest(
+        cipher, key, await _sealed_manifest(db, sid), {r for r in rows if r[0] != new}, location,
+        gone=gone or (), added={r for r in rows if r[0] == new},
+    )
     await db.execute("INSERT OR REPLACE INTO nbs_meta (key, value) VALUES (?, ?)", (_manifest_key(sid), sealed))
 
 

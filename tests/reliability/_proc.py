@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -176,3 +177,55 @@ def in_flight(lines: list[str]) -> tuple[str, int] | None:
         if (tag, n) not in done:
             return tag, n
     return None
+
+
+def kill_rekeys(
+    child: str, location: str, keys: list[str], points: list[str], opens: Callable[[str], None], *, delay: float = 0.0
+) -> int:
+    """Run the rekey ``child`` (argv: location, old key, new key, kill point) once per point; return the rotations.
+
+    The child prints ``ready`` once its store is open, then rekeys; it kills itself -9
+    at its named points, or (``delay`` > 0) is killed after ``step * delay`` seconds.
+    After each run exactly one of ``keys`` must open the store (``opens`` raises
+    WrongKeyError for the other); the one that does becomes the old key of the next.
+    """
+    from nb_sessions import WrongKeyError
+
+    rotated = 0
+    for step, point in enumerate(points):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", child, location, keys[0], keys[1], point], stdout=subprocess.PIPE, env=child_env()
+        )
+        assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+        if delay:
+            time.sleep(step * delay)  # kill points spread over the rekey and past it (not a timed assertion)
+            proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert proc.returncode == -signal.SIGKILL or (delay and proc.returncode == 0), proc.returncode
+        opened = []
+        for k in keys:
+            try:
+                opens(k)
+                opened.append(k)
+            except WrongKeyError:
+                pass
+        assert len(opened) == 1, f"kill point {point}: the store opens with {opened}"
+        if opened[0] == keys[1]:
+            keys.reverse()  # rotate back next time
+            rotated += 1
+    return rotated
+
+
+_CREATOR = """
+import sys, nb_sessions as nbs
+from tests.conftest import Box
+s = nbs.open_store(sys.argv[1], key=sys.argv[2])
+for i in range(3):
+    s.save(sys.argv[3], box=Box({'n': i}))
+"""
+
+
+def create_at_once(location: str, key: str, n: int = 4) -> None:
+    """``n`` real processes open the new store at ``location`` with ``key`` at once, each saving session s<i> 3 times."""
+    procs = [subprocess.Popen([sys.executable, "-c", _CREATOR, location, key, f"s{i}"], env=child_env()) for i in range(n)]
+    assert [p.wait() for p in procs] == [0] * n

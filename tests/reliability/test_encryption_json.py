@@ -4,12 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +12,7 @@ import pytest
 import nb_sessions as nbs
 from nb_sessions.cli import main
 from tests.conftest import SAMPLE_FILE, TEST_KEY, Box
+from tests.reliability._proc import create_at_once, kill_rekeys
 from tests.reliability.test_encryption_sqlite import PIECES, SECRET, _forms, _save
 
 HIDDEN = ".nb_sessions"
@@ -122,17 +118,7 @@ def test_plain_folder_with_a_key_is_refused(tmp_path: Path, content: str) -> Non
 def test_two_processes_creating_the_store_end_with_one_header(tmp_path: Path) -> None:
     """Real processes save into one new folder at once; one header results and every save reads back."""
     folder = tmp_path / "enc"
-    code = (
-        "import sys, nb_sessions as nbs\n"
-        "from tests.conftest import Box\n"
-        "s = nbs.open_store(sys.argv[1], key=sys.argv[2])\n"
-        "for i in range(3):\n"
-        "    s.save(sys.argv[3], box=Box({'n': i}))\n"
-    )
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(folder), TEST_KEY, f"s{i}"], env=env)
-             for i in range(4)]
-    assert [p.wait() for p in procs] == [0, 0, 0, 0]
+    create_at_once(str(folder), TEST_KEY)
     headers = [p.name for p in (folder / HIDDEN).iterdir() if "encryption" in p.name]
     assert headers == [".encryption.json"]
     store = nbs.open_store(folder, key=TEST_KEY)
@@ -306,31 +292,13 @@ def test_rekey_killed_at_any_instant_leaves_one_key_working(tmp_path: Path, spre
     points = ["before-fsync", "before-replace", "after-replace", "after-rekey"] if spread == "points" else [
         f"timed-{step}" for step in range(10)
     ]
-    rotated = 0
-    for step, point in enumerate(points):
-        proc = subprocess.Popen(
-            [sys.executable, "-c", _REKEY_CHILD, str(folder), keys[0], keys[1], point],
-            stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": os.getcwd()},
-        )
-        assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
-        if spread == "timed":
-            time.sleep(step * 0.04)  # kill points spread over the rekey and past it (not a timed assertion)
-            proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        assert proc.returncode == -signal.SIGKILL or (spread == "timed" and proc.returncode == 0)
-        opened = []
-        for k in keys:
-            try:
-                store = nbs.open_store(folder, key=k)
-                assert [cp.seq for cp in store.history("alice")] == [1, 2]
-                assert store.get_state("alice")["box"]["value"]["note"] == f"{SECRET} 1"
-                opened.append(k)
-            except nbs.WrongKeyError:
-                pass
-        assert len(opened) == 1, f"kill point {point}: the folder opens with {opened}"
-        if opened[0] == keys[1]:
-            keys.reverse()  # rotate back next time
-            rotated += 1
+
+    def opens(key: str) -> None:
+        store = nbs.open_store(folder, key=key)
+        assert [cp.seq for cp in store.history("alice")] == [1, 2]
+        assert store.get_state("alice")["box"]["value"]["note"] == f"{SECRET} 1"
+
+    rotated = kill_rekeys(_REKEY_CHILD, str(folder), keys, points, opens, delay=0.04 if spread == "timed" else 0)
     if spread == "points":
         assert rotated == 2, "killed after the replace, the new key opens it (and before, the old)"
     # A save cleans up whatever temp file a killed rekey left.

@@ -223,47 +223,6 @@ def test_sqlite_session_drop_in_over_an_encrypted_store(tmp_path: Path, monkeypa
     assert SECRET.encode() not in b"".join(_files(path).values())
 
 
-def test_postgres_url_with_a_key_is_refused_before_connecting() -> None:
-    with pytest.raises(nbs.KeyRequiredError, match="SQLite stores and JSON folders so far, not for PostgreSQL"):
-        nbs.open_store("postgresql://nobody@127.0.0.1:1/none", key=TEST_KEY)
-
-
 def test_an_agentscope_source_with_a_key_is_refused_not_ignored() -> None:
     with pytest.raises(nbs.KeyRequiredError, match="read-only as it is: a key does not apply"):
         nbs.open_store("agentscope+redis://127.0.0.1:1/0", key=TEST_KEY)
-
-
-def test_search_opens_each_distinct_entry_once_and_finds_what_a_plain_store_finds(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from nb_sessions.agent import InMemoryMemory
-    from nb_sessions.crypto import Cipher
-
-    sealed = nbs.open_store(tmp_path / "sealed.db", key=TEST_KEY)
-    plain = nbs.open_store(tmp_path / "plain.db")
-    mem = InMemoryMemory()
-    for i in range(20):  # 20 checkpoints sharing their earlier messages: 40 + 3 * 20 distinct entries
-        for j in range(40 if i == 0 else 3):
-            n = f"{i}-{j}"
-            text = "early bird" if n == "0-5" else ("请用用户的语言" if n == "7-1" else f"filler {n}")
-            asyncio.run(mem.add(Msg("user", text, "user", id=f"m{n}")))
-        for store in (sealed, plain):
-            store.save("s", memory=mem, label=f"round {i}")
-    opened = 0
-    real_open = Cipher.open
-
-    def counting(self: Cipher, *args: object, **kwargs: object) -> bytes:
-        nonlocal opened
-        opened += 1
-        return real_open(self, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(Cipher, "open", counting)
-    found = sealed.search("early bird")
-    entries = 40 + 3 * 19
-    # Each distinct entry once, plus per checkpoint its skeleton (and its metadata and the manifest, listing it).
-    assert opened <= entries + 4 * 20, opened
-    monkeypatch.setattr(Cipher, "open", real_open)
-    for query in ("early bird", "用户", "filler 3-1", "fill"):
-        ours, theirs = sealed.search(query), plain.search(query)
-        assert ours.drop(columns="snippet").equals(theirs.drop(columns="snippet")), query
-    assert list(found["checkpoints"]) == ["1-20"]

@@ -1,4 +1,4 @@
-"""Copies between SQLite, encrypted SQLite, JSON and PostgreSQL stores, in every direction, are exact."""
+"""Copies between SQLite, JSON and PostgreSQL stores, plain and encrypted, in every direction, are exact."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from ..conftest import TEST_KEY, Box
 from ..test_bundle import exact
 from ..test_cli import run
 
-KINDS = ("sqlite", "json", "postgres", "sqlite-encrypted")
+KINDS = ("sqlite", "json", "postgres", "sqlite-encrypted", "postgres-encrypted")
 ANN = SessionKey("ann", "chat")
 
 
@@ -30,7 +30,7 @@ def place(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[str, str]
     """``place(kind, name)``: where a new, empty store of that kind lives (a fresh database for PostgreSQL)."""
 
     def make(kind: str, name: str) -> str:
-        if kind == "postgres":
+        if kind.startswith("postgres"):
             from .. import pg_server
 
             return pg_server.fresh_database(request.getfixturevalue("pg_server"))
@@ -40,7 +40,7 @@ def place(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[str, str]
 
 
 def _open(kind: str, at: str) -> nbs.BaseStore:
-    return nbs.open_store(at, key=TEST_KEY) if kind == "sqlite-encrypted" else nbs.open_store(at)
+    return nbs.open_store(at, key=TEST_KEY) if kind.endswith("-encrypted") else nbs.open_store(at)
 
 
 def _fill(store: nbs.BaseStore) -> None:
@@ -76,15 +76,16 @@ def test_nb_sessions_copy_is_exact(
     history = src.history(ANN)
     assert [(c.seq, c.parent, c.label) for c in history] == [(2, 1, "at10"), (4, 3, "at30"), (5, 2, "branch"), (6, 5, None)]
     args = ["copy", src_at, dst_at]
-    if src_kind == "sqlite-encrypted":
-        args += ["--key", TEST_KEY] + ([] if dst_kind == "sqlite-encrypted" else ["--plaintext"])
-    if dst_kind == "sqlite-encrypted":
+    sealed_src, sealed_dst = src_kind.endswith("-encrypted"), dst_kind.endswith("-encrypted")
+    if sealed_src:
+        args += ["--key", TEST_KEY] + ([] if sealed_dst else ["--plaintext"])
+    if sealed_dst:
         args += ["--to-key", TEST_KEY]
     done = run(tmp_path, *args)
     assert done.returncode == 0, done.stderr
     assert "copied 2 session(s), 5 checkpoint(s)" in done.stdout
     dst = _open(dst_kind, dst_at)
-    assert getattr(dst, "encrypted", False) == (dst_kind == "sqlite-encrypted")
+    assert getattr(dst, "encrypted", False) == sealed_dst
     _assert_exact(src, dst, ANN, "solo")
     # History is equal; where numbering goes on is each store's own: after the source lost its
     # latest checkpoint (@2 of solo), its next is @3 and the copy's, @2.

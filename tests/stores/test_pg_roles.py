@@ -315,3 +315,46 @@ async def test_a_label_taken_by_another_checkpoint_is_a_conflict_and_other_serve
     with pytest.raises(StoreError, match=r"the server refused \(") as err:
         await store.ahistory("alice")
     assert "postgresql://" in str(err.value)
+
+
+def test_the_documented_roles_on_an_encrypted_store(deployment: Deployment) -> None:
+    """The owner creates it with a key; read-write saves and read-only reads and searches with it, never without."""
+    import asyncio
+
+    from ..conftest import TEST_KEY
+
+    deployment.run(doc_sql()[1])
+    texts = ["the quarterly report"]
+    nbs.open_store(deployment.url("nbs_owner"), key=TEST_KEY).save("alice", memory=asyncio.run(memory(texts)))
+    rw = nbs.open_store(deployment.url("nbs_rw"), key=TEST_KEY)
+    texts.append("more")
+    rw.save("alice", memory=asyncio.run(memory(texts)))
+    ro = nbs.open_store(deployment.url("nbs_ro"), key=TEST_KEY)
+    target = InMemoryMemory()
+    ro.load("alice", memory=target)
+    assert [m.content for m in asyncio.run(target.get_memory())] == texts
+    assert list(ro.search("quarterly")["session"]) == ["alice"]
+    with pytest.raises(StoreError, match="may only read"):
+        ro.save("alice", memory=target)
+    with pytest.raises(nbs.KeyRequiredError, match="encrypted and no key"):
+        nbs.open_store(deployment.url("nbs_ro")).history("alice")
+    assert [cp.seq for cp in rw.history("alice")] == [1, 2]
+
+
+def test_a_role_that_cannot_migrate_keeps_a_schema_3_store_plain(deployment: Deployment) -> None:
+    """Schema 3 (before encryption) and a read-write role: plain saves go on; a key is refused by name."""
+    from ..conftest import TEST_KEY, Box
+
+    deployment.run(doc_sql()[1])
+    nbs.open_store(deployment.url("nbs_owner")).save("alice", agent=Box([1]))
+    with psycopg.connect(deployment.url("nbs_owner")) as conn:  # back to schema 3, as a store made before it
+        conn.execute("ALTER TABLE nbs_meta DROP COLUMN data")
+        conn.execute("ALTER TABLE nbs_sessions DROP COLUMN manifest")
+        conn.execute("DELETE FROM nbs_migrations WHERE version = 4")
+    rw = nbs.open_store(deployment.url("nbs_rw"))
+    rw.save("alice", agent=Box([1, 2]))
+    assert [cp.seq for cp in rw.history("alice")] == [1, 2] and not rw.encrypted  # type: ignore[attr-defined]
+    with pytest.raises(StoreError, match="schema version 3; an encrypted store needs 4"):
+        nbs.open_store(deployment.url("nbs_rw"), key=TEST_KEY).history("alice")
+    with psycopg.connect(deployment.url()) as conn:
+        assert conn.execute("SELECT max(version) FROM nbs_migrations").fetchone() == (3,)
