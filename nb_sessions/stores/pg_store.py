@@ -973,9 +973,11 @@ class PostgresStore(BaseStore):
         An encrypted store's entries are opened, and their keyed hashes appended to ``hashes`` in order.
         """
         refs = chunk_refs(chunk_data, where)
+        # Binary results and parameters: bytea arrives as it is stored, not as hex text to decode.
         cur = await conn.execute(
-            "SELECT id, blobs, hash FROM nbs_segments WHERE id = ANY(%s)",
+            "SELECT id, blobs, hash FROM nbs_segments WHERE id = ANY(%b)",
             (sorted({i for _, ids in refs for i in ids}),),
+            binary=True,
         )
         segments = {int(i): (_bytes(packed), _bytes(h)) for i, packed, h in await cur.fetchall()}
         lists_ids: list[tuple[Any, list[int]]] = []
@@ -994,8 +996,9 @@ class PostgresStore(BaseStore):
                 )
             lists_ids.append((path, entry_ids))
         cur = await conn.execute(
-            "SELECT id, data, hash FROM nbs_blobs WHERE id = ANY(%s)",
+            "SELECT id, data, hash FROM nbs_blobs WHERE id = ANY(%b)",
             (sorted({i for _, ids in lists_ids for i in ids}),),
+            binary=True,
         )
         entries = {int(i): (_bytes(data), _bytes(h)) for i, data, h in await cur.fetchall()}
         out: list[tuple[tuple[str | int, ...], list[Any]]] = []
@@ -1523,15 +1526,16 @@ class _PostgresRows:
 
     async def _insert(self, table: str, column: str, rows: Sequence[tuple[bytes, bytes]]) -> None:
         ordered = sorted(rows)
+        # Binary parameters: the server reads the bytes as they are (text would send each as hex).
         await self.conn.execute(
-            f"INSERT INTO {table} (hash, {column}) SELECT * FROM unnest(%s::bytea[], %s::bytea[]) "
+            f"INSERT INTO {table} (hash, {column}) SELECT * FROM unnest(%b::bytea[], %b::bytea[]) "
             "ON CONFLICT (hash) DO NOTHING",
             ([h for h, _ in ordered], [d for _, d in ordered]),
         )
 
     async def _ids(self, table: str, hashes: Sequence[bytes]) -> dict[bytes, int]:
         cur = await self.conn.execute(
-            f"SELECT hash, id FROM {table} WHERE hash = ANY(%s)", (list(hashes),)
+            f"SELECT hash, id FROM {table} WHERE hash = ANY(%b)", (list(hashes),), binary=True
         )
         return {bytes(h): int(i) for h, i in await cur.fetchall()}
 

@@ -41,6 +41,7 @@ from tests.agentscope2 import (
     SessionConfig,
     TextBlock,
 )
+from tests.conftest import TEST_KEY
 from tests.servers import pg_dsn, redis_server, redis_url  # noqa: F401 - fixtures
 from tests.stores.test_agentscope_real import agentscope_python, peer_states  # noqa: F401 - fixture
 
@@ -167,6 +168,9 @@ async def test_opening_an_agentscope_database_by_path_reads_it_in_place(
         nbs.SQLiteStore(path).sessions()
     with pytest.raises(StoreError, match="never adds"):
         nbs.SQLiteStore(path).save("s", agent=AgentState())
+    # A key cannot apply to the app's own file: refused by name, never silently ignored.
+    with pytest.raises(nbs.KeyRequiredError, match=r"app\.db is an AgentScope app's own storage.*does not apply"):
+        nbs.open_store(path, key=TEST_KEY)
     assert files_of(path) == before
 
 
