@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from . import __version__, bundle, codec
+from ._loop import run_sync
 from .errors import (
     CheckpointNotFoundError,
     InvalidIdError,
@@ -920,7 +921,7 @@ def check_store(
     for history in histories:
         for cp in history:
             try:
-                state = store.get_state(cp)
+                state = run_sync(store._verify(cp))
             except NbSessionsError as exc:
                 problems.append(_problem(cp.ref, exc))
             else:

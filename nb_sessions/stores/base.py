@@ -476,6 +476,11 @@ class BaseStore:
     async def _read(self, cp: Checkpoint) -> dict[str, Any]:
         raise NotImplementedError
 
+    async def _verify(self, cp: Checkpoint) -> dict[str, Any]:
+        """Read ``cp`` as ``nb-sessions check`` does: every stored piece of it, and any faster
+        copy a load would read instead (a store that keeps one checks both)."""
+        return await self._read(cp)
+
     async def _history(self, key: SessionKey) -> list[Checkpoint]:
         """Checkpoints of ``key`` oldest first; raise SessionNotFoundError if none."""
         raise NotImplementedError

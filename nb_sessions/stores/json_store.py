@@ -768,8 +768,10 @@ class JSONStore(BaseStore):
             return data  # not module states: read back as a damaged checkpoint, never as states
         return codec.dumps({name: self.redact(name, module) for name, module in state.items()})
 
-    async def _read(self, cp: Checkpoint) -> dict[str, Any]:
-        from_history = False  # set when the latest file went while we used it
+    async def _read(self, cp: Checkpoint, *, thorough: bool = False) -> dict[str, Any]:
+        """A checkpoint's state; the latest from AgentScope's file when it is current, unless
+        ``thorough``: then from the history (skeleton and entry pack), as `check` reads it."""
+        from_history = thorough  # also set when the latest file went while we used it
 
         def job() -> dict[str, Any]:
             nonlocal from_history
@@ -900,6 +902,9 @@ class JSONStore(BaseStore):
             pack = EntryPack(path.parent, PackState.from_json(index.get("pack")))
             hashes = [h for _, h in pack.records(ordinals, f"checkpoint {key}@{entry['seq']}")]
         return sealed.open_state(cipher, key, entry, data, hashes, path)
+
+    async def _verify(self, cp: Checkpoint) -> dict[str, Any]:
+        return await self._read(cp, thorough=True)
 
     def _read_sealed(self, cp: Checkpoint) -> dict[str, Any]:
         """A checkpoint of an encrypted store: its entries opened first, then its skeleton bound to them."""

@@ -40,7 +40,10 @@ def test_json_a_changed_byte_inside_an_entry_is_caught(tmp_path: Path) -> None:
     store = _saved(tmp_path / "store")
     pack = tmp_path / "store" / ".nb_sessions" / "s" / "entries-1.jsonl"
     pack.write_bytes(pack.read_bytes().replace(b"message 007", b"message 008", 1))
-    _damaged(store)
+    # s@2 shares the entry: a load of it reads AgentScope's latest file (intact), `check` reads
+    # its history and names it too.
+    _damaged(store, ("s@1", "s@2"))
+    assert store.get_state("s@2")["box"]["value"][7]["text"] == "message 007"
 
 
 @pytest.mark.parametrize("lie", ["swap", "shift"])
@@ -54,7 +57,7 @@ def test_json_lying_offsets_and_lengths_are_caught(tmp_path: Path, lie: str) -> 
     else:  # one entry claims one byte less: the array would still parse with another message
         records[5][1] -= 1
     idx.write_bytes(b"".join(RECORD.pack(*r) for r in records))
-    _damaged(store)
+    _damaged(store, ("s@1", "s@2"))
 
 
 def test_sqlite_a_changed_entry_is_caught(tmp_path: Path) -> None:
