@@ -299,6 +299,44 @@ def _header_aad(store_id: bytes, params: dict[str, Any]) -> bytes:
     return b"nb_sessions data key v1\0" + store_id + orjson.dumps(params, option=orjson.OPT_SORT_KEYS)
 
 
+def open_in_place(
+    cipher: Cipher,
+    data: memoryview,
+    records: Sequence[tuple[int, int, bytes]],
+    aad_prefix: bytes,
+    where: Callable[[int], str],
+    location: str,
+    decode: Callable[[bytes], Any] | None = None,
+) -> list[Any]:
+    """The plaintexts of the sealed values at ``(offset, length, suffix)`` in ``data``, each opened
+    with ``aad_prefix + suffix`` as associated data, read in place (a load opens 100,000 from one file).
+
+    ``decode``, if given, turns each plaintext into its value as soon as it is opened (while
+    its bytes are still in the CPU's cache). ``where(i)`` names the i-th value in the
+    StoreCorruptedError of one that does not open.
+    """
+    from cryptography.exceptions import InvalidTag
+
+    decrypt = cipher._aes.decrypt
+    out: list[Any] = []
+    append = out.append
+    try:
+        if decode is None:
+            for offset, length, suffix in records:
+                append(decrypt(data[offset:offset + _NONCE], data[offset + _NONCE:offset + length], aad_prefix + suffix))
+        else:
+            for offset, length, suffix in records:
+                append(decode(decrypt(
+                    data[offset:offset + _NONCE], data[offset + _NONCE:offset + length], aad_prefix + suffix
+                )))
+    except (InvalidTag, ValueError, TypeError):
+        i = len(out)
+        offset, length, suffix = records[i]
+        cipher.open(bytes(data[offset:offset + length]), aad_prefix + suffix, where(i), location)  # the named error
+        raise StoreCorruptedError(f"{where(i)}: an encrypted value does not open", location=location) from None
+    return out
+
+
 def open_values(
     cipher: Cipher, values: Iterable[tuple[bytes, bytes]], where: Callable[[int], str], location: str
 ) -> list[bytes]:

@@ -37,12 +37,13 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from .. import codec
-from ..chunks import json_array
-from ..crypto import Cipher, open_checkpoint, open_values, seal_checkpoint
+from ..crypto import Cipher, open_checkpoint, open_in_place, seal_checkpoint
 from ..errors import StoreCorruptedError
 from ._fs import TEMP_SUFFIX, fsync_dir, read_regular
-from ._pack import EntryPack, check_ranges, from_ranges
+from ._pack import EntryPack, Ranges, check_ranges, from_ranges
 from .base import SessionKey
 
 __all__ = [
@@ -168,15 +169,39 @@ def seal_entries(cipher: Cipher, key: SessionKey, blobs: Sequence[tuple[bytes, b
 
 
 def open_entries(
-    cipher: Cipher, key: SessionKey, pack: EntryPack, ordinals: Sequence[int], where: str, hashes: list[bytes]
-) -> list[bytes]:
-    """The entries at ``ordinals``, opened; their keyed hashes are appended to ``hashes`` in order."""
-    place = entry_places(cipher, key)
-    records = pack.records(ordinals, where)
-    hashes += [h for _, h in records]
-    return open_values(
-        cipher, [(data, place(h)) for data, h in records], lambda i: f"{where} entry {ordinals[i]}", str(pack.data_path)
-    )
+    cipher: Cipher,
+    key: SessionKey,
+    pack: EntryPack,
+    ranges: Ranges,
+    where: str,
+    hashes: list[bytes],
+    decode: Callable[[bytes], Any] | None = None,
+) -> list[Any]:
+    """The entries of ``ranges``, opened in place (and each decoded, given ``decode``); their keyed
+    hashes are appended to ``hashes`` in order."""
+    keyed = cipher.place("entry", key.user_id, key.session_id) + (16).to_bytes(4, "big")  # see entry_places
+    with pack.located_runs(ranges, where) as (data, records):
+        hashes += [h for _, _, h in records]
+        ordinals = from_ranges(ranges)
+        return open_in_place(
+            cipher, data, records, keyed, lambda i: f"{where} entry {ordinals[i]}", str(pack.data_path), decode
+        )
+
+
+def _entry_decoder(where: str) -> Callable[[bytes], Any]:
+    """One opened entry's JSON value: orjson for what the codec wrote by its fast path, the codec
+    itself for an entry it wrote by its exact path (which starts with a space)."""
+    loads = orjson.loads
+
+    def decode(part: bytes) -> Any:
+        if part[:1] != b" ":
+            try:
+                return loads(part)
+            except orjson.JSONDecodeError:
+                pass
+        return codec.loads(part, where)
+
+    return decode
 
 
 def check_entry(cipher: Cipher, key: SessionKey, pack: EntryPack) -> Callable[[bytes, bytes, int], None]:
@@ -195,9 +220,10 @@ def sealed_lists(
 ) -> Iterator[tuple[tuple[str | int, ...], Any]]:
     """Each long list of a checkpoint (its path and decoded entries), opened from the pack."""
     for p, ranges in chunks or ():
-        parts = open_entries(cipher, key, pack, from_ranges(check_ranges(ranges)), where, hashes)
-        exact = any(part[:1] == b" " for part in parts)
-        yield tuple(p), codec.loads(json_array(parts), f"{where} ({p})", trusted=not exact)
+        decode = _entry_decoder(f"{where} ({p})")
+        with codec.paused_gc():  # 100,000 new containers would start many collections
+            values = open_entries(cipher, key, pack, check_ranges(ranges), where, hashes, decode)
+        yield tuple(p), values
 
 
 def read_file(path: Path, ref: str) -> bytes:

@@ -1121,7 +1121,7 @@ class JSONStore(BaseStore):
                     pack = EntryPack(self._history_dir(key), PackState.from_json(index["pack"]))
                     with unless_unreadable(f"the stored entries of {key} ({pack.data_path.name})"):
                         # An encrypted pack is opened in memory; nothing of it is written.
-                        every = range(pack.state.count)
+                        every = [(0, pack.state.count)] if pack.state.count else []
                         for n, data in (
                             pack.iter_entries() if cipher is None
                             else enumerate(sealed.open_entries(cipher, key, pack, every, str(pack.data_path), hashes))

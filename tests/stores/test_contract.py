@@ -251,6 +251,18 @@ def test_fidelity_of_what_stdlib_json_writes(store: nbs.BaseStore, name: str, va
     assert repr(got) == repr(value)
 
 
+def test_fidelity_inside_the_entries_of_a_long_list(store: nbs.BaseStore) -> None:
+    # Long lists are stored entry by entry (deduplicated, and sealed one by one when encrypted):
+    # each value comes back exactly from its own entry, in the latest checkpoint and an older one.
+    values = [v for name, v in FIDELITY if name != "deep nesting"]
+    items = [{"n": i, "v": values[i % len(values)]} for i in range(60)]
+    store.save("s", box=Box(items))
+    store.save("s", box=Box([*items, {"n": 60, "v": [math.nan]}]))
+    for ref, expected in (("s@1", items), ("s@2", [*items, {"n": 60, "v": [math.nan]}])):
+        got = store.get_state(ref)["box"]["value"]
+        assert repr(got) == repr(expected), ref
+
+
 def test_nan_round_trips(store: nbs.BaseStore) -> None:
     store.save("s", box=Box({"x": math.nan}))
     assert math.isnan(store.get_state("s")["box"]["value"]["x"])
