@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 #: The settings ``[tool.nb_sessions]`` may hold, and the type each must have.
-SETTINGS: dict[str, type] = {"store": str, "strict": bool, "autosave_label_prefix": str}
+SETTINGS: dict[str, type] = {"store": str, "strict": bool, "autosave_label_prefix": str, "key_file": str}
 
 
 def pick_modules(
@@ -168,7 +168,7 @@ def read_pyproject(folder: str | os.PathLike[str]) -> tuple[dict[str, Any], list
     """Read ``[tool.nb_sessions]`` from ``folder/pyproject.toml``: ``(settings, warnings)``.
 
     Unknown keys and values of the wrong type are left out with a warning; a
-    relative ``store`` is made absolute against ``folder``. No file, no table: ``({}, [])``.
+    relative ``store`` or ``key_file`` is made absolute against ``folder``. No file, no table: ``({}, [])``.
     """
     path = Path(folder) / "pyproject.toml"
     if not path.is_file():
@@ -201,9 +201,9 @@ def read_pyproject(folder: str | os.PathLike[str]) -> tuple[dict[str, Any], list
                 f"got {type(value).__name__}; ignored"
             )
         else:
-            if key == "store" and isinstance(value, str):
-                store = Path(value).expanduser()
-                value = str(store if store.is_absolute() else path.parent / store)
+            if key in ("store", "key_file") and isinstance(value, str) and value and "://" not in value:
+                given = Path(value).expanduser()
+                value = str(given if given.is_absolute() else path.parent / given)
             settings[key] = value
     return settings, warnings
 

@@ -38,9 +38,11 @@ from traitlets import Bool, TraitError, Unicode, validate
 from ..errors import (
     CheckpointNotFoundError,
     ConflictError,
+    KeyRequiredError,
     NbSessionsError,
     SessionNotFoundError,
     StateMismatchError,
+    WrongKeyError,
 )
 from ..stores import DEFAULT_STORE, BaseStore, Checkpoint, open_store, parse_ref
 from ..stores.base import validate_label
@@ -130,6 +132,8 @@ def _user_errors(action: str) -> Iterator[None]:
             hint = "\n%sessions lists the sessions of this store; --store PATH picks another store."
         elif isinstance(exc, CheckpointNotFoundError) and exc.ref:
             hint = f"\n%session_history {parse_ref(exc.ref).key} lists its checkpoints."
+        elif isinstance(exc, (KeyRequiredError, WrongKeyError)):
+            hint = '\nIn a notebook: %config SessionMagics.key_file = "path/to/your.key" gives the magics the key.'
         raise UsageError(f"{action}: {exc}{hint}") from None
 
 
@@ -161,10 +165,17 @@ class SessionMagics(Magics):
     autosave_label_prefix = Unicode(
         "cell-", help="Autosave labels are this prefix followed by the cell's execution count."
     ).tag(config=True)
+    key_file = Unicode(
+        "",
+        help="A key file (32 random bytes as base64 text, or a passphrase): the stores the magics "
+        "open are encrypted at rest with its key, and a new one is created encrypted. Keep it "
+        "outside the store's folder, readable by you only. Empty: no key given (an encrypted "
+        "store then takes NB_SESSIONS_KEY).",
+    ).tag(config=True)
 
     def __init__(self, shell: InteractiveShell | None = None, **kwargs: Any) -> None:
         super().__init__(shell, **kwargs)
-        self._stores: dict[str, BaseStore] = {}
+        self._stores: dict[tuple[str, Path | None], BaseStore] = {}
         self._autosave: _Autosave | None = None
         self._hooked = False
 
@@ -193,10 +204,15 @@ class SessionMagics(Magics):
         p = Path(chosen).expanduser()
         # A URL (a database server, an AgentScope app's storage) is its own key, not a path.
         key = chosen if "://" in chosen else str(p if p.is_absolute() else Path.cwd() / p)
-        if key not in self._stores:
-            # One instance per path, so a save after a load records the loaded checkpoint as parent.
-            self._stores[key] = open_store(key)
-        return self._stores[key]
+        key_file = None
+        if self.key_file:
+            given = Path(self.key_file).expanduser()
+            key_file = given if given.is_absolute() else Path.cwd() / given
+        cached = (key, key_file)
+        if cached not in self._stores:
+            # One instance per path (and key), so a save after a load records the loaded checkpoint as parent.
+            self._stores[cached] = open_store(key, key=key_file)
+        return self._stores[cached]
 
     def _existing_store(self, path: str | None, action: str) -> BaseStore:
         """The store to read from; a UsageError when it does not exist (reading must not create one)."""

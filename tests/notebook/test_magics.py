@@ -691,3 +691,55 @@ async def test_load_session_repair_closes_dangling_tool_calls(shell: Interactive
     result = content[1]["content"][0]
     assert (result["type"], result["id"]) == ("tool_result", "call-1")
     assert len(store(shell).get_state("broken")["memory"]["content"]) == 1  # the checkpoint is unchanged
+
+
+# -- encryption at rest -----------------------------------------------------------
+
+
+def test_a_key_file_setting_encrypts_what_the_magics_save(shell: InteractiveShell, tmp_path: Path) -> None:
+    import base64
+    import os
+
+    (tmp_path / "k.key").write_text(base64.b64encode(os.urandom(32)).decode())
+    ok(shell, '%config SessionMagics.key_file = "k.key"')
+    ok(shell, 'box.value = ["a very private remark"]')
+    ok(shell, "%save_session alice --label first")
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("nb_sessions.db*"))
+    assert raw and b"very private" not in raw
+    with pytest.raises(nbs.KeyRequiredError):
+        nbs.open_store(tmp_path / "nb_sessions.db").history("alice")
+    assert nbs.open_store(tmp_path / "nb_sessions.db", key=tmp_path / "k.key").get_state("alice") == {
+        "box": {"value": ["a very private remark"]}
+    }
+    ok(shell, "box.value = []")
+    ok(shell, "%load_session alice")
+    assert ok(shell, "box.value") == ["a very private remark"]
+    # Another key file: a named error that changes nothing, shown as one line.
+    (tmp_path / "other.key").write_text(base64.b64encode(os.urandom(32)).decode())
+    ok(shell, '%config SessionMagics.key_file = "other.key"')
+    before = {p.name: p.read_bytes() for p in tmp_path.glob("nb_sessions.db*")}
+    wrong = usage_error(shell, "%save_session alice")
+    assert "the key given does not open" in wrong and "nothing was changed" in wrong
+    assert "SessionMagics.key_file" in wrong
+    ok(shell, '%config SessionMagics.key_file = ""')  # no key: the encrypted store is refused by name
+    missing = usage_error(shell, "%session_history alice")
+    assert "is encrypted and no key was given" in missing and "SessionMagics.key_file" in missing
+    after = {p.name: p.read_bytes() for p in tmp_path.glob("nb_sessions.db*") if p.name in before}
+    assert after.keys() == before.keys() and after["nb_sessions.db"] == before["nb_sessions.db"]
+
+
+async def test_key_file_in_pyproject_is_resolved_against_its_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "team.key").write_text("a passphrase only the team knows")
+    (tmp_path / "pyproject.toml").write_text('[tool.nb_sessions]\nkey-file = "keys/team.key"\n', encoding="utf-8")
+    sh = make_shell(tmp_path, monkeypatch)
+    try:
+        ok(sh, "%load_ext nb_sessions")
+        assert magics(sh).key_file == str(tmp_path / "keys" / "team.key")
+        ok(sh, "from tests.conftest import Box\nbox = Box(1)")
+        ok(sh, "%save_session alice")
+        assert nbs.open_store(tmp_path / "nb_sessions.db", key="a passphrase only the team knows").encrypted
+    finally:
+        InteractiveShell.clear_instance()
