@@ -14,6 +14,7 @@ import resource
 import shutil
 import signal
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -299,7 +300,12 @@ def run_case(seed: int, kind: str, template: Path, expected: dict[tuple[SessionK
         try:
             resource.setrlimit(resource.RLIMIT_AS, (MEM, MEM))
             os.chdir(out)
-            operate(op, rng, path, expected, out)
+            with warnings.catch_warnings(record=True) as caught:
+                # A search of damaged data answers from the rest and names what it passed over.
+                warnings.simplefilter("always", nbs.IncompleteSearchWarning)
+                operate(op, rng, path, expected, out)
+            if any(issubclass(w.category, nbs.IncompleteSearchWarning) for w in caught):
+                res = "named IncompleteSearchWarning"
         except nbs.NbSessionsError as exc:
             res = f"named {type(exc).__name__}"
         except BaseException as exc:  # the point is to catch it
