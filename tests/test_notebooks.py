@@ -30,6 +30,7 @@ EXPECTED = [
     "04_widget_panel.ipynb",
     "05_agentscope_interop.ipynb",
     "06_agentscope_2x.ipynb",
+    "07_encryption_at_rest.ipynb",
 ]
 #: "Well under a minute" each, kernel start included.
 TIME_LIMIT = 60.0
@@ -194,6 +195,26 @@ def check_agentscope2(nb: Any) -> None:
     assert "the app reads the file: ['Pack for Paris', 'Write postcard']" in output_of(nb, "app_dir = work")
 
 
+def check_encryption(nb: Any) -> None:
+    assert "saved support@1 [reported]: agent" in output_of(nb, "%save_session support --label reported")
+    on_disk = output_of(nb, "raw = b\"\".join(")
+    for secret in ("'ACC-99812'", "'4471'", "'freeze the card'"):
+        assert re.search(re.escape(secret) + r"\s+on disk: False", on_disk), secret
+    assert "[('support', 1, 'reported'," in on_disk  # ids, labels and times stay readable
+    restored = output_of(nb, "after the restart")
+    assert "after the restart: 0 messages" in restored and "restored: 8 messages" in restored
+    refused = output_of(nb, 'for key in ("a guess", None)')
+    assert "WrongKeyError: the key given does not open" in refused
+    assert "KeyRequiredError:" in refused and "unchanged: True" in refused
+    assert "SessionMagics.key_file" in output_of(nb, '%config SessionMagics.key_file = ""')
+    assert "freeze the card" in output_of(nb, "%session_search freeze")
+    rekeyed = output_of(nb, "store.rekey(new_key_file)")
+    assert "the old key no longer opens it" in rekeyed and "bank-called" in rekeyed
+    copies = output_of(nb, "nbs.copy_sessions(store, other)")
+    assert "seq_map={1: 1, 2: 2}" in copies
+    assert "PlaintextRefusedError:" in copies and "plain store sessions: []" in copies
+
+
 CHECKS: dict[str, Callable[[Any], None]] = {
     "01_quickstart.ipynb": check_quickstart,
     "02_history_and_time_travel.ipynb": check_history,
@@ -201,6 +222,7 @@ CHECKS: dict[str, Callable[[Any], None]] = {
     "04_widget_panel.ipynb": check_panel,
     "05_agentscope_interop.ipynb": check_interop,
     "06_agentscope_2x.ipynb": check_agentscope2,
+    "07_encryption_at_rest.ipynb": check_encryption,
 }
 
 
@@ -227,8 +249,10 @@ def test_notebook_runs_in_a_real_kernel(name: str, tmp_path: Path) -> None:
     assert not [c for c in nb.cells if any(o.output_type == "error" for o in c.get("outputs", []))]
     CHECKS[name](nb)
     assert took < TIME_LIMIT, f"{name} took {took:.1f} s"
-    # 05 and 06 work in a temporary folder of their own, removed at their end
-    assert (tmp_path / "nb_sessions.db").exists() or name in ("05_agentscope_interop.ipynb", "06_agentscope_2x.ipynb")
+    # 05, 06 and 07 work in a temporary folder of their own, removed at their end
+    assert (tmp_path / "nb_sessions.db").exists() or name in (
+        "05_agentscope_interop.ipynb", "06_agentscope_2x.ipynb", "07_encryption_at_rest.ipynb"
+    )
     assert _folder_state() == untouched  # the committed notebooks and their store are as they were
 
 
