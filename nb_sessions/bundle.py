@@ -36,6 +36,18 @@ renumbered and re-stamped and carry ``original_seq``,
 ``original_parent``) in their metadata; those are metadata like any other,
 read as before and kept as they are by later copies.
 
+A bundle written with a key (``write_bundle(..., key=...)``, ``nb-sessions
+export --bundle --to-key-file``) is *sealed*: one plain header line (the
+:data:`SEALED_FORMAT` marker and the wrapped random data key, as an encrypted
+store's header holds it), then the bundle's bytes in AES-256-GCM chunks of
+:data:`CHUNK` bytes, each bound to the bundle, its number and whether it is
+the last, so a flipped byte, a dropped, reordered or truncated chunk, or a
+chunk from another bundle is a :class:`StoreCorruptedError` naming the file and
+the chunk, found before anything is imported. Nothing of the sessions is
+readable without the key. :func:`read_bundle` opens it with ``key`` (or
+``NB_SESSIONS_KEY``); :func:`import_bundle` puts a sealed bundle's sessions
+into a plain store only with ``plaintext=True``.
+
 A session already in the destination is refused before anything is
 written; a session that fails midway (an error, Ctrl-C) is deleted from the
 destination again. A process killed outright cannot clean up: the partial
@@ -44,6 +56,8 @@ session stays, and copying again refuses it by name until it is deleted.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import dataclasses
 import functools
@@ -51,14 +65,18 @@ import hashlib
 import json
 import os
 import secrets
+import struct
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
+
 from . import codec
 from ._loop import run_sync
+from .crypto import KeySource
 from .errors import (
     ConflictError,
     Hint,
@@ -71,7 +89,9 @@ from .errors import (
 from .stores.base import At, BaseStore, Checkpoint, SessionKey, _InSession, parse_ref, validate_id
 
 __all__ = [
+    "CHUNK",
     "FORMAT",
+    "SEALED_FORMAT",
     "VERSION",
     "Bundle",
     "BundleCheckpoint",
@@ -83,6 +103,7 @@ __all__ = [
     "import_bundle",
     "import_state_file",
     "is_bundle",
+    "is_sealed_bundle",
     "read_bundle",
     "state_digest",
     "write_bundle",
@@ -93,6 +114,11 @@ __all__ = [
 FORMAT = "nb_sessions-bundle"
 #: The bundle schema version this nb_sessions writes and the newest it reads.
 VERSION = 1
+#: The ``format`` marker of a sealed (encrypted) bundle's header line.
+SEALED_FORMAT = "nb_sessions-sealed-bundle"
+#: The plaintext bytes per sealed chunk of a sealed bundle.
+CHUNK = 1 << 20
+_LENGTH = struct.Struct(">I")  # each sealed chunk's length, before it
 
 #: ``progress(done, total, note)``: called after each checkpoint is handled.
 ProgressCallback = Callable[[int, int, str], None]
@@ -153,6 +179,8 @@ class Bundle:
     version: int = VERSION
     path: str = ""
     created_at: str | None = None
+    #: Read from a sealed (encrypted) bundle.
+    sealed: bool = False
 
     @property
     def checkpoints(self) -> int:
@@ -196,17 +224,23 @@ def write_bundle(
     *,
     progress: ProgressCallback | None = None,
     plaintext: bool = False,
+    key: KeySource | None = None,
 ) -> tuple[int, int]:
     """Write whole sessions (all of the store's when ``sessions`` is None) as a bundle; return ``(sessions, checkpoints)``.
 
     A file is replaced atomically: an interrupted export leaves no half bundle.
-    A bundle is plain JSON: from an encrypted store it is written only with
-    ``plaintext=True`` (to move sessions encrypted, copy them into another
-    encrypted store with :func:`copy_sessions`).
+    With ``key`` the bundle is sealed (encrypted, see the module docstring);
+    without, it is plain JSON, written from an encrypted store only with
+    ``plaintext=True``.
     """
     from . import __version__
 
-    _refuse_plaintext(store, plaintext)
+    if key is None:
+        _refuse_plaintext(store, plaintext)
+    else:
+        from .crypto import Cipher, resolve_key
+
+        cipher = Cipher.create(resolve_key(key))  # a new data key per bundle
 
     histories = _histories(store, sessions)
     total = sum(len(h) for _, h in histories)
@@ -217,10 +251,11 @@ def write_bundle(
         "nb_sessions_version": __version__,
     })
     done = 0
-    with _output(path) as out:
+    with _output(path) as raw_out:
+        out: IO[bytes] | _SealedWriter = raw_out if key is None else _SealedWriter(raw_out, cipher)
         out.write(header[:-1] + b',"sessions":[\n')
-        for i, (key, history) in enumerate(histories):
-            head = codec.dumps({"user_id": key.user_id, "session_id": key.session_id})
+        for i, (skey, history) in enumerate(histories):
+            head = codec.dumps({"user_id": skey.user_id, "session_id": skey.session_id})
             out.write((b",\n" if i else b"") + head[:-1] + b',"checkpoints":[\n')
             for j, cp in enumerate(history):
                 state = store.get_state(cp)
@@ -240,7 +275,38 @@ def write_bundle(
                     progress(done, total, cp.ref)
             out.write(b"]}")
         out.write(b"\n]}\n")
+        if isinstance(out, _SealedWriter):
+            out.finish()
     return len(histories), total
+
+
+class _SealedWriter:
+    """Writes a sealed bundle to ``out``: the header line, then the bytes given, in sealed chunks."""
+
+    def __init__(self, out: IO[bytes], cipher: Any, chunk: int | None = None) -> None:
+        self._out, self._cipher, self._chunk = out, cipher, chunk or CHUNK
+        self._buffer = bytearray()
+        self._index = 0
+        out.write(orjson.dumps({
+            "format": SEALED_FORMAT, "version": VERSION, "chunk": self._chunk,
+            "header": base64.b64encode(cipher.header).decode(),
+        }) + b"\n")
+
+    def write(self, data: bytes) -> int:
+        self._buffer += data
+        while len(self._buffer) > self._chunk:  # (the last chunk is written by finish, marked last)
+            self._seal(bytes(self._buffer[:self._chunk]), last=False)
+            del self._buffer[:self._chunk]
+        return len(data)
+
+    def finish(self) -> None:
+        self._seal(bytes(self._buffer), last=True)
+        self._buffer.clear()
+
+    def _seal(self, data: bytes, *, last: bool) -> None:
+        sealed = self._cipher.seal(data, self._cipher.place("bundle", self._index, int(last)))
+        self._out.write(_LENGTH.pack(len(sealed)) + sealed)
+        self._index += 1
 
 
 def _refuse_plaintext(store: BaseStore, plaintext: bool, into: BaseStore | None = None) -> None:
@@ -315,17 +381,108 @@ def is_bundle(data: Any) -> bool:
     return isinstance(data, dict) and data.get("format") == FORMAT
 
 
-def read_bundle(path: str | os.PathLike[str], data: Any = None) -> Bundle:
-    """Read a bundle file and verify its version and every checksum.
+def is_sealed_bundle(path: str | os.PathLike[str]) -> bool:
+    """True when the file at ``path`` starts with a sealed bundle's header line."""
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(64 * 1024)
+    except OSError:
+        return False
+    return _sealed_header(first) is not None
 
-    Raises :class:`StoreCorruptedError` naming the file and checkpoint when a
-    record is malformed or a state does not match its ``sha256``, and
-    :class:`NbSessionsError` when the bundle is newer than this nb_sessions.
-    ``data`` is the already parsed file, if the caller has it.
+
+def _sealed_header(line: bytes) -> dict[str, Any] | None:
+    if not line.startswith(b"{"):
+        return None
+    try:
+        head = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    return head if isinstance(head, dict) and head.get("format") == SEALED_FORMAT else None
+
+
+def _open_sealed(raw: bytes, where: str, key: KeySource | None) -> bytes:
+    """The plain bundle inside a sealed one, every chunk authenticated (nothing is trusted before)."""
+    from .crypto import ENV_KEY, Cipher, key_from_env, resolve_key
+    from .errors import KeyRequiredError
+
+    first, _, body = raw.partition(b"\n")
+    head = _sealed_header(first + b"\n")
+    assert head is not None
+    version = head.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version > VERSION or version < 1:
+        raise NbSessionsError(
+            f"{where} is a sealed bundle of version {version!r}; this nb_sessions reads up to version "
+            f"{VERSION}. Upgrade nb_sessions to import it."
+        )
+    material = resolve_key(key) if key is not None else key_from_env()
+    if material is None:
+        raise KeyRequiredError(
+            f"{where} is an encrypted bundle and no key was given; nothing was read. Pass key=... to "
+            f"read_bundle, set {ENV_KEY}, or give --from-key/--from-key-file to nb-sessions import",
+            location=where,
+        )
+    try:
+        header = base64.b64decode(head["header"], validate=True)
+    except (KeyError, TypeError, ValueError, binascii.Error):
+        header = b""
+    cipher = Cipher.open_header(header, material, where)
+    parts: list[bytes] = []
+    view, at, index, last = memoryview(body), 0, 0, False
+    while at < len(view) and not last:
+        if at + _LENGTH.size > len(view):
+            break
+        (length,) = _LENGTH.unpack_from(view, at)
+        blob = view[at + _LENGTH.size:at + _LENGTH.size + length]
+        if len(blob) < length:
+            break
+        at += _LENGTH.size + length
+        for last in (False, True):  # which one it is, the seal says (a wrong guess does not open)
+            try:
+                parts.append(cipher.open(blob, cipher.place("bundle", index, int(last)), "", where))
+                break
+            except StoreCorruptedError:
+                continue
+        else:
+            raise StoreCorruptedError(
+                f"{where}: chunk {index} of the encrypted bundle fails its authentication (altered, "
+                "damaged, out of order, or from another bundle); nothing was imported. Export the bundle again",
+                location=where,
+            )
+        index += 1
+    if not last:
+        raise StoreCorruptedError(
+            f"{where}: the encrypted bundle ends after chunk {index - 1} without its last chunk (truncated); "
+            "nothing was imported. Copy or export the bundle again",
+            location=where,
+        )
+    if at != len(view):
+        raise StoreCorruptedError(
+            f"{where}: the encrypted bundle has {len(view) - at} byte(s) after its last chunk (appended "
+            "to); nothing was imported. Copy or export the bundle again",
+            location=where,
+        )
+    return b"".join(parts)
+
+
+def read_bundle(path: str | os.PathLike[str], data: Any = None, *, key: KeySource | None = None) -> Bundle:
+    """Read a bundle file (a sealed one with ``key``, else ``NB_SESSIONS_KEY``) and verify its version
+    and every checksum.
+
+    Raises :class:`StoreCorruptedError` naming the file and checkpoint (or the
+    sealed chunk) when a record is malformed, altered or a state does not match
+    its ``sha256``, :class:`KeyRequiredError` / :class:`WrongKeyError` for a
+    sealed bundle without its key, and :class:`NbSessionsError` when the
+    bundle is newer than this nb_sessions. ``data`` is the already parsed
+    file (a plain bundle), if the caller has it.
     """
     where = str(path)
+    sealed = False
     if data is None:
-        data = codec.loads(Path(path).read_bytes(), where)
+        raw = Path(path).read_bytes()
+        if _sealed_header(raw.partition(b"\n")[0]) is not None:
+            raw, sealed = _open_sealed(raw, where, key), True
+        data = codec.loads(raw, where)
     if not is_bundle(data):
         raise StoreCorruptedError(
             f"{where} is not an nb_sessions bundle (no \"format\": {FORMAT!r}); "
@@ -349,7 +506,7 @@ def read_bundle(path: str | os.PathLike[str], data: Any = None) -> Bundle:
         dup = next(k for k in keys if keys.count(k) > 1)
         raise StoreCorruptedError(f"{where}: session {dup} appears twice", location=where)
     created = data.get("created_at")
-    return Bundle(tuple(sessions), version, where, created if isinstance(created, str) else None)
+    return Bundle(tuple(sessions), version, where, created if isinstance(created, str) else None, sealed)
 
 
 def _read_session(raw: Any, where: str) -> BundleSession:
@@ -571,11 +728,20 @@ def import_bundle(
     *,
     progress: ProgressCallback | None = None,
     rename: SessionKey | None = None,
+    plaintext: bool = False,
 ) -> list[Copied]:
     """Copy a verified bundle's sessions (or only ``sessions``) into ``dst`` exactly, as :func:`copy_sessions` does.
 
     ``rename`` imports the one chosen session under that key instead of its own.
+    A sealed bundle goes into a plain store only with ``plaintext=True``.
     """
+    if bundle.sealed and not plaintext and not getattr(dst, "encrypted", False):
+        raise PlaintextRefusedError(
+            f"{bundle.path} is an encrypted bundle and {dst.location} is not encrypted: importing would store "
+            "its sessions there in plaintext; nothing was imported. Import into a store opened with a key, or "
+            "pass plaintext=True (nb-sessions import --plaintext) to import them into a plain store anyway",
+            location=dst.location,
+        )
     chosen = list(bundle.sessions)
     if sessions is not None:
         wanted = list(dict.fromkeys(_session_key(s) for s in sessions))

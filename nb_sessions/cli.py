@@ -666,6 +666,11 @@ def cmd_export(ctx: _Ctx) -> int:
                 "export without --bundle writes one checkpoint: give exactly one REF "
                 "(or add --bundle to export whole sessions)"
             )
+        if args.to_key or args.to_key_file:
+            raise UsageError(
+                "an AgentScope session file cannot be encrypted (AgentScope reads it as plain JSON); "
+                "add --bundle to write an encrypted bundle"
+            )
         cp = bundle.write_state(store, args.refs[0], target, plaintext=args.plaintext)
         report: dict[str, Any] = {"format": "agentscope", "ref": cp.ref, "modules": list(cp.modules)}
         summary = f"exported {cp.ref} ({', '.join(cp.modules)}) to {args.output} (AgentScope JSONSession format)"
@@ -674,11 +679,15 @@ def cmd_export(ctx: _Ctx) -> int:
             raise UsageError("export --bundle needs session names or --all (not both)")
         with ctx.progress("export") as bar:
             n_sessions, n_checkpoints = bundle.write_bundle(
-                store, None if args.all else args.refs, target, progress=bar.update, plaintext=args.plaintext
+                store, None if args.all else args.refs, target, progress=bar.update, plaintext=args.plaintext,
+                key=Path(args.to_key_file) if args.to_key_file else args.to_key,
             )
-        report = {"format": bundle.FORMAT, "version": bundle.VERSION, "sessions": n_sessions,
-                  "checkpoints": n_checkpoints}
-        summary = f"exported {n_sessions} session(s), {n_checkpoints} checkpoint(s) to {args.output} (bundle v{bundle.VERSION})"
+        sealed = bool(args.to_key or args.to_key_file)
+        report = {"format": bundle.SEALED_FORMAT if sealed else bundle.FORMAT, "version": bundle.VERSION,
+                  "sessions": n_sessions, "checkpoints": n_checkpoints}
+        kind = "encrypted bundle" if sealed else "bundle"
+        summary = (f"exported {n_sessions} session(s), {n_checkpoints} checkpoint(s) to {args.output} "
+                   f"({kind} v{bundle.VERSION})")
     if not to_stdout:
         report["file"] = str(Path(args.output).absolute())
         if ctx.json:
@@ -692,16 +701,18 @@ def cmd_import(ctx: _Ctx) -> int:
     """Import a bundle (history kept) or an AgentScope session file (one new checkpoint)."""
     args = ctx.args
     path = Path(args.file)
-    data = codec.loads(path.read_bytes(), str(path))
+    sealed = bundle.is_sealed_bundle(path)
+    data = None if sealed else codec.loads(path.read_bytes(), str(path))
     store = ctx.store(must_exist=False)
-    if bundle.is_bundle(data):
+    if sealed or bundle.is_bundle(data):
         if args.label is not None:
             raise UsageError("--label applies to an AgentScope session file, not to a bundle")
-        parsed = bundle.read_bundle(path, data)
+        key = Path(args.from_key_file) if args.from_key_file else args.from_key
+        parsed = bundle.read_bundle(path, data, key=key)
         rename = None if args.rename is None else parse_ref(args.rename).key
         with ctx.progress("import") as bar:
             copied = bundle.import_bundle(
-                store, parsed, args.sessions or None, progress=bar.update, rename=rename
+                store, parsed, args.sessions or None, progress=bar.update, rename=rename, plaintext=args.plaintext
             )
         return _report_copies(ctx, copied, "imported")
     if len(args.sessions) > 1:
@@ -1040,6 +1051,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bundle", action="store_true", help="write whole sessions with history and checksums")
     p.add_argument("--all", action="store_true", help="with --bundle: every session of the store")
     p.add_argument("--plaintext", action="store_true", help="allow writing a plaintext file from an encrypted store")
+    p.add_argument("--to-key", metavar="KEY", help="with --bundle: encrypt the bundle with this key")
+    p.add_argument("--to-key-file", metavar="PATH", help="with --bundle: encrypt the bundle with the key in this file")
     p = command("import", cmd_import, "import a bundle, or an AgentScope session file as a new checkpoint")
     p.add_argument("file", metavar="FILE")
     p.add_argument("sessions", nargs="*", metavar="SESSION",
@@ -1048,6 +1061,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label", help="label the checkpoint made from an AgentScope file")
     p.add_argument("--as", dest="rename", metavar="NEW",
                    help="import the one session under the name NEW (e.g. when the store has one of that name)")
+    p.add_argument("--from-key", metavar="KEY", help="the key of an encrypted bundle (default: $NB_SESSIONS_KEY)")
+    p.add_argument("--from-key-file", metavar="PATH", help="the key file of an encrypted bundle")
+    p.add_argument("--plaintext", action="store_true",
+                   help="allow importing an encrypted bundle into a plain store")
     p = command("migrate", cmd_migrate,
                 "save an AgentScope 2.x copy of a 1.x checkpoint as a new checkpoint (the 1.x ones stay)")
     p.add_argument("ref", metavar="REF", help=ref_help)

@@ -213,6 +213,8 @@ def check_encryption(nb: Any) -> None:
     copies = output_of(nb, "nbs.copy_sessions(store, other)")
     assert "seq_map={1: 1, 2: 2}" in copies
     assert "PlaintextRefusedError:" in copies and "plain store sessions: []" in copies
+    shared = output_of(nb, "nbs.write_bundle(store")
+    assert "ACC-99812 in the bundle: False" in shared and "['support@1', 'support@2']" in shared
 
 
 CHECKS: dict[str, Callable[[Any], None]] = {
