@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 import struct
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import nb_sessions as nbs
 from nb_sessions import bundle
@@ -158,3 +161,46 @@ def test_the_cli_exports_and_imports_a_sealed_bundle(tmp_path: Path) -> None:
     single = run(tmp_path, "--store", "src.db", "--key", TEST_KEY, "export", "alice", "-o", "a.json",
                  "--to-key", OTHER_KEY)
     assert single.returncode != 0 and "cannot be encrypted" in single.stderr
+
+
+# -- fuzzing: any damage anywhere in the file ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sealed_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, list[Any]]:
+    """One sealed bundle (4 KB chunks) and the exact history of its source."""
+    folder = tmp_path_factory.mktemp("sealed")
+    src = nbs.open_store(folder / "src.db", key=TEST_KEY)
+    src.save("s", box=Box([{"n": i, "text": f"{SECRET} {i}"} for i in range(60)]), label="one")
+    src.save("s", box=Box([{"n": i, "text": f"{SECRET} {i}"} for i in range(70)]))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(bundle, "CHUNK", 4096)
+        bundle.write_bundle(src, None, folder / "b", key=TEST_KEY)
+    return (folder / "b").read_bytes(), exact(src, "s")
+
+
+def _damaged_import(data: bytes, expected: list[Any], folder: Path) -> str:
+    """Import damaged bundle bytes: the exact sessions, or a named error with nothing imported."""
+    path = folder / "b"
+    path.write_bytes(data)
+    dst = nbs.open_store(folder / "dst.db", key=TEST_KEY)
+    try:
+        bundle.import_bundle(dst, bundle.read_bundle(path, key=TEST_KEY))
+    except nbs.NbSessionsError:
+        assert dst.sessions() == []
+        return "named"
+    assert exact(dst, "s") == expected  # the damage was in what no reader uses (the "chunk" size field)
+    return "exact"
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(where=st.floats(0, 1, exclude_max=True), bit=st.integers(0, 7), cut=st.booleans())
+def test_a_flipped_bit_or_a_cut_anywhere_is_named_or_harmless(
+    sealed_file: tuple[bytes, list[Any]], tmp_path_factory: pytest.TempPathFactory, where: float, bit: int, cut: bool
+) -> None:
+    data, expected = sealed_file
+    at = int(where * len(data))
+    damaged = data[:at] if cut else data[:at] + bytes([data[at] ^ (1 << bit)]) + data[at + 1:]
+    outcome = _damaged_import(damaged, expected, tmp_path_factory.mktemp("case"))
+    if cut or at > data.index(b"\n"):  # every byte after the header line is authenticated
+        assert outcome == "named"
