@@ -164,6 +164,8 @@ def validate_id(value: Any, what: str = "session id", *, literal: bool = False) 
         problem = "it starts or ends with white space"
     elif value.startswith("."):
         problem = "it starts with '.' (reserved for the store's own files)"
+    elif not _is_text(value):
+        problem = "it holds a lone surrogate (half of an emoji?), which no store can keep in a name or a file name"
     if problem:
         raise InvalidIdError(
             f"invalid {what} {value!r}: {problem}. Use letters, digits, '-', '_' and '.' "
@@ -171,6 +173,15 @@ def validate_id(value: Any, what: str = "session id", *, literal: bool = False) 
             value=value,
         )
     return value
+
+
+def _is_text(value: str) -> bool:
+    """True when ``value`` is valid Unicode text (encodes as UTF-8: no lone surrogate)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def validate_label(value: Any) -> str:

@@ -175,6 +175,17 @@ def test_unsafe_session_ids_are_refused(store: nbs.BaseStore, bad: str) -> None:
         store.save(bad, box=Box(1))
 
 
+def test_a_lone_surrogate_in_an_id_is_refused_by_name_on_every_store(store: nbs.BaseStore) -> None:
+    # No store can keep one: not SQLite or PostgreSQL text, not a file name (it was a bare
+    # UnicodeEncodeError from the JSON store, found by the public-API fuzzer).
+    for key in ("\ud800", "ok\udfffok", SessionKey("\ud83d", "s")):
+        with pytest.raises(InvalidIdError, match="lone surrogate"):
+            store.save(key, box=Box(1))
+        with pytest.raises(InvalidIdError, match="lone surrogate"):
+            store.history(key)
+    assert store.sessions() == []
+
+
 @pytest.mark.parametrize("bad", ["12", "~1", "latest", "a@b", "tab\there", "x" * 101, " "])
 def test_bad_labels_are_refused(store: nbs.BaseStore, bad: str) -> None:
     with pytest.raises(InvalidIdError):
