@@ -293,10 +293,14 @@ class _SealedWriter:
         }) + b"\n")
 
     def write(self, data: bytes) -> int:
-        self._buffer += data
-        while len(self._buffer) > self._chunk:  # (the last chunk is written by finish, marked last)
-            self._seal(bytes(self._buffer[:self._chunk]), last=False)
-            del self._buffer[:self._chunk]
+        buffer, chunk = self._buffer, self._chunk
+        buffer += data
+        done = 0
+        with memoryview(buffer) as view:  # (a record may be a 100 MB state: no copy of the rest per chunk)
+            while len(buffer) - done > chunk:  # (the last chunk is written by finish, marked last)
+                self._seal(bytes(view[done:done + chunk]), last=False)
+                done += chunk
+        del buffer[:done]
         return len(data)
 
     def finish(self) -> None:
@@ -428,41 +432,30 @@ def _open_sealed(raw: bytes, where: str, key: KeySource | None) -> bytes:
         header = b""
     cipher = Cipher.open_header(header, material, where)
     parts: list[bytes] = []
-    view, at, index, last = memoryview(body), 0, 0, False
-    while at < len(view) and not last:
-        if at + _LENGTH.size > len(view):
-            break
-        (length,) = _LENGTH.unpack_from(view, at)
-        blob = view[at + _LENGTH.size:at + _LENGTH.size + length]
-        if len(blob) < length:
-            break
-        at += _LENGTH.size + length
-        for last in (False, True):  # which one it is, the seal says (a wrong guess does not open)
-            try:
-                parts.append(cipher.open(blob, cipher.place("bundle", index, int(last)), "", where))
-                break
-            except StoreCorruptedError:
-                continue
-        else:
+    at, index = 0, 0
+    while True:
+        length = _LENGTH.unpack_from(body, at)[0] if at + _LENGTH.size <= len(body) else -1
+        blob = body[at + _LENGTH.size:at + _LENGTH.size + length]
+        if length < 0 or len(blob) < length:
             raise StoreCorruptedError(
-                f"{where}: chunk {index} of the encrypted bundle fails its authentication (altered, "
-                "damaged, out of order, or from another bundle); nothing was imported. Export the bundle again",
+                f"{where}: the encrypted bundle ends inside chunk {index} (truncated); nothing was imported. "
+                "Copy or export the bundle again",
                 location=where,
             )
+        at += _LENGTH.size + length
+        last = at == len(body)  # sealed as the last or not: a cut or an append makes it fail
+        try:
+            parts.append(cipher.open(blob, cipher.place("bundle", index, int(last)), "", where))
+        except StoreCorruptedError:
+            raise StoreCorruptedError(
+                f"{where}: chunk {index} of the encrypted bundle fails its authentication (altered, damaged, "
+                "out of order, cut short, appended to, or from another bundle); nothing was imported. Copy or "
+                "export the bundle again",
+                location=where,
+            ) from None
+        if last:
+            return b"".join(parts)
         index += 1
-    if not last:
-        raise StoreCorruptedError(
-            f"{where}: the encrypted bundle ends after chunk {index - 1} without its last chunk (truncated); "
-            "nothing was imported. Copy or export the bundle again",
-            location=where,
-        )
-    if at != len(view):
-        raise StoreCorruptedError(
-            f"{where}: the encrypted bundle has {len(view) - at} byte(s) after its last chunk (appended "
-            "to); nothing was imported. Copy or export the bundle again",
-            location=where,
-        )
-    return b"".join(parts)
 
 
 def read_bundle(path: str | os.PathLike[str], data: Any = None, *, key: KeySource | None = None) -> Bundle:

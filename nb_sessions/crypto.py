@@ -27,7 +27,7 @@ import hmac
 import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
 
 import orjson
 
@@ -332,9 +332,14 @@ def open_in_place(
     except (InvalidTag, ValueError, TypeError):
         i = len(out)
         offset, length, suffix = records[i]
-        cipher.open(bytes(data[offset:offset + length]), aad_prefix + suffix, where(i), location)  # the named error
-        raise StoreCorruptedError(f"{where(i)}: an encrypted value does not open", location=location) from None
+        _not_opened(cipher, bytes(data[offset:offset + length]), aad_prefix + suffix, where(i), location)
     return out
+
+
+def _not_opened(cipher: Cipher, blob: Any, aad: bytes, where: str, location: str) -> NoReturn:
+    """The named error of a value that did not open (:meth:`Cipher.open` says why)."""
+    cipher.open(blob, aad, where, location)
+    raise StoreCorruptedError(f"{where}: an encrypted value does not open", location=location) from None
 
 
 def open_values(
@@ -352,6 +357,5 @@ def open_values(
         try:
             out.append(decrypt(blob[:_NONCE], blob[_NONCE:], aad))
         except (InvalidTag, ValueError, TypeError):
-            cipher.open(blob, aad, where(i), location)  # raises the named error
-            raise StoreCorruptedError(f"{where(i)}: an encrypted value does not open", location=location) from None
+            _not_opened(cipher, blob, aad, where(i), location)
     return out

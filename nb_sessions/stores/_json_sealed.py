@@ -155,11 +155,15 @@ def open_state(
     return open_checkpoint(cipher, key, seq, entry["created_at"], data, hashes, f"checkpoint {key}@{seq}", str(path))
 
 
+def _keyed_prefix(cipher: Cipher, key: SessionKey) -> bytes:
+    """What ``cipher.place("entry", user id, session id, h)`` starts with for a 16-byte keyed hash ``h``."""
+    return cipher.place("entry", key.user_id, key.session_id) + (16).to_bytes(4, "big")
+
+
 def entry_places(cipher: Cipher, key: SessionKey) -> Callable[[bytes], bytes]:
     """``h -> cipher.place("entry", user id, session id, h)``, the common prefix built once (10,000 entries a load)."""
-    prefix = cipher.place("entry", key.user_id, key.session_id)
-    keyed = prefix + (16).to_bytes(4, "big")  # every keyed hash is 16 bytes
-    return lambda h: keyed + h if len(h) == 16 else prefix + len(h).to_bytes(4, "big") + h
+    keyed = _keyed_prefix(cipher, key)  # every keyed hash is 16 bytes
+    return lambda h: keyed + h if len(h) == 16 else cipher.place("entry", key.user_id, key.session_id, h)
 
 
 def seal_entries(cipher: Cipher, key: SessionKey, blobs: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
@@ -179,7 +183,7 @@ def open_entries(
 ) -> list[Any]:
     """The entries of ``ranges``, opened in place (and each decoded, given ``decode``); their keyed
     hashes are appended to ``hashes`` in order."""
-    keyed = cipher.place("entry", key.user_id, key.session_id) + (16).to_bytes(4, "big")  # see entry_places
+    keyed = _keyed_prefix(cipher, key)  # the .idx records hold 16-byte hashes
     with pack.located_runs(ranges, where) as (data, records):
         hashes += [h for _, _, h in records]
         ordinals = from_ranges(ranges)

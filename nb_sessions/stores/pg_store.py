@@ -1251,6 +1251,7 @@ class PostgresStore(BaseStore):
                     "UNION ALL SELECT id, data FROM nbs_blobs WHERE id > "
                     "(SELECT value FROM nbs_meta WHERE key = 'search_indexed_upto')",
                     (pattern,),
+                    binary=True,  # entries as stored, not hex text
                 )
                 found: dict[int, Mapping[str, Any]] = {}
                 for blob_id, data in await cur.fetchall():
@@ -1354,7 +1355,7 @@ class PostgresStore(BaseStore):
                             new = sorted({i for _, ids in lists for i in ids} - entries.keys())
                             if new:
                                 got = await conn.execute(
-                                    "SELECT id, data, hash FROM nbs_blobs WHERE id = ANY(%s)", (new,)
+                                    "SELECT id, data, hash FROM nbs_blobs WHERE id = ANY(%b)", (new,), binary=True
                                 )
                                 for i, data, h in await got.fetchall():
                                     plain = cipher.open(_bytes(data), _bytes(h), f"{where} entry {i}", self.location)
